@@ -1,0 +1,75 @@
+# pgjq: SQL-native job queues for PostgreSQL (PGXS build)
+#
+# On a fresh machine start with the two entry points, which install what
+# they need first (they work before pg_config exists):
+#   make demo    run the end-to-end demo on a throwaway cluster
+#   make test    run every test suite on throwaway clusters
+#
+# With PostgreSQL's server dev package installed, the usual PGXS targets
+# work too: make, make install, make installcheck.
+#
+# Test layout (the top level is fixed: Makefile, pgjq.control, sql, src,
+# test, expected, bench, README.md):
+#   sql/<test>.sql + expected/<test>.out   pg_regress, as pg_cron does:
+#                                          PG 14/15's pg_regress reads both
+#                                          from one --inputdir, here "."
+#   test/specs + test/expected             isolation specs
+#   test/t                                 TAP (PostgreSQL::Test::Cluster)
+#   test/pgtap                             pgTAP files, run by pg_prove
+#   test/bin                               the harness behind make test
+
+EXTENSION = pgjq
+EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
+
+MODULE_big = pgjq
+OBJS = \
+	src/pgjq.o \
+	src/plans.o \
+	src/enqueue.o \
+	src/lease.o
+
+# sql/pgjq.sql is the one editable install script; released upgrade
+# deltas (sql/pgjq--A--B.sql) are frozen
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
+
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+PG_CPPFLAGS = -I$(srcdir)/src
+
+# pg_regress: tests run in this order against a temporary instance that
+# preloads pgjq (test/pgjq.conf)
+REGRESS = install queue enqueue dequeue ack result privileges bad_input
+REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
+
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --load-extension=$(EXTENSION) \
+	--temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_iso
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql results output_iso \
+	tmp_check tmp_check_regress tmp_check_iso regression.diffs regression.out log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifneq ($(PGXS),)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql $(EXTENSION).control
+	cp $< $@
+else
+# Without pg_config only the entry points below can run; they install it.
+all install installcheck:
+	@echo "pg_config not found: install postgresql-server-dev-15, or run 'make test' or 'make demo', which install it" >&2
+	@exit 1
+endif
+
+.PHONY: demo test
+
+demo:
+	bash test/bin/demo.sh
+
+test:
+	bash test/bin/run-tests.sh

@@ -1,0 +1,273 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *	  jq_dequeue, jq_ack and jq_ack_batch: workers lease jobs and complete
+ *	  them.
+ *
+ * A lease is the pair (job id, lease token).  jq_dequeue hands out jobs
+ * with FOR UPDATE SKIP LOCKED, so concurrent workers never block on or
+ * receive the same job, and gives each delivery a fresh token.  Completing
+ * a job requires the token of its current lease: a worker whose lease
+ * expired and whose job went to another worker gets false, and changes
+ * nothing (fencing).
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/lease.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(pgjq_dequeue);
+PG_FUNCTION_INFO_V1(pgjq_ack);
+PG_FUNCTION_INFO_V1(pgjq_ack_batch);
+
+/*
+ * put_spi_result copies every row of the last SPI result into the
+ * function's tuplestore.  The query's columns match the function's result
+ * columns one to one.
+ */
+static void
+put_spi_result(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			natts = rsinfo->setDesc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+
+	Assert(SPI_tuptable->tupdesc->natts == natts);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		heap_deform_tuple(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						  values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/*
+ * jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
+ * jobs of the queue, most urgent first (priority descending, then run_at,
+ * then id), and returns one row per job.  The lease runs from
+ * clock_timestamp(), not from the start of the caller's transaction.
+ */
+Datum
+pgjq_dequeue(PG_FUNCTION_ARGS)
+{
+	char	   *queue_name;
+	PgjqQueue	queue;
+	int32		max_jobs;
+	int32		lease_seconds;
+	Datum		values[3];
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null")));
+	queue_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	max_jobs = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
+	if (max_jobs < 1 || max_jobs > PGJQ_MAX_JOBS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_jobs must be between 1 and %d", PGJQ_MAX_JOBS_MAX),
+				 errdetail("Got %d.", max_jobs)));
+
+	pgjq_init_materialized_srf(fcinfo);
+
+	SPI_connect();
+	pgjq_lookup_queue(queue_name, &queue);
+
+	lease_seconds = PG_ARGISNULL(2) ? queue.lease_seconds : PG_GETARG_INT32(2);
+	if (lease_seconds < 1 || lease_seconds > PGJQ_LEASE_SECONDS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease_seconds must be between 1 and %d",
+						PGJQ_LEASE_SECONDS_MAX),
+				 errdetail("Got %d.", lease_seconds),
+				 errhint("Pass NULL for the queue's default lease of %d seconds; extend a long job's lease as it runs.",
+						 queue.lease_seconds)));
+
+	values[0] = Int32GetDatum(queue.queue_id);
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	pgjq_execute_plan(PGJQ_PLAN_PROMOTE, values, NULL, SPI_OK_UPDATE);
+
+	values[1] = Int32GetDatum(max_jobs);
+	values[2] = Float8GetDatum((float8) lease_seconds);
+	pgjq_execute_plan(PGJQ_PLAN_DEQUEUE, values, NULL, SPI_OK_SELECT);
+	put_spi_result(fcinfo);
+	SPI_finish();
+
+	return (Datum) 0;
+}
+
+/*
+ * jq_ack(job_id, lease_token, result) completes a leased job: the job
+ * leaves the hot table and its result is stored, in one statement.
+ * Returns true when this lease completed the job, false (changing nothing)
+ * when the token is stale or the job is not leased: already acked, taken
+ * by another worker after the lease expired, or unknown.  An ack that
+ * arrives after the lease expired but before the job was reclaimed still
+ * succeeds: no other worker holds the job, and the work is done.
+ */
+Datum
+pgjq_ack(PG_FUNCTION_ARGS)
+{
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		acked;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_id and lease_token must not be null"),
+				 errhint("Pass the job_id and lease_token columns that jq_dequeue returned.")));
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		values[2] = PG_GETARG_DATUM(2);
+
+	SPI_connect();
+	pgjq_execute_plan(PGJQ_PLAN_ACK, values, nulls, SPI_OK_INSERT);
+	acked = SPI_processed == 1;
+	SPI_finish();
+
+	PG_RETURN_BOOL(acked);
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * check_ack_array deconstructs one array argument of jq_ack_batch and
+ * checks its shape; returns the element count.
+ */
+static int
+check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
+				bool nulls_allowed, Datum **elems_out)
+{
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	if (elemtype == INT8OID)
+		deconstruct_array(arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, &elem_nulls, &n);
+	else
+		deconstruct_array(arr, JSONBOID, -1, false, TYPALIGN_INT,
+						  &elems, &elem_nulls, &n);
+	if (!nulls_allowed)
+		for (int i = 0; i < n; i++)
+			if (elem_nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("%s must not contain nulls", argname),
+						 errdetail("Element %d is null.", i + 1)));
+	if (elems_out)
+		*elems_out = elems;
+	return n;
+}
+
+/*
+ * jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
+ * statement.  Returns one (job_id, acked) row per element, in input order;
+ * each element succeeds or fails on its own token, as jq_ack would.  A job
+ * id may appear only once, so that "acked" is unambiguous.
+ */
+Datum
+pgjq_ack_batch(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids_arr;
+	ArrayType  *tokens_arr;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			nids;
+	int			ntokens;
+	Datum	   *id_elems;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_ids and lease_tokens must not be null")));
+	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
+	tokens_arr = PG_GETARG_ARRAYTYPE_P(1);
+
+	nids = check_ack_array(ids_arr, "job_ids", INT8OID, false, &id_elems);
+	ntokens = check_ack_array(tokens_arr, "lease_tokens", INT8OID, false, NULL);
+	if (nids != ntokens)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("job_ids and lease_tokens must have the same length"),
+				 errdetail("job_ids has %d elements, lease_tokens has %d.",
+						   nids, ntokens)));
+	if (nids > PGJQ_BATCH_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a batch may hold at most %d jobs", PGJQ_BATCH_MAX),
+				 errdetail("Got %d.", nids)));
+	if (!PG_ARGISNULL(2))
+	{
+		ArrayType  *results_arr = PG_GETARG_ARRAYTYPE_P(2);
+		int			nresults;
+
+		nresults = check_ack_array(results_arr, "results", JSONBOID, true, NULL);
+		if (nresults != nids)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("results must have as many elements as job_ids"),
+					 errdetail("job_ids has %d elements, results has %d.",
+							   nids, nresults),
+					 errhint("Pass NULL for results to store no results, or NULL elements for single jobs.")));
+		values[2] = PointerGetDatum(results_arr);
+	}
+	else
+		nulls[2] = 'n';
+
+	/* refuse duplicate ids: sort a copy and compare neighbours */
+	if (nids > 1)
+	{
+		int64	   *sorted = palloc(sizeof(int64) * nids);
+
+		for (int i = 0; i < nids; i++)
+			sorted[i] = DatumGetInt64(id_elems[i]);
+		qsort(sorted, nids, sizeof(int64), cmp_int64);
+		for (int i = 1; i < nids; i++)
+			if (sorted[i] == sorted[i - 1])
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job id " INT64_FORMAT " appears more than once in job_ids",
+								sorted[i])));
+		pfree(sorted);
+	}
+
+	pgjq_init_materialized_srf(fcinfo);
+
+	values[0] = PointerGetDatum(ids_arr);
+	values[1] = PointerGetDatum(tokens_arr);
+	SPI_connect();
+	pgjq_execute_plan(PGJQ_PLAN_ACK_BATCH, values, nulls, SPI_OK_SELECT);
+	put_spi_result(fcinfo);
+	SPI_finish();
+
+	return (Datum) 0;
+}

@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgjq.h
+ *	  Declarations shared by the pgjq source files.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/pgjq.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGJQ_H
+#define PGJQ_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/jsonb.h"
+
+#include "compat.h"
+
+/* limits of the SQL API, documented in README.md */
+#define PGJQ_QUEUE_NAME_MAXLEN	48
+#define PGJQ_PRIORITY_MIN		(-100)
+#define PGJQ_PRIORITY_MAX		100
+#define PGJQ_MAX_JOBS_MAX		10000
+#define PGJQ_LEASE_SECONDS_MAX	86400
+#define PGJQ_BATCH_MAX			10000
+
+/* one-byte job state codes stored in jq.job.state and jq.job_result.state */
+#define PGJQ_STATE_READY		'r'
+#define PGJQ_STATE_SCHEDULED	's'
+#define PGJQ_STATE_LEASED		'l'
+#define PGJQ_STATE_SUCCEEDED	'd'
+
+/*
+ * The kept SPI plans of the hot path.  Each is prepared once per backend
+ * on first use (plans.c) and reused; the SQL text is in plans.c.
+ */
+typedef enum PgjqPlanId
+{
+	PGJQ_PLAN_QUEUE_LOOKUP,
+	PGJQ_PLAN_ENQUEUE,
+	PGJQ_PLAN_ENQUEUE_BATCH,
+	PGJQ_PLAN_PROMOTE,
+	PGJQ_PLAN_DEQUEUE,
+	PGJQ_PLAN_ACK,
+	PGJQ_PLAN_ACK_BATCH,
+	PGJQ_NUM_PLANS
+} PgjqPlanId;
+
+/* a queue's settings as the hot path needs them */
+typedef struct PgjqQueue
+{
+	int32		queue_id;
+	int32		lease_seconds;
+	int32		max_payload_bytes;
+} PgjqQueue;
+
+/* plans.c */
+extern SPIPlanPtr pgjq_get_plan(PgjqPlanId id);
+extern void pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
+							  int expected_rc);
+extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue);
+extern void pgjq_check_queue_name(const char *name);
+extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
+
+/* enqueue.c */
+extern void pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
+							   const char *queue_name, int element);
+
+#endif							/* PGJQ_H */

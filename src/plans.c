@@ -1,0 +1,302 @@
+/*-------------------------------------------------------------------------
+ *
+ * plans.c
+ *	  The SPI plan cache of the hot path, queue lookup and name checks.
+ *
+ * Every statement of the hot path is prepared once per backend, kept with
+ * SPI_keepplan and reused, so enqueue, dequeue and ack cost an executor run
+ * and no parse or plan.  The plans are generic: they never depend on the
+ * parameter values, and that keeps the planner from probing the ends of
+ * the job indexes (get_actual_variable_range), which is slow exactly when
+ * a queue has just churned through many jobs and left dead index entries.
+ *
+ * The SQL functions that reach these plans run SECURITY DEFINER with
+ * search_path = pg_catalog, pg_temp, so the first prepare resolves every
+ * name and operator there; the plan cache keeps that search_path and uses
+ * it again when a plan is rebuilt after an invalidation.  All names are
+ * schema-qualified besides.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/plans.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+typedef struct PgjqPlanDef
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+} PgjqPlanDef;
+
+/*
+ * The statements, indexed by PgjqPlanId.  Result columns are read by
+ * position; the comments name them.
+ */
+static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
+	[PGJQ_PLAN_QUEUE_LOOKUP] = {
+		/* -> queue_id, lease_seconds, max_payload_bytes */
+		"SELECT queue_id, lease_seconds, max_payload_bytes"
+		"  FROM jq.queue WHERE name = $1",
+		1, {TEXTOID}
+	},
+	[PGJQ_PLAN_ENQUEUE] = {
+		/* -> id */
+		"INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)"
+		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+		6, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID}
+	},
+	[PGJQ_PLAN_ENQUEUE_BATCH] = {
+		/*
+		 * -> id, one row per payload.  Ids come from the column default in
+		 * the order the rows are inserted, which is the ORDER BY below, so
+		 * ascending ids follow the order of the payloads.
+		 */
+		"INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)"
+		" SELECT $1, $2, $3, $4, $5, u.p"
+		"   FROM pg_catalog.unnest($6) WITH ORDINALITY AS u(p, n)"
+		"  ORDER BY u.n"
+		" RETURNING id",
+		6, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID}
+	},
+	[PGJQ_PLAN_PROMOTE] = {
+		/*
+		 * Scheduled jobs of the queue whose run_at has come become ready.
+		 * When none is due this is one probe of an index that holds only
+		 * scheduled jobs.  SKIP LOCKED: concurrent dequeuers share the work
+		 * instead of waiting for each other.
+		 */
+		"UPDATE jq.job SET state = 'r'"
+		" WHERE id IN (SELECT id FROM jq.job"
+		"               WHERE queue_id = $1 AND state = 's'"
+		"                 AND run_at <= $2"
+		"               ORDER BY run_at"
+		"               LIMIT 1000"
+		"               FOR UPDATE SKIP LOCKED)",
+		2, {INT4OID, TIMESTAMPTZOID}
+	},
+	[PGJQ_PLAN_DEQUEUE] = {
+		/*
+		 * -> job_id, lease_token, attempt, priority, payload, enqueued_at,
+		 * lease_expires_at, most urgent first.
+		 *
+		 * The lease token's high 32 bits count the deliveries of the job, so
+		 * a job's tokens only grow; the low 32 bits are random, so a token
+		 * is never valid for another job by accident.
+		 */
+		"WITH cand AS ("
+		"    SELECT id FROM jq.job"
+		"     WHERE queue_id = $1 AND state = 'r'"
+		"     ORDER BY priority DESC, run_at, id"
+		"     LIMIT $2"
+		"     FOR UPDATE SKIP LOCKED"
+		"), leased AS ("
+		"    UPDATE jq.job j"
+		"       SET state = 'l',"
+		"           attempt = j.attempt + 1,"
+		"           lease_token = ((((COALESCE(j.lease_token, 0) >> 32) + 1) << 32)"
+		"                          | (pg_catalog.random() * 2147483647)::bigint),"
+		"           started_at = pg_catalog.clock_timestamp(),"
+		"           lease_expires_at = pg_catalog.clock_timestamp()"
+		"                              + pg_catalog.make_interval(secs => $3)"
+		"     WHERE j.id = ANY (ARRAY(SELECT id FROM cand))"
+		"    RETURNING j.id, j.lease_token, j.attempt, j.priority, j.payload,"
+		"              j.enqueued_at, j.lease_expires_at, j.run_at"
+		")"
+		" SELECT id, lease_token, attempt, priority::integer, payload,"
+		"        enqueued_at, lease_expires_at"
+		"   FROM leased"
+		"  ORDER BY priority DESC, run_at, id",
+		3, {INT4OID, INT4OID, FLOAT8OID}
+	},
+	[PGJQ_PLAN_ACK] = {
+		/* -> one row inserted when this lease completed the job */
+		"WITH done AS ("
+		"    DELETE FROM jq.job"
+		"     WHERE id = $1 AND lease_token = $2 AND state = 'l'"
+		"    RETURNING id, queue_id, priority, attempt, enqueued_at, started_at"
+		")"
+		" INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
+		"                            result, enqueued_at, started_at, finished_at)"
+		" SELECT id, queue_id, 'd', priority, attempt, $3, enqueued_at, started_at,"
+		"        pg_catalog.clock_timestamp()"
+		"   FROM done",
+		3, {INT8OID, INT8OID, JSONBOID}
+	},
+	[PGJQ_PLAN_ACK_BATCH] = {
+		/* -> job_id, acked, one row per input element in input order */
+		"WITH input AS MATERIALIZED ("
+		"    SELECT u.id, u.token, u.result, u.ord"
+		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(id, token, result, ord)"
+		"), done AS ("
+		"    DELETE FROM jq.job j USING input i"
+		"     WHERE j.id = ANY ($1) AND j.id = i.id"
+		"       AND j.lease_token = i.token AND j.state = 'l'"
+		"    RETURNING j.id, j.queue_id, j.priority, j.attempt, j.enqueued_at,"
+		"              j.started_at, i.result"
+		"), ins AS ("
+		"    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
+		"                               result, enqueued_at, started_at, finished_at)"
+		"    SELECT id, queue_id, 'd', priority, attempt, result, enqueued_at,"
+		"           started_at, pg_catalog.clock_timestamp()"
+		"      FROM done"
+		"    RETURNING job_id"
+		")"
+		" SELECT i.id, ins.job_id IS NOT NULL"
+		"   FROM input i LEFT JOIN ins ON ins.job_id = i.id"
+		"  ORDER BY i.ord",
+		3, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID}
+	},
+};
+
+static SPIPlanPtr plans[PGJQ_NUM_PLANS];
+
+/*
+ * pgjq_get_plan returns the kept plan for id, preparing it on first use.
+ * The caller must be connected to SPI.
+ */
+SPIPlanPtr
+pgjq_get_plan(PgjqPlanId id)
+{
+	const PgjqPlanDef *def;
+	SPIPlanPtr	plan;
+
+	Assert(id >= 0 && id < PGJQ_NUM_PLANS);
+	if (plans[id] != NULL)
+		return plans[id];
+
+	def = &plan_defs[id];
+	plan = SPI_prepare_cursor(def->sql, def->nargs, (Oid *) def->argtypes,
+							  CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "pgjq: SPI_prepare failed for plan %d: %s",
+			 (int) id, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "pgjq: SPI_keepplan failed for plan %d", (int) id);
+	plans[id] = plan;
+	return plan;
+}
+
+/*
+ * pgjq_execute_plan runs a kept plan and checks its SPI return code; any
+ * other code is a bug, not a user error, hence elog.
+ */
+void
+pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
+				  int expected_rc)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(pgjq_get_plan(id), values, nulls, false, 0);
+	if (rc != expected_rc)
+		elog(ERROR, "pgjq: plan %d returned %s, expected %s", (int) id,
+			 SPI_result_code_string(rc), SPI_result_code_string(expected_rc));
+}
+
+/*
+ * pgjq_check_queue_name raises 42602 unless name is a valid queue name:
+ * a lowercase letter, then lowercase letters, digits or underscores, at
+ * most PGJQ_QUEUE_NAME_MAXLEN bytes.  The rule keeps "jq_" || name a valid
+ * unquoted identifier and a NOTIFY channel name that fits in NAMEDATALEN.
+ */
+void
+pgjq_check_queue_name(const char *name)
+{
+	size_t		len = strlen(name);
+	bool		ok = len >= 1 && name[0] >= 'a' && name[0] <= 'z';
+
+	/* no need to echo a name of a thousand characters back */
+	if (len > PGJQ_QUEUE_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("queue name is too long"),
+				 errdetail("A queue name has at most %d characters; this one has %zu.",
+						   PGJQ_QUEUE_NAME_MAXLEN, len)));
+
+	for (size_t i = 1; ok && i < len; i++)
+	{
+		char		c = name[i];
+
+		ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+	}
+
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid queue name \"%s\"", name),
+				 errdetail("A queue name starts with a lowercase letter and has only lowercase letters, digits and underscores, at most %d characters.",
+						   PGJQ_QUEUE_NAME_MAXLEN)));
+}
+
+/*
+ * pgjq_lookup_queue fills *queue with the settings of the named queue, or
+ * raises 42704 with a hint to create it.  One index probe through a kept
+ * plan; settings are read afresh on every call, so jq_alter_queue takes
+ * effect at once in every backend.
+ */
+void
+pgjq_lookup_queue(const char *name, PgjqQueue *queue)
+{
+	Datum		values[1];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	pgjq_check_queue_name(name);
+
+	values[0] = CStringGetTextDatum(name);
+	pgjq_execute_plan(PGJQ_PLAN_QUEUE_LOOKUP, values, NULL, SPI_OK_SELECT);
+
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", name),
+				 errhint("Create it with jq_create_queue('%s').", name)));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	queue->queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	queue->lease_seconds = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	queue->max_payload_bytes = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+}
+
+/*
+ * pgjq_init_materialized_srf sets fcinfo up to return a set in a
+ * tuplestore, like core's InitMaterializedSRF (called SetSingleFuncCall in
+ * 15 and missing in 14), so one code path serves every version.  The
+ * tuplestore lives in the per-query context: tuplestore_putvalues copies
+ * into it, so values may come straight from SPI memory.
+ */
+void
+pgjq_init_materialized_srf(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcontext;
+	TupleDesc	tupdesc;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialize mode required, but it is not allowed in this context")));
+
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(false, false, work_mem);
+	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
+	MemoryContextSwitchTo(oldcontext);
+}
