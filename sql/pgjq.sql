@@ -136,6 +136,7 @@ SELECT pg_catalog.pg_extension_config_dump('jq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_result', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.queue_queue_id_seq', '');
 
 /* ------------------------------------------------------------------------
  * Internal helpers
