@@ -78,6 +78,22 @@ read_enqueue_options(FunctionCallInfo fcinfo, EnqueueOptions *opts)
 }
 
 /*
+ * set_enqueue_params fills the parameters that both enqueue plans share:
+ * $1 queue_id .. $5 enqueued_at; $6 (the payload or payloads) is the
+ * caller's.
+ */
+static void
+set_enqueue_params(Datum *values, const PgjqQueue *queue,
+				   const EnqueueOptions *opts)
+{
+	values[0] = Int32GetDatum(queue->queue_id);
+	values[1] = CharGetDatum(opts->state);
+	values[2] = Int16GetDatum(opts->priority);
+	values[3] = TimestampTzGetDatum(opts->run_at);
+	values[4] = TimestampTzGetDatum(opts->enqueued_at);
+}
+
+/*
  * pgjq_check_payload enforces the payload rules: not null, a JSON object
  * or array (so a worker can always add fields to it and a stray scalar is
  * caught at the door), and at most the queue's max_payload_bytes in
@@ -135,11 +151,7 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	pgjq_lookup_queue(opts.queue_name, &queue);
 	pgjq_check_payload(payload, &queue, opts.queue_name, 0);
 
-	values[0] = Int32GetDatum(queue.queue_id);
-	values[1] = CharGetDatum(opts.state);
-	values[2] = Int16GetDatum(opts.priority);
-	values[3] = TimestampTzGetDatum(opts.run_at);
-	values[4] = TimestampTzGetDatum(opts.enqueued_at);
+	set_enqueue_params(values, &queue, &opts);
 	values[5] = JsonbPGetDatum(payload);
 	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE, values, NULL, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
@@ -149,15 +161,6 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	PG_RETURN_INT64(job_id);
-}
-
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
 }
 
 /*
@@ -211,11 +214,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		pgjq_check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
 						   &queue, opts.queue_name, i + 1);
 
-	values[0] = Int32GetDatum(queue.queue_id);
-	values[1] = CharGetDatum(opts.state);
-	values[2] = Int16GetDatum(opts.priority);
-	values[3] = TimestampTzGetDatum(opts.run_at);
-	values[4] = TimestampTzGetDatum(opts.enqueued_at);
+	set_enqueue_params(values, &queue, &opts);
 	values[5] = PointerGetDatum(payloads);
 	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, NULL,
 					  SPI_OK_INSERT_RETURNING);
@@ -235,7 +234,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
-	qsort(ids, nelems, sizeof(int64), cmp_int64);
+	qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
 
 	id_datums = palloc(sizeof(Datum) * nelems);
 	for (int i = 0; i < nelems; i++)

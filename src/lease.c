@@ -145,15 +145,6 @@ pgjq_ack(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(acked);
 }
 
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * check_ack_array deconstructs one array argument of jq_ack_batch and
  * checks its shape; returns the element count.
@@ -250,7 +241,7 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 
 		for (int i = 0; i < nids; i++)
 			sorted[i] = DatumGetInt64(id_elems[i]);
-		qsort(sorted, nids, sizeof(int64), cmp_int64);
+		qsort(sorted, nids, sizeof(int64), pgjq_cmp_int64);
 		for (int i = 1; i < nids; i++)
 			if (sorted[i] == sorted[i - 1])
 				ereport(ERROR,

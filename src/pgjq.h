@@ -66,6 +66,7 @@ extern void pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
 extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue);
 extern void pgjq_check_queue_name(const char *name);
 extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
+extern int	pgjq_cmp_int64(const void *a, const void *b);
 
 /* enqueue.c */
 extern void pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
