@@ -120,6 +120,7 @@ CREATE TABLE jq.job_result (
     priority    smallint NOT NULL,
     attempts    integer NOT NULL,
     result      jsonb,
+    run_at      timestamptz NOT NULL,
     enqueued_at timestamptz NOT NULL,
     started_at  timestamptz,
     finished_at timestamptz NOT NULL,
@@ -471,7 +472,7 @@ AS $$
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result,
-           r.attempts, r.priority::integer, r.enqueued_at, NULL,
+           r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
            r.started_at, r.finished_at
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1

@@ -9,7 +9,8 @@ SELECT job_id = :j AS same_id, queue, state, result, attempts, priority,
 SELECT lease_token AS tok FROM jq_dequeue('res') \gset
 SELECT state, attempts, started_at >= enqueued_at AS started, finished_at FROM jq_result(:j);
 SELECT jq_ack(:j, :tok, '{"score": 7}');
-SELECT state, result, attempts, finished_at >= started_at AS finished, run_at
+SELECT state, result, attempts, finished_at >= started_at AS finished,
+       run_at = enqueued_at AS run_at_kept
   FROM jq_result(:j);
 
 -- scheduled jobs report their run_at

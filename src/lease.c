@@ -55,8 +55,9 @@ put_spi_result(FunctionCallInfo fcinfo)
 /*
  * jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
  * jobs of the queue, most urgent first (priority descending, then run_at,
- * then id), and returns one row per job.  The lease runs from
- * clock_timestamp(), not from the start of the caller's transaction.
+ * then id), and returns one row per job.  The lease runs from the clock
+ * at the call (clock_timestamp(), not the start of the caller's
+ * transaction); all jobs of one call share that start.
  */
 Datum
 pgjq_dequeue(PG_FUNCTION_ARGS)
@@ -65,7 +66,8 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	PgjqQueue	queue;
 	int32		max_jobs;
 	int32		lease_seconds;
-	Datum		values[3];
+	Datum		values[4];
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -96,11 +98,12 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 						 queue.lease_seconds)));
 
 	values[0] = Int32GetDatum(queue.queue_id);
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = TimestampTzGetDatum(now);
 	pgjq_execute_plan(PGJQ_PLAN_PROMOTE, values, NULL, SPI_OK_UPDATE);
 
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = Float8GetDatum((float8) lease_seconds);
+	values[3] = TimestampTzGetDatum(now);
 	pgjq_execute_plan(PGJQ_PLAN_DEQUEUE, values, NULL, SPI_OK_SELECT);
 	put_spi_result(fcinfo);
 	SPI_finish();

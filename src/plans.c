@@ -91,7 +91,9 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		 *
 		 * The lease token's high 32 bits count the deliveries of the job, so
 		 * a job's tokens only grow; the low 32 bits are random, so a token
-		 * is never valid for another job by accident.
+		 * is never valid for another job by accident.  $4 is the clock at
+		 * the call, so every job of one call shares started_at and the
+		 * order of started_at never contradicts the order of delivery.
 		 */
 		"WITH cand AS ("
 		"    SELECT id FROM jq.job"
@@ -105,9 +107,8 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		"           attempt = j.attempt + 1,"
 		"           lease_token = ((((COALESCE(j.lease_token, 0) >> 32) + 1) << 32)"
 		"                          | (pg_catalog.random() * 2147483647)::bigint),"
-		"           started_at = pg_catalog.clock_timestamp(),"
-		"           lease_expires_at = pg_catalog.clock_timestamp()"
-		"                              + pg_catalog.make_interval(secs => $3)"
+		"           started_at = $4,"
+		"           lease_expires_at = $4 + pg_catalog.make_interval(secs => $3)"
 		"     WHERE j.id = ANY (ARRAY(SELECT id FROM cand))"
 		"    RETURNING j.id, j.lease_token, j.attempt, j.priority, j.payload,"
 		"              j.enqueued_at, j.lease_expires_at, j.run_at"
@@ -116,18 +117,18 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		"        enqueued_at, lease_expires_at"
 		"   FROM leased"
 		"  ORDER BY priority DESC, run_at, id",
-		3, {INT4OID, INT4OID, FLOAT8OID}
+		4, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID}
 	},
 	[PGJQ_PLAN_ACK] = {
 		/* -> one row inserted when this lease completed the job */
 		"WITH done AS ("
 		"    DELETE FROM jq.job"
 		"     WHERE id = $1 AND lease_token = $2 AND state = 'l'"
-		"    RETURNING id, queue_id, priority, attempt, enqueued_at, started_at"
+		"    RETURNING id, queue_id, priority, attempt, run_at, enqueued_at, started_at"
 		")"
 		" INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
-		"                            result, enqueued_at, started_at, finished_at)"
-		" SELECT id, queue_id, 'd', priority, attempt, $3, enqueued_at, started_at,"
+		"                            result, run_at, enqueued_at, started_at, finished_at)"
+		" SELECT id, queue_id, 'd', priority, attempt, $3, run_at, enqueued_at, started_at,"
 		"        pg_catalog.clock_timestamp()"
 		"   FROM done",
 		3, {INT8OID, INT8OID, JSONBOID}
@@ -141,12 +142,12 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		"    DELETE FROM jq.job j USING input i"
 		"     WHERE j.id = ANY ($1) AND j.id = i.id"
 		"       AND j.lease_token = i.token AND j.state = 'l'"
-		"    RETURNING j.id, j.queue_id, j.priority, j.attempt, j.enqueued_at,"
-		"              j.started_at, i.result"
+		"    RETURNING j.id, j.queue_id, j.priority, j.attempt, j.run_at,"
+		"              j.enqueued_at, j.started_at, i.result"
 		"), ins AS ("
 		"    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
-		"                               result, enqueued_at, started_at, finished_at)"
-		"    SELECT id, queue_id, 'd', priority, attempt, result, enqueued_at,"
+		"                               result, run_at, enqueued_at, started_at, finished_at)"
+		"    SELECT id, queue_id, 'd', priority, attempt, result, run_at, enqueued_at,"
 		"           started_at, pg_catalog.clock_timestamp()"
 		"      FROM done"
 		"    RETURNING job_id"
