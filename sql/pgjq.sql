@@ -50,13 +50,17 @@ CREATE TABLE jq.queue (
     backoff_cap       interval NOT NULL DEFAULT '10 minutes',
     result_retention  interval NOT NULL DEFAULT '7 days',
     max_payload_bytes integer NOT NULL DEFAULT 1048576,
+    dead_letter_retention interval NOT NULL DEFAULT '30 days',
+    idempotency_window interval NOT NULL DEFAULT '24 hours',
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- backstops only: jq_create_queue/jq_alter_queue raise the friendly errors
     CONSTRAINT queue_name_check CHECK (name ~ '^[a-z][a-z0-9_]{0,47}$'),
     CONSTRAINT queue_lease_check CHECK (lease_seconds BETWEEN 1 AND 86400),
     CONSTRAINT queue_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
     CONSTRAINT queue_backoff_check CHECK (backoff_base > '0' AND backoff_cap >= backoff_base),
-    CONSTRAINT queue_retention_check CHECK (result_retention >= '0'),
+    CONSTRAINT queue_retention_check CHECK (result_retention >= '0'
+                                            AND dead_letter_retention >= result_retention),
+    CONSTRAINT queue_idempotency_check CHECK (idempotency_window >= '0'),
     CONSTRAINT queue_payload_check CHECK (max_payload_bytes BETWEEN 16 AND 67108864)
 );
 
@@ -85,6 +89,10 @@ CREATE TABLE jq.job (
     enqueued_at      timestamptz NOT NULL,
     started_at       timestamptz,
     lease_expires_at timestamptz,
+    -- set by jq_cancel on a leased job: its ack returns false, it is not retried
+    cancel_requested boolean NOT NULL DEFAULT false,
+    -- every failure: [{"attempt": n, "error": "...", "at": "..."}, ...]
+    errors           jsonb,
     payload          jsonb NOT NULL,
     CONSTRAINT job_pkey PRIMARY KEY (id),
     CONSTRAINT job_state_check CHECK (state IN ('r', 's', 'l')),
@@ -120,22 +128,68 @@ CREATE TABLE jq.job_result (
     priority    smallint NOT NULL,
     attempts    integer NOT NULL,
     result      jsonb,
+    last_error  text,
     run_at      timestamptz NOT NULL,
     enqueued_at timestamptz NOT NULL,
     started_at  timestamptz,
     finished_at timestamptz NOT NULL,
     CONSTRAINT job_result_pkey PRIMARY KEY (job_id),
-    CONSTRAINT job_result_state_check CHECK (state IN ('d'))
+    CONSTRAINT job_result_state_check CHECK (state IN ('d', 'c'))
 );
 
-COMMENT ON TABLE jq.job_result IS 'pgjq finished jobs with their results, kept for the queue''s result_retention';
+COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d) and cancelled (c) jobs with their results, kept for the queue''s result_retention';
 
 CREATE INDEX job_result_finished_idx ON jq.job_result (queue_id, finished_at);
+
+/*
+ * Dead letters: jobs that failed their last attempt, failed permanently, or
+ * whose lease expired on the last attempt.  Plain SQL reads them; the
+ * queue name is stored so that analysts need no join.
+ * jq_redrive moves them back to jq.job under the same id, and lease_token
+ * is kept so that the job's tokens keep growing across a redrive.
+ */
+CREATE TABLE jq.dead_letter (
+    job_id      bigint NOT NULL,
+    queue_id    integer NOT NULL,
+    queue       text NOT NULL,
+    priority    smallint NOT NULL,
+    attempts    integer NOT NULL,
+    payload     jsonb NOT NULL,
+    errors      jsonb NOT NULL,
+    last_error  text,
+    lease_token bigint,
+    run_at      timestamptz NOT NULL,
+    enqueued_at timestamptz NOT NULL,
+    failed_at   timestamptz NOT NULL,
+    CONSTRAINT dead_letter_pkey PRIMARY KEY (job_id)
+);
+
+COMMENT ON TABLE jq.dead_letter IS 'pgjq dead letters: jobs out of attempts or failed permanently, with every error; jq_redrive puts them back';
+
+CREATE INDEX dead_letter_queue_idx ON jq.dead_letter (queue_id, failed_at);
+
+/*
+ * Idempotency keys: (queue, key) -> job.  The primary key makes two
+ * concurrent enqueues of one key meet in the unique index, so exactly one
+ * job is created.  A key keeps pointing at its job while the job is
+ * unfinished, and for the queue's idempotency_window after enqueue.
+ */
+CREATE TABLE jq.idempotency_key (
+    queue_id   integer NOT NULL,
+    key        text NOT NULL,
+    job_id     bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    CONSTRAINT idempotency_key_pkey PRIMARY KEY (queue_id, key)
+);
+
+COMMENT ON TABLE jq.idempotency_key IS 'pgjq idempotency keys: a resubmission with the same key returns the same job';
 
 -- keep queued jobs, settings and results in pg_dump output
 SELECT pg_catalog.pg_extension_config_dump('jq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_result', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.idempotency_key', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.queue_queue_id_seq', '');
 
@@ -163,6 +217,8 @@ AS $$
         WHEN 's' THEN CASE WHEN run_at <= now() THEN 'ready' ELSE 'scheduled' END
         WHEN 'l' THEN 'leased'
         WHEN 'd' THEN 'succeeded'
+        WHEN 'c' THEN 'cancelled'
+        WHEN 'x' THEN 'dead'
     END
 $$;
 
@@ -200,6 +256,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.result_retention::text, 'NULL'));
     END IF;
+    IF q.dead_letter_retention IS NULL OR q.dead_letter_retention < q.result_retention THEN
+        RAISE EXCEPTION 'dead_letter_retention must not be less than result_retention'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got result_retention %s and dead_letter_retention %s.',
+                                  q.result_retention, coalesce(q.dead_letter_retention::text, 'NULL')),
+                  HINT = 'Dead letters are kept at least as long as results, so failures can be examined after successes are gone.';
+    END IF;
+    IF q.idempotency_window IS NULL OR q.idempotency_window < interval '0' THEN
+        RAISE EXCEPTION 'idempotency_window must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
+    END IF;
     IF q.max_payload_bytes IS NULL OR q.max_payload_bytes NOT BETWEEN 16 AND 67108864 THEN
         RAISE EXCEPTION 'max_payload_bytes must be between 16 and 67108864'
             USING ERRCODE = 'invalid_parameter_value',
@@ -220,6 +288,8 @@ CREATE FUNCTION public.jq_create_queue(
     backoff_cap interval DEFAULT '10 minutes',
     result_retention interval DEFAULT '7 days',
     max_payload_bytes integer DEFAULT 1048576,
+    dead_letter_retention interval DEFAULT '30 days',
+    idempotency_window interval DEFAULT '24 hours',
     if_not_exists boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
@@ -249,13 +319,17 @@ BEGIN
     q.backoff_cap := jq_create_queue.backoff_cap;
     q.result_retention := jq_create_queue.result_retention;
     q.max_payload_bytes := jq_create_queue.max_payload_bytes;
+    q.dead_letter_retention := jq_create_queue.dead_letter_retention;
+    q.idempotency_window := jq_create_queue.idempotency_window;
     PERFORM jq.check_queue_settings(q);
 
     BEGIN
         INSERT INTO jq.queue (name, lease_seconds, max_attempts, backoff_base,
-                              backoff_cap, result_retention, max_payload_bytes)
+                              backoff_cap, result_retention, max_payload_bytes,
+                              dead_letter_retention, idempotency_window)
         VALUES (q.name, q.lease_seconds, q.max_attempts, q.backoff_base,
-                q.backoff_cap, q.result_retention, q.max_payload_bytes)
+                q.backoff_cap, q.result_retention, q.max_payload_bytes,
+                q.dead_letter_retention, q.idempotency_window)
         RETURNING * INTO q;
     EXCEPTION WHEN unique_violation THEN
         -- a concurrent jq_create_queue won the race
@@ -280,7 +354,9 @@ CREATE FUNCTION public.jq_alter_queue(
     backoff_base interval DEFAULT NULL,
     backoff_cap interval DEFAULT NULL,
     result_retention interval DEFAULT NULL,
-    max_payload_bytes integer DEFAULT NULL)
+    max_payload_bytes integer DEFAULT NULL,
+    dead_letter_retention interval DEFAULT NULL,
+    idempotency_window interval DEFAULT NULL)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -303,6 +379,8 @@ BEGIN
     q.backoff_cap := coalesce(jq_alter_queue.backoff_cap, q.backoff_cap);
     q.result_retention := coalesce(jq_alter_queue.result_retention, q.result_retention);
     q.max_payload_bytes := coalesce(jq_alter_queue.max_payload_bytes, q.max_payload_bytes);
+    q.dead_letter_retention := coalesce(jq_alter_queue.dead_letter_retention, q.dead_letter_retention);
+    q.idempotency_window := coalesce(jq_alter_queue.idempotency_window, q.idempotency_window);
     PERFORM jq.check_queue_settings(q);
 
     UPDATE jq.queue
@@ -311,7 +389,9 @@ BEGIN
            backoff_base = q.backoff_base,
            backoff_cap = q.backoff_cap,
            result_retention = q.result_retention,
-           max_payload_bytes = q.max_payload_bytes
+           max_payload_bytes = q.max_payload_bytes,
+           dead_letter_retention = q.dead_letter_retention,
+           idempotency_window = q.idempotency_window
      WHERE queue_id = q.queue_id
     RETURNING * INTO q;
     RETURN q;
@@ -355,6 +435,8 @@ BEGIN
 
     DELETE FROM jq.job WHERE queue_id = qid;
     DELETE FROM jq.job_result WHERE queue_id = qid;
+    DELETE FROM jq.dead_letter WHERE queue_id = qid;
+    DELETE FROM jq.idempotency_key WHERE queue_id = qid;
     DELETE FROM jq.queue WHERE queue_id = qid;
 END
 $$;
@@ -380,7 +462,8 @@ CREATE FUNCTION public.jq_enqueue(
     queue text,
     payload jsonb,
     priority integer DEFAULT 0,
-    run_at timestamptz DEFAULT NULL)
+    run_at timestamptz DEFAULT NULL,
+    idempotency_key text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -393,7 +476,8 @@ CREATE FUNCTION public.jq_enqueue_batch(
     queue text,
     payloads jsonb[],
     priority integer DEFAULT 0,
-    run_at timestamptz DEFAULT NULL)
+    run_at timestamptz DEFAULT NULL,
+    idempotency_keys text[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -455,6 +539,7 @@ RETURNS TABLE (
     queue text,
     state text,
     result jsonb,
+    last_error text,
     attempts integer,
     priority integer,
     enqueued_at timestamptz,
@@ -466,19 +551,279 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
+           j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
            j.started_at, NULL::timestamptz
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
-    SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result,
+    SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
            r.started_at, r.finished_at
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
+    UNION ALL
+    SELECT d.job_id, d.queue, 'dead', NULL::jsonb, d.last_error,
+           d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
+           NULL::timestamptz, d.failed_at
+      FROM jq.dead_letter d
+     WHERE d.job_id = $1
 $$;
 
 COMMENT ON FUNCTION public.jq_result IS 'state, result, attempts and timestamps of a job; no row for an unknown id';
+
+/* ------------------------------------------------------------------------
+ * The failure path: failed attempts, retries, dead letters, leases
+ * ------------------------------------------------------------------------ */
+
+/*
+ * jq.fail_leased(job_ids, error, permanent, retry_at, now) is the one state
+ * transition of a failed attempt, shared by jq_fail and lease reclaim.  The
+ * caller has locked the jobs (FOR UPDATE) and checked they are leased by the
+ * attempt that failed.  For each job:
+ *   - a cancel was requested  -> cancelled (jq.job_result), never retried;
+ *   - permanent, or it was the last attempt -> dead (jq.dead_letter);
+ *   - otherwise -> back to the queue at retry_at: when retry_at is NULL,
+ *     exponential backoff with full jitter, a uniform delay in
+ *     [0, min(backoff_cap, backoff_base * 2^(attempt-1))).
+ * Every error is appended to the job's errors with its attempt and time.
+ * Returns each job's new state.
+ */
+CREATE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
+                               retry_at timestamptz, now timestamptz)
+RETURNS TABLE (job_id bigint, state text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH target AS (
+        SELECT j.id, j.attempt, j.cancel_requested, q.max_attempts, q.name,
+               jsonb_build_array(jsonb_build_object(
+                   'attempt', j.attempt, 'error', $2, 'at', $5)) AS err,
+               CASE WHEN j.cancel_requested THEN 'c'
+                    WHEN $3 OR j.attempt >= q.max_attempts THEN 'x'
+                    ELSE 's' END AS outcome,
+               coalesce($4, $5 + least(q.backoff_cap,
+                                       q.backoff_base * power(2, least(greatest(j.attempt - 1, 0), 40)))
+                                 * random()) AS retry_at
+          FROM jq.job j JOIN jq.queue q USING (queue_id)
+         WHERE j.id = ANY ($1) AND j.state = 'l'
+    ), retried AS (
+        UPDATE jq.job j
+           SET state = CASE WHEN t.retry_at <= $5 THEN 'r' ELSE 's' END,
+               run_at = t.retry_at,
+               lease_expires_at = NULL,
+               errors = coalesce(j.errors, '[]') || t.err
+          FROM target t
+         WHERE j.id = t.id AND t.outcome = 's'
+        RETURNING j.id, j.state, j.run_at
+    ), removed AS (
+        DELETE FROM jq.job j USING target t
+         WHERE j.id = t.id AND t.outcome IN ('x', 'c')
+        RETURNING j.*, t.outcome, t.name AS queue_name,
+                  coalesce(j.errors, '[]') || t.err AS all_errors
+    ), dead AS (
+        INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
+                                    errors, last_error, lease_token, run_at,
+                                    enqueued_at, failed_at)
+        SELECT id, queue_id, queue_name, priority, attempt, payload, all_errors, $2,
+               lease_token, run_at, enqueued_at, $5
+          FROM removed WHERE outcome = 'x'
+        RETURNING job_id
+    ), cancelled AS (
+        INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
+                                   last_error, run_at, enqueued_at, started_at, finished_at)
+        SELECT id, queue_id, 'c', priority, attempt, NULL, $2, run_at, enqueued_at,
+               started_at, $5
+          FROM removed WHERE outcome = 'c'
+        RETURNING job_id
+    )
+    SELECT id, jq.state_name(state, run_at) FROM retried
+    UNION ALL SELECT job_id, 'dead' FROM dead
+    UNION ALL SELECT job_id, 'cancelled' FROM cancelled
+$$;
+
+CREATE FUNCTION public.jq_fail(
+    job_id bigint,
+    lease_token bigint,
+    error text,
+    retry_in interval DEFAULT NULL,
+    permanent boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now timestamptz := clock_timestamp();
+    new_state text;
+BEGIN
+    IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the job_id and lease_token columns that jq_dequeue returned.';
+    END IF;
+    IF jq_fail.error IS NULL THEN
+        RAISE EXCEPTION 'error must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
+    END IF;
+    IF retry_in IS NOT NULL AND (retry_in < interval '0' OR NOT isfinite(now + retry_in)) THEN
+        RAISE EXCEPTION 'retry_in must be a finite, non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', retry_in);
+    END IF;
+
+    -- lock the job only if this lease is still its current one
+    PERFORM FROM jq.job j
+      WHERE j.id = jq_fail.job_id AND j.lease_token = jq_fail.lease_token AND j.state = 'l'
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;        -- stale token: refused, nothing changed
+    END IF;
+
+    SELECT f.state INTO new_state
+      FROM jq.fail_leased(ARRAY[jq_fail.job_id],
+                          -- keep errors bounded: a stack trace is welcome, a core dump is not
+                          CASE WHEN octet_length(jq_fail.error) > 8192
+                               THEN left(jq_fail.error, 8000) || ' ... (truncated)'
+                               ELSE jq_fail.error END,
+                          coalesce(permanent, false),
+                          now + retry_in, now) f;
+    RETURN new_state;
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_fail IS 'fail a leased job: retry with backoff, or dead-letter it on its last attempt or when permanent; NULL when the token is stale';
+
+/*
+ * jq.reclaim_expired_leases(max_jobs) fails the attempts whose lease has
+ * expired ("lease expired"): each goes back to ready at once, or to the
+ * dead letters if it was the last attempt, or to cancelled if a cancel was
+ * requested.  Jobs locked by a worker acking or failing them right now are
+ * skipped (SKIP LOCKED) and picked up next time.  Returns how many moved.
+ * The background worker calls this in small batches.
+ */
+CREATE FUNCTION jq.reclaim_expired_leases(max_jobs integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer
+      FROM jq.fail_leased(
+             ARRAY(SELECT j.id FROM jq.job j
+                    WHERE j.lease_expires_at < clock_timestamp()
+                    ORDER BY j.lease_expires_at
+                    LIMIT greatest($1, 1)
+                      FOR UPDATE SKIP LOCKED),
+             'lease expired', false, clock_timestamp(), clock_timestamp())
+$$;
+
+CREATE FUNCTION public.jq_extend(job_id bigint, lease_token bigint,
+                                 lease_seconds integer DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expires timestamptz;
+BEGIN
+    IF jq_extend.job_id IS NULL OR jq_extend.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jq_extend.lease_seconds IS NOT NULL AND jq_extend.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and 86400'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', jq_extend.lease_seconds);
+    END IF;
+
+    UPDATE jq.job j
+       SET lease_expires_at = clock_timestamp()
+               + make_interval(secs => coalesce(jq_extend.lease_seconds, q.lease_seconds))
+      FROM jq.queue q
+     WHERE j.id = jq_extend.job_id AND j.lease_token = jq_extend.lease_token
+       AND j.state = 'l' AND NOT j.cancel_requested AND q.queue_id = j.queue_id
+    RETURNING j.lease_expires_at INTO expires;
+    RETURN expires;     -- NULL: the lease is lost or the job was cancelled; stop working on it
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_extend IS 'extend a lease from now (heartbeat); NULL when the token is stale or the job was cancelled';
+
+CREATE FUNCTION public.jq_cancel(job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jq_cancel.job_id IS NULL THEN
+        RAISE EXCEPTION 'job_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    -- a ready or scheduled job is cancelled at once
+    WITH gone AS (
+        DELETE FROM jq.job j
+         WHERE j.id = jq_cancel.job_id AND j.state IN ('r', 's')
+        RETURNING j.*
+    )
+    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
+                               last_error, run_at, enqueued_at, started_at, finished_at)
+    SELECT id, queue_id, 'c', priority, attempt, NULL, errors -> -1 ->> 'error',
+           run_at, enqueued_at, started_at, clock_timestamp()
+      FROM gone;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+
+    -- a leased one is marked: its ack returns false, it is never retried
+    UPDATE jq.job j SET cancel_requested = true
+     WHERE j.id = jq_cancel.job_id AND j.state = 'l' AND NOT j.cancel_requested;
+    RETURN FOUND;
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_cancel IS 'cancel a job: at once when ready or scheduled, at its ack or failure when leased; false when nothing changed';
+
+CREATE FUNCTION public.jq_redrive(queue text, job_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    moved integer;
+BEGIN
+    PERFORM jq.check_queue_name(jq_redrive.queue);
+    SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = jq_redrive.queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'queue "%" does not exist', jq_redrive.queue
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('Create it with jq_create_queue(%L).', jq_redrive.queue);
+    END IF;
+
+    -- back to ready under the same id, with fresh attempts; the error
+    -- history and the lease token's delivery count are kept
+    WITH moved AS (
+        DELETE FROM jq.dead_letter d
+         WHERE d.queue_id = qid
+           AND (jq_redrive.job_ids IS NULL OR d.job_id = ANY (jq_redrive.job_ids))
+        RETURNING d.*
+    )
+    INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
+                        enqueued_at, errors, payload)
+    SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
+           enqueued_at, errors, payload
+      FROM moved;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
 
 /* ------------------------------------------------------------------------
  * Privileges.  PUBLIC gets nothing; each role gets its own calls.
@@ -491,41 +836,51 @@ REVOKE ALL ON ALL TABLES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer),
+    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, boolean),
+    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval),
     public.jq_drop_queue(text, boolean),
     public.jq_list_queues(),
-    public.jq_enqueue(text, jsonb, integer, timestamptz),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz),
+    public.jq_enqueue(text, jsonb, integer, timestamptz, text),
+    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[]),
     public.jq_dequeue(text, integer, integer),
     public.jq_ack(bigint, bigint, jsonb),
     public.jq_ack_batch(bigint[], bigint[], jsonb[]),
-    public.jq_result(bigint)
+    public.jq_result(bigint),
+    public.jq_fail(bigint, bigint, text, interval, boolean),
+    public.jq_extend(bigint, bigint, integer),
+    public.jq_cancel(bigint),
+    public.jq_redrive(text, bigint[])
 FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_enqueue(text, jsonb, integer, timestamptz),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz),
-    public.jq_result(bigint)
+    public.jq_enqueue(text, jsonb, integer, timestamptz, text),
+    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[]),
+    public.jq_result(bigint),
+    public.jq_cancel(bigint)
 TO jq_producer;
 
 GRANT EXECUTE ON FUNCTION
     public.jq_dequeue(text, integer, integer),
     public.jq_ack(bigint, bigint, jsonb),
     public.jq_ack_batch(bigint[], bigint[], jsonb[]),
+    public.jq_fail(bigint, bigint, text, interval, boolean),
+    public.jq_extend(bigint, bigint, integer),
     public.jq_result(bigint)
 TO jq_worker;
 
 GRANT EXECUTE ON FUNCTION public.jq_list_queues() TO jq_reader;
 GRANT SELECT ON jq.queue TO jq_reader;
+-- dead letters hold payloads: operators (jq_admin) read them, readers do not
+GRANT SELECT ON jq.dead_letter TO jq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer),
+    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, boolean),
+    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval),
     public.jq_drop_queue(text, boolean),
-    public.jq_list_queues()
+    public.jq_list_queues(),
+    public.jq_redrive(text, bigint[])
 TO jq_admin;
 
 -- jq_admin can do what the other roles can (skip memberships that another

@@ -8,6 +8,11 @@
  * transaction commits.  Nothing here notifies anyone: NOTIFY would take a
  * cluster-wide lock at commit and serialise every producer.
  *
+ * Idempotency keys: an enqueue with a key first claims the key in
+ * jq.idempotency_key, whose primary key (queue_id, key) is the arbiter:
+ * of two concurrent enqueues of one key, the second waits in the unique
+ * index and then finds the first's job.  No check-then-insert race.
+ *
  * Copyright (c) 2026, the pgjq developers
  *
  * IDENTIFICATION
@@ -132,7 +137,86 @@ pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
 }
 
 /*
- * jq_enqueue(queue, payload, priority, run_at) returns the new job's id.
+ * check_key raises an error unless key is a usable idempotency key.
+ */
+static void
+check_key(text *key, int element)
+{
+	int			len = VARSIZE_ANY_EXHDR(key);
+	char		where[64] = "";
+
+	if (element > 0)
+		snprintf(where, sizeof(where), " (element %d of idempotency_keys)", element);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency key must not be empty%s", where),
+				 errhint("Pass NULL for a job without a key.")));
+	if (len > PGJQ_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("idempotency key of %d bytes is too long%s", len, where),
+				 errdetail("The limit is %d bytes.", PGJQ_KEY_MAXLEN),
+				 errhint("Use a digest of the request, for example md5 or sha256 in hex.")));
+}
+
+/*
+ * resolve_key claims an idempotency key for a new job, or finds the job
+ * that holds it.  Sets *job_id and returns true when the caller must insert
+ * a new job under that id, false when the key's job already exists.
+ *
+ * A key holds while its job is unfinished and for the queue's
+ * idempotency_window after it was claimed; an expired key is handed to the
+ * new job.  The loop covers a key purged between the failed claim and the
+ * lookup; it cannot spin, as a purge only removes expired keys.
+ */
+static bool
+resolve_key(const PgjqQueue *queue, text *key, TimestampTz now, int64 *job_id)
+{
+	Datum		values[3];
+	bool		isnull;
+
+	values[0] = Int32GetDatum(queue->queue_id);
+	values[1] = PointerGetDatum(key);
+	values[2] = TimestampTzGetDatum(now);
+
+	for (int tries = 0; tries < 3; tries++)
+	{
+		pgjq_execute_plan(PGJQ_PLAN_KEY_CLAIM, values, NULL, SPI_OK_INSERT_RETURNING);
+		if (SPI_processed == 1)
+		{
+			*job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+			return true;
+		}
+
+		pgjq_execute_plan(PGJQ_PLAN_KEY_LOOKUP, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			*job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			if (DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull)))
+				return false;
+
+			pgjq_execute_plan(PGJQ_PLAN_KEY_REASSIGN, values, NULL,
+							  SPI_OK_UPDATE_RETURNING);
+			*job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+			return true;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not claim the idempotency key: it keeps changing concurrently"),
+			 errhint("Retry the transaction.")));
+	return false;				/* keep compiler quiet */
+}
+
+/*
+ * jq_enqueue(queue, payload, priority, run_at, idempotency_key) returns the
+ * new job's id, or the id of the job that already holds the key.
  */
 Datum
 pgjq_enqueue(PG_FUNCTION_ARGS)
@@ -140,20 +224,39 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	EnqueueOptions opts;
 	PgjqQueue	queue;
 	Jsonb	   *payload;
-	Datum		values[6];
+	Datum		values[7];
 	bool		isnull;
 	int64		job_id;
 
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
+	text	   *key = NULL;
+
 	read_enqueue_options(fcinfo, &opts);
 	payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	if (!PG_ARGISNULL(4))
+	{
+		key = PG_GETARG_TEXT_PP(4);
+		check_key(key, 0);
+	}
 
 	SPI_connect();
 	pgjq_lookup_queue(opts.queue_name, &queue);
 	pgjq_check_payload(payload, &queue, opts.queue_name, 0);
 
+	if (key != NULL)
+	{
+		if (!resolve_key(&queue, key, opts.enqueued_at, &job_id))
+		{
+			SPI_finish();
+			PG_RETURN_INT64(job_id);
+		}
+		values[6] = Int64GetDatum(job_id);
+		nulls[6] = ' ';
+	}
+
 	set_enqueue_params(values, &queue, &opts);
 	values[5] = JsonbPGetDatum(payload);
-	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE, values, NULL, SPI_OK_INSERT_RETURNING);
+	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE, values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows", SPI_processed);
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -163,11 +266,135 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(job_id);
 }
 
+/* a key of a batch and its position, for finding repeated keys */
+typedef struct KeyRef
+{
+	text	   *key;
+	int			pos;
+} KeyRef;
+
+static int
+cmp_keyref(const void *a, const void *b)
+{
+	const KeyRef *x = (const KeyRef *) a;
+	const KeyRef *y = (const KeyRef *) b;
+	int			lx = VARSIZE_ANY_EXHDR(x->key);
+	int			ly = VARSIZE_ANY_EXHDR(y->key);
+	int			c = memcmp(VARDATA_ANY(x->key), VARDATA_ANY(y->key), Min(lx, ly));
+
+	if (c == 0)
+		c = (lx > ly) - (lx < ly);
+	if (c == 0)
+		c = (x->pos > y->pos) - (x->pos < y->pos);
+	return c;
+}
+
 /*
- * jq_enqueue_batch(queue, payloads, priority, run_at) enqueues one job per
- * element of payloads with one INSERT and returns their ids in the order
- * of payloads.  Every payload is checked before anything is inserted, so a
- * bad element rejects the whole batch with its position in the message.
+ * enqueue_keyed_batch is jq_enqueue_batch with idempotency keys: each key
+ * is resolved as jq_enqueue would, a key repeated within the batch yields
+ * the job of its first occurrence, and the new jobs go in with one INSERT
+ * under explicit ids.  Fills ids[] in payload order.  Runs inside SPI.
+ */
+static void
+enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
+					Datum *payloads, int n, Datum *keys, bool *key_nulls,
+					int64 *ids)
+{
+	int		   *first = palloc(sizeof(int) * n);
+	bool	   *fresh = palloc(sizeof(bool) * n);
+	KeyRef	   *refs = palloc(sizeof(KeyRef) * n);
+	int			nrefs = 0;
+	int			nkeyless = 0;
+	int			ninsert = 0;
+	Datum	   *ins_payloads;
+	Datum	   *ins_ids;
+	Datum		values[7];
+
+	/* find repeated keys: sort by (key, position), runs share a first */
+	for (int i = 0; i < n; i++)
+	{
+		first[i] = i;
+		if (!key_nulls[i])
+		{
+			refs[nrefs].key = DatumGetTextPP(keys[i]);
+			refs[nrefs].pos = i;
+			nrefs++;
+		}
+	}
+	qsort(refs, nrefs, sizeof(KeyRef), cmp_keyref);
+	for (int r = 1; r < nrefs; r++)
+		if (VARSIZE_ANY_EXHDR(refs[r].key) == VARSIZE_ANY_EXHDR(refs[r - 1].key) &&
+			memcmp(VARDATA_ANY(refs[r].key), VARDATA_ANY(refs[r - 1].key),
+				   VARSIZE_ANY_EXHDR(refs[r].key)) == 0)
+			first[refs[r].pos] = first[refs[r - 1].pos];
+
+	/* resolve each distinct key in payload order */
+	for (int i = 0; i < n; i++)
+	{
+		if (key_nulls[i])
+		{
+			fresh[i] = true;
+			nkeyless++;
+		}
+		else if (first[i] != i)
+			fresh[i] = false;
+		else
+			fresh[i] = resolve_key(queue, DatumGetTextPP(keys[i]),
+								   opts->enqueued_at, &ids[i]);
+	}
+
+	/* ids for the keyless payloads, drawn in one round trip */
+	if (nkeyless > 0)
+	{
+		int			k = 0;
+
+		values[0] = Int32GetDatum(nkeyless);
+		pgjq_execute_plan(PGJQ_PLAN_NEXT_IDS, values, NULL, SPI_OK_SELECT);
+		for (int i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			if (key_nulls[i])
+				ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k++],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+
+	ins_payloads = palloc(sizeof(Datum) * n);
+	ins_ids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (first[i] != i)
+			ids[i] = ids[first[i]];
+		else if (fresh[i])
+		{
+			ins_payloads[ninsert] = payloads[i];
+			ins_ids[ninsert] = Int64GetDatum(ids[i]);
+			ninsert++;
+		}
+	}
+	if (ninsert == 0)
+		return;
+
+	set_enqueue_params(values, queue, opts);
+	values[5] = PointerGetDatum(construct_array(ins_payloads, ninsert, JSONBOID,
+												-1, false, TYPALIGN_INT));
+	values[6] = PointerGetDatum(construct_array(ins_ids, ninsert, INT8OID,
+												sizeof(int64), FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, NULL, SPI_OK_INSERT_RETURNING);
+	if (SPI_processed != (uint64) ninsert)
+		elog(ERROR, "pgjq: keyed batch enqueue inserted " UINT64_FORMAT " rows for %d jobs",
+			 SPI_processed, ninsert);
+}
+
+/*
+ * jq_enqueue_batch(queue, payloads, priority, run_at, idempotency_keys)
+ * enqueues one job per element of payloads with one INSERT and returns
+ * their ids in the order of payloads.  Every payload and key is checked
+ * before anything is inserted, so a bad element rejects the whole batch
+ * with its position in the message.  With keys, an element whose key
+ * already holds a job gets that job's id instead of a new job.
  */
 Datum
 pgjq_enqueue_batch(PG_FUNCTION_ARGS)
@@ -180,7 +407,10 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	int			nelems;
 	int64	   *ids;
 	Datum	   *id_datums;
-	Datum		values[6];
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
+	Datum	   *keys = NULL;
+	bool	   *key_nulls = NULL;
 
 	read_enqueue_options(fcinfo, &opts);
 	if (PG_ARGISNULL(1))
@@ -205,6 +435,29 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 				 errdetail("Got %d.", nelems),
 				 errhint("Split the batch into several calls.")));
 
+	if (!PG_ARGISNULL(4))
+	{
+		ArrayType  *keys_arr = PG_GETARG_ARRAYTYPE_P(4);
+		int			nkeys;
+
+		if (ARR_NDIM(keys_arr) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("idempotency_keys must be a one-dimensional array")));
+		deconstruct_array(keys_arr, TEXTOID, -1, false, TYPALIGN_INT,
+						  &keys, &key_nulls, &nkeys);
+		if (nkeys != nelems)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("idempotency_keys must have as many elements as payloads"),
+					 errdetail("payloads has %d elements, idempotency_keys has %d.",
+							   nelems, nkeys),
+					 errhint("Use NULL elements for payloads without a key.")));
+		for (int i = 0; i < nkeys; i++)
+			if (!key_nulls[i])
+				check_key(DatumGetTextPP(keys[i]), i + 1);
+	}
+
 	/* allocated before SPI_connect: SPI_finish frees SPI's own memory */
 	ids = palloc(sizeof(int64) * nelems);
 
@@ -214,27 +467,33 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		pgjq_check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
 						   &queue, opts.queue_name, i + 1);
 
-	set_enqueue_params(values, &queue, &opts);
-	values[5] = PointerGetDatum(payloads);
-	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, NULL,
-					  SPI_OK_INSERT_RETURNING);
-	if (SPI_processed != (uint64) nelems)
-		elog(ERROR, "pgjq: batch enqueue inserted " UINT64_FORMAT " rows for %d payloads",
-			 SPI_processed, nelems);
-
-	/*
-	 * Ids were drawn in insertion order, which is payload order; sorting
-	 * makes the result independent of the order RETURNING emits rows in.
-	 */
-	for (int i = 0; i < nelems; i++)
+	if (keys != NULL)
+		enqueue_keyed_batch(&queue, &opts, elems, nelems, keys, key_nulls, ids);
+	else
 	{
-		bool		isnull;
+		set_enqueue_params(values, &queue, &opts);
+		values[5] = PointerGetDatum(payloads);
+		pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, nulls,
+						  SPI_OK_INSERT_RETURNING);
+		if (SPI_processed != (uint64) nelems)
+			elog(ERROR, "pgjq: batch enqueue inserted " UINT64_FORMAT " rows for %d payloads",
+				 SPI_processed, nelems);
 
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											 SPI_tuptable->tupdesc, 1, &isnull));
+		/*
+		 * Ids were drawn in insertion order, which is payload order;
+		 * sorting makes the result independent of the order RETURNING
+		 * emits rows in.
+		 */
+		for (int i = 0; i < nelems; i++)
+		{
+			bool		isnull;
+
+			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
 	}
 	SPI_finish();
-	qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
 
 	id_datums = palloc(sizeof(Datum) * nelems);
 	for (int i = 0; i < nelems; i++)

@@ -116,7 +116,9 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
  * leaves the hot table and its result is stored, in one statement.
  * Returns true when this lease completed the job, false (changing nothing)
  * when the token is stale or the job is not leased: already acked, taken
- * by another worker after the lease expired, or unknown.  An ack that
+ * by another worker after the lease expired, or unknown.  A job cancelled
+ * while leased also gets false: it ends as cancelled and the result is
+ * dropped.  An ack that
  * arrives after the lease expired but before the job was reclaimed still
  * succeeds: no other worker holds the job, and the work is done.
  */
@@ -141,8 +143,15 @@ pgjq_ack(PG_FUNCTION_ARGS)
 		values[2] = PG_GETARG_DATUM(2);
 
 	SPI_connect();
-	pgjq_execute_plan(PGJQ_PLAN_ACK, values, nulls, SPI_OK_INSERT);
-	acked = SPI_processed == 1;
+	pgjq_execute_plan(PGJQ_PLAN_ACK, values, nulls, SPI_OK_INSERT_RETURNING);
+	acked = false;
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		acked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	}
 	SPI_finish();
 
 	PG_RETURN_BOOL(acked);

@@ -28,12 +28,14 @@
 #define PGJQ_MAX_JOBS_MAX		10000
 #define PGJQ_LEASE_SECONDS_MAX	86400
 #define PGJQ_BATCH_MAX			10000
+#define PGJQ_KEY_MAXLEN			512
 
 /* one-byte job state codes stored in jq.job.state and jq.job_result.state */
 #define PGJQ_STATE_READY		'r'
 #define PGJQ_STATE_SCHEDULED	's'
 #define PGJQ_STATE_LEASED		'l'
 #define PGJQ_STATE_SUCCEEDED	'd'
+#define PGJQ_STATE_CANCELLED	'c'
 
 /*
  * The kept SPI plans of the hot path.  Each is prepared once per backend
@@ -44,6 +46,10 @@ typedef enum PgjqPlanId
 	PGJQ_PLAN_QUEUE_LOOKUP,
 	PGJQ_PLAN_ENQUEUE,
 	PGJQ_PLAN_ENQUEUE_BATCH,
+	PGJQ_PLAN_NEXT_IDS,
+	PGJQ_PLAN_KEY_CLAIM,
+	PGJQ_PLAN_KEY_LOOKUP,
+	PGJQ_PLAN_KEY_REASSIGN,
 	PGJQ_PLAN_PROMOTE,
 	PGJQ_PLAN_DEQUEUE,
 	PGJQ_PLAN_ACK,

@@ -31,11 +31,34 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+/*
+ * Acks move a job from jq.job to jq.job_result.  "done" is the DELETE's
+ * RETURNING list below plus a result column; a cancel requested while the
+ * job was leased turns the ack into a cancellation.
+ */
+#define PGJQ_FINISHED_COLUMNS \
+	"id, queue_id, priority, attempt, run_at, enqueued_at, started_at," \
+	" cancel_requested, errors"
+#define PGJQ_FINISHED_COLUMNS_J \
+	"j.id, j.queue_id, j.priority, j.attempt, j.run_at, j.enqueued_at," \
+	" j.started_at, j.cancel_requested, j.errors"
+#define PGJQ_INSERT_FINISHED \
+	" INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts," \
+	"                            result, last_error, run_at, enqueued_at," \
+	"                            started_at, finished_at)" \
+	" SELECT id, queue_id," \
+	"        CASE WHEN cancel_requested THEN 'c' ELSE 'd' END::\"char\"," \
+	"        priority, attempt," \
+	"        CASE WHEN cancel_requested THEN NULL ELSE result END," \
+	"        errors -> -1 ->> 'error', run_at, enqueued_at, started_at," \
+	"        pg_catalog.clock_timestamp()" \
+	"   FROM done"
+
 typedef struct PgjqPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[6];
+	Oid			argtypes[7];
 } PgjqPlanDef;
 
 /*
@@ -50,23 +73,70 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		1, {TEXTOID}
 	},
 	[PGJQ_PLAN_ENQUEUE] = {
-		/* -> id */
-		"INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)"
-		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-		6, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID}
+		/* -> id; $7 is the id an idempotency key claimed, or NULL */
+		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload)"
+		" VALUES (COALESCE($7, pg_catalog.nextval('jq.job_id_seq')),"
+		"         $1, $2, $3, $4, $5, $6)"
+		" RETURNING id",
+		7, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID}
 	},
 	[PGJQ_PLAN_ENQUEUE_BATCH] = {
 		/*
-		 * -> id, one row per payload.  Ids come from the column default in
-		 * the order the rows are inserted, which is the ORDER BY below, so
-		 * ascending ids follow the order of the payloads.
+		 * -> id, one row per payload.  $7 holds explicit ids (keyed
+		 * batches) or is NULL; then ids come from the sequence in the order
+		 * the rows are inserted, which is the ORDER BY below, so ascending
+		 * ids follow the order of the payloads.
 		 */
-		"INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)"
-		" SELECT $1, $2, $3, $4, $5, u.p"
-		"   FROM pg_catalog.unnest($6) WITH ORDINALITY AS u(p, n)"
+		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload)"
+		" SELECT COALESCE(u.i, pg_catalog.nextval('jq.job_id_seq')),"
+		"        $1, $2, $3, $4, $5, u.p"
+		"   FROM ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7))"
+		"        WITH ORDINALITY AS u(p, i, n)"
 		"  ORDER BY u.n"
 		" RETURNING id",
-		6, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID}
+		7, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
+		INT8ARRAYOID}
+	},
+	[PGJQ_PLAN_NEXT_IDS] = {
+		/* -> $1 fresh job ids, ascending */
+		"SELECT pg_catalog.nextval('jq.job_id_seq')"
+		"  FROM pg_catalog.generate_series(1, $1)",
+		1, {INT4OID}
+	},
+	[PGJQ_PLAN_KEY_CLAIM] = {
+		/*
+		 * -> job_id when the key was free and is now ours.  A concurrent
+		 * enqueue of the same key waits here, in the unique index, until
+		 * the first commits or aborts.
+		 */
+		"INSERT INTO jq.idempotency_key (queue_id, key, job_id, created_at)"
+		" VALUES ($1, $2, pg_catalog.nextval('jq.job_id_seq'), $3)"
+		" ON CONFLICT (queue_id, key) DO NOTHING"
+		" RETURNING job_id",
+		3, {INT4OID, TEXTOID, TIMESTAMPTZOID}
+	},
+	[PGJQ_PLAN_KEY_LOOKUP] = {
+		/*
+		 * -> job_id, live: the key's job, and whether the key still holds
+		 * (its job is unfinished, or it is within idempotency_window).
+		 * Locks the key row, so that two resubmissions of an expired key
+		 * cannot both create a job.
+		 */
+		"SELECT k.job_id,"
+		"       k.created_at + q.idempotency_window > $3"
+		"       OR EXISTS (SELECT FROM jq.job j WHERE j.id = k.job_id)"
+		"  FROM jq.idempotency_key k JOIN jq.queue q ON q.queue_id = k.queue_id"
+		" WHERE k.queue_id = $1 AND k.key = $2"
+		"   FOR UPDATE OF k",
+		3, {INT4OID, TEXTOID, TIMESTAMPTZOID}
+	},
+	[PGJQ_PLAN_KEY_REASSIGN] = {
+		/* -> job_id: an expired key, locked by KEY_LOOKUP, now names a new job */
+		"UPDATE jq.idempotency_key"
+		"   SET job_id = pg_catalog.nextval('jq.job_id_seq'), created_at = $3"
+		" WHERE queue_id = $1 AND key = $2"
+		" RETURNING job_id",
+		3, {INT4OID, TEXTOID, TIMESTAMPTZOID}
 	},
 	[PGJQ_PLAN_PROMOTE] = {
 		/*
@@ -120,39 +190,36 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		4, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID}
 	},
 	[PGJQ_PLAN_ACK] = {
-		/* -> one row inserted when this lease completed the job */
+		/*
+		 * -> acked, one row when the lease was current.  A job whose cancel
+		 * was requested while leased ends as cancelled, its result dropped,
+		 * and the ack reports false.
+		 */
 		"WITH done AS ("
 		"    DELETE FROM jq.job"
 		"     WHERE id = $1 AND lease_token = $2 AND state = 'l'"
-		"    RETURNING id, queue_id, priority, attempt, run_at, enqueued_at, started_at"
+		"    RETURNING " PGJQ_FINISHED_COLUMNS ", $3::jsonb AS result"
 		")"
-		" INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
-		"                            result, run_at, enqueued_at, started_at, finished_at)"
-		" SELECT id, queue_id, 'd', priority, attempt, $3, run_at, enqueued_at, started_at,"
-		"        pg_catalog.clock_timestamp()"
-		"   FROM done",
+		PGJQ_INSERT_FINISHED
+		" RETURNING state = 'd'",
 		3, {INT8OID, INT8OID, JSONBOID}
 	},
 	[PGJQ_PLAN_ACK_BATCH] = {
 		/* -> job_id, acked, one row per input element in input order */
 		"WITH input AS MATERIALIZED ("
 		"    SELECT u.id, u.token, u.result, u.ord"
-		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) WITH ORDINALITY AS u(id, token, result, ord)"
+		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                      pg_catalog.unnest($3)) WITH ORDINALITY AS u(id, token, result, ord)"
 		"), done AS ("
 		"    DELETE FROM jq.job j USING input i"
 		"     WHERE j.id = ANY ($1) AND j.id = i.id"
 		"       AND j.lease_token = i.token AND j.state = 'l'"
-		"    RETURNING j.id, j.queue_id, j.priority, j.attempt, j.run_at,"
-		"              j.enqueued_at, j.started_at, i.result"
+		"    RETURNING " PGJQ_FINISHED_COLUMNS_J ", i.result"
 		"), ins AS ("
-		"    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts,"
-		"                               result, run_at, enqueued_at, started_at, finished_at)"
-		"    SELECT id, queue_id, 'd', priority, attempt, result, run_at, enqueued_at,"
-		"           started_at, pg_catalog.clock_timestamp()"
-		"      FROM done"
-		"    RETURNING job_id"
+		PGJQ_INSERT_FINISHED
+		"    RETURNING job_id, state"
 		")"
-		" SELECT i.id, ins.job_id IS NOT NULL"
+		" SELECT i.id, COALESCE(ins.state = 'd', false)"
 		"   FROM input i LEFT JOIN ins ON ins.job_id = i.id"
 		"  ORDER BY i.ord",
 		3, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID}
