@@ -6,15 +6,15 @@ SELECT jq_enqueue('bad', '{"keep": 1}') AS kept \gset
 SELECT count(*) AS jobs_before FROM jq.job \gset
 
 -- try(call) runs one call and reports its SQLSTATE, message, detail and hint
-CREATE FUNCTION pg_temp.try(call text, OUT sqlstate text, OUT message text,
+CREATE FUNCTION pg_temp.try(call text, OUT code text, OUT message text,
                             OUT detail text, OUT hint text)
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE call;
-    sqlstate := '00000';
+    code := '00000';
     message := 'no error';
 EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS sqlstate = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
                             detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
 END
 $$;
@@ -79,7 +79,20 @@ SELECT call, t.*
         (47, 'SELECT jq_alter_queue(''bad'', max_payload_bytes => 0)'),
         (48, 'SELECT jq_drop_queue(''nosuch'')'),
         (49, 'SELECT jq_drop_queue(''bad'')'),
-        (50, 'SELECT jq_drop_queue(NULL)')
+        (50, 'SELECT jq_drop_queue(NULL)'),
+        -- the failure path (more in fail.sql and lease_control.sql)
+        (51, 'SELECT jq_fail(NULL, 1, ''x'')'),
+        (52, 'SELECT jq_fail(1, 1, NULL)'),
+        (53, 'SELECT jq_fail(1, 1, ''x'', retry_in => ''-1 s'')'),
+        (54, 'SELECT jq_extend(1, NULL)'),
+        (55, 'SELECT jq_extend(1, 1, 0)'),
+        (56, 'SELECT jq_cancel(NULL)'),
+        (57, 'SELECT jq_redrive(''nosuch'')'),
+        (58, 'SELECT jq_redrive(''Bad Name'')'),
+        (59, 'SELECT jq_redrive(NULL)'),
+        (60, 'SELECT jq_enqueue(''bad'', ''{}'', idempotency_key => '''')'),
+        (61, 'SELECT jq_enqueue(''bad'', ''{}'', idempotency_key => repeat(''k'', 10000))'),
+        (62, 'SELECT jq_create_queue(''x'', dead_letter_retention => ''1 day'')')
        ) AS v(n, call), LATERAL pg_temp.try(call) AS t
  ORDER BY n;
 \x off
@@ -88,6 +101,10 @@ SELECT call, t.*
 -- nothing changed: the one job is still there, ready, untouched
 SELECT count(*) = :jobs_before AS same_count FROM jq.job;
 SELECT state, attempts FROM jq_result(:kept);
+
+-- documented non-errors: unknown ids give NULL, false or 0
+SELECT jq_fail(987654, 1, 'x') AS fail_unknown, jq_extend(987654, 1) AS extend_unknown,
+       jq_cancel(987654) AS cancel_unknown, jq_redrive('bad', ARRAY[987654]) AS redrive_unknown;
 
 -- a job id is never handed out twice: ids of failed enqueues are simply skipped
 SELECT jq_enqueue('bad', '{}') > :kept AS next_id_larger;

@@ -428,7 +428,7 @@ BEGIN
         IF live > 0 THEN
             RAISE EXCEPTION 'queue "%" has unfinished jobs', jq_drop_queue.name
                 USING ERRCODE = 'object_in_use',
-                      DETAIL = format('%s jobs are ready, scheduled or leased.', live),
+                      DETAIL = format('Unfinished jobs (ready, scheduled or leased): %s.', live),
                       HINT = 'Drain the queue first, or pass force => true to drop its jobs too.';
         END IF;
     END IF;

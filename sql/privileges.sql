@@ -15,6 +15,12 @@ SELECT state FROM jq_result(:pj);
 SELECT * FROM jq_dequeue('priv');
 SELECT jq_ack(:pj, 1);
 SELECT jq_create_queue('mine');
+SELECT jq_fail(:pj, 1, 'no');
+SELECT jq_extend(:pj, 1);
+SELECT jq_redrive('priv');
+-- a producer may cancel: it withdraws what it submitted
+SELECT jq_enqueue('priv', '{"from": "producer", "withdrawn": true}') AS wj \gset
+SELECT jq_cancel(:wj) AS cancelled;
 SELECT count(*) FROM jq.job;
 SELECT count(*) FROM jq.queue;
 RESET ROLE;
@@ -22,21 +28,27 @@ RESET ROLE;
 -- a worker dequeues and acks, with the default search_path and no schema
 SET ROLE regress_worker;
 SELECT job_id = :pj AS got_it, lease_token AS tok FROM jq_dequeue('priv') \gset
+SELECT jq_extend(:pj, :tok) IS NOT NULL AS extended;
 SELECT jq_ack(:pj, :tok, '{"done": true}') AS acked;
 SELECT state, result FROM jq_result(:pj);
 SELECT jq_enqueue('priv', '{}');
 SELECT jq_alter_queue('priv', max_attempts => 1);
 SELECT jq_drop_queue('priv', force => true);
+SELECT jq_cancel(:pj);
+SELECT jq_redrive('priv');
+SELECT count(*) FROM jq.dead_letter;
 SELECT payload FROM jq.job;
 UPDATE jq.job SET state = 'r';
 RESET ROLE;
 
 -- a reader sees queues and their settings, never jobs or payloads
 SET ROLE regress_reader;
-SELECT name FROM jq_list_queues();
-SELECT name, max_attempts FROM jq.queue;
+SELECT name FROM jq_list_queues() WHERE name = 'priv';
+SELECT name, max_attempts FROM jq.queue WHERE name = 'priv';
 SELECT payload FROM jq.job;
 SELECT result FROM jq.job_result;
+SELECT payload FROM jq.dead_letter;
+SELECT key FROM jq.idempotency_key;
 SELECT * FROM jq_result(:pj);
 SELECT jq_enqueue('priv', '{}');
 RESET ROLE;
@@ -46,7 +58,9 @@ SET ROLE regress_admin;
 SELECT name FROM jq_create_queue('admin_made');
 SELECT lease_seconds FROM jq_alter_queue('admin_made', lease_seconds => 10);
 SELECT jq_enqueue('admin_made', '{}') > 0 AS enqueued;
-SELECT count(*) FROM jq_dequeue('admin_made');
+SELECT jq_fail(job_id, lease_token, 'admin fails it', permanent => true) FROM jq_dequeue('admin_made');
+SELECT queue, last_error FROM jq.dead_letter WHERE queue = 'admin_made';
+SELECT jq_redrive('admin_made') AS redriven;
 SELECT jq_drop_queue('admin_made', force => true);
 RESET ROLE;
 
@@ -64,6 +78,11 @@ SELECT count(*) FROM jq.queue;
 SELECT count(*) FROM jq.job;
 SELECT nextval('jq.job_id_seq');
 SELECT jq.check_queue_name('x');
+SELECT jq_fail(1, 1, 'x');
+SELECT jq_extend(1, 1);
+SELECT jq_cancel(1);
+SELECT jq_redrive('priv');
+SELECT jq.reclaim_expired_leases();
 RESET ROLE;
 
 DROP ROLE regress_producer, regress_worker, regress_reader, regress_admin, regress_nobody;
