@@ -26,7 +26,9 @@ OBJS = \
 	src/pgjq.o \
 	src/plans.o \
 	src/enqueue.o \
-	src/lease.o
+	src/lease.o \
+	src/shmem.o \
+	src/worker.o
 
 # sql/pgjq.sql is the one editable install script; released upgrade
 # deltas (sql/pgjq--A--B.sql) are frozen

@@ -299,3 +299,20 @@ SELECT count(*) AS dead_letters, bool_and(attempts = 10) AS ten_attempts,
 SELECT count(*) AS left_in_queue FROM jq.job
  WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'backoff');
 SELECT jq_drop_queue('backoff', force => true);
+
+-- retry_in is bounded (a year and a day), so it can never overflow a timestamp
+SELECT 1 FROM jq_create_queue('bounds');
+SELECT jq_enqueue('bounds', '{}') AS bj \gset
+SELECT lease_token AS bt FROM jq_dequeue('bounds') \gset
+SELECT jq_fail(:bj, :bt, 'e', retry_in => '367 days');
+SELECT jq_fail(:bj, :bt, 'e', retry_in => '178000000 years');
+SELECT jq_fail(:bj, :bt, 'e', retry_in => '366 days') AS max_retry_in_ok;
+
+-- long errors are cut by bytes at a character boundary, multibyte text too
+SELECT jq_enqueue('bounds', '{}') AS mj \gset
+SELECT lease_token AS mt FROM jq_dequeue('bounds') \gset
+SELECT jq_fail(:mj, :mt, repeat('é', 100000)) AS failed;
+SELECT octet_length(errors -> -1 ->> 'error') <= 8192 AS bounded,
+       errors -> -1 ->> 'error' LIKE 'ééé%(truncated)' AS cut_cleanly
+  FROM jq.job WHERE id = :mj;
+SELECT jq_drop_queue('bounds', force => true);

@@ -204,6 +204,14 @@ RETURNS void
 LANGUAGE C PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgjq_check_queue_name_sql';
 
+-- Wakes the queue's listeners when the current transaction commits (see
+-- src/shmem.c); a no-op without shared_preload_libraries.
+CREATE FUNCTION jq.wake_at_commit(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_wake_at_commit_sql';
+
 -- Text name of a state code, as jq_result() and the views show it.
 CREATE FUNCTION jq.state_name(state "char", run_at timestamptz)
 RETURNS text
@@ -656,6 +664,8 @@ AS $$
 DECLARE
     now timestamptz := clock_timestamp();
     new_state text;
+    msg text := jq_fail.error;
+    n integer := 8000;
 BEGIN
     IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
         RAISE EXCEPTION 'job_id and lease_token must not be null'
@@ -667,10 +677,19 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
     END IF;
-    IF retry_in IS NOT NULL AND (retry_in < interval '0' OR NOT isfinite(now + retry_in)) THEN
-        RAISE EXCEPTION 'retry_in must be a finite, non-negative interval'
+    IF retry_in IS NOT NULL AND (retry_in < interval '0' OR retry_in > interval '366 days') THEN
+        RAISE EXCEPTION 'retry_in must be between 0 and 366 days'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', retry_in);
+    END IF;
+
+    -- keep errors bounded: a stack trace is welcome, a core dump is not.
+    -- Cut at a character boundary to at most 8000 bytes.
+    IF octet_length(msg) > 8192 THEN
+        WHILE octet_length(left(msg, n)) > 8000 LOOP
+            n := n * 3 / 4;
+        END LOOP;
+        msg := left(msg, n) || ' ... (truncated)';
     END IF;
 
     -- lock the job only if this lease is still its current one
@@ -682,13 +701,12 @@ BEGIN
     END IF;
 
     SELECT f.state INTO new_state
-      FROM jq.fail_leased(ARRAY[jq_fail.job_id],
-                          -- keep errors bounded: a stack trace is welcome, a core dump is not
-                          CASE WHEN octet_length(jq_fail.error) > 8192
-                               THEN left(jq_fail.error, 8000) || ' ... (truncated)'
-                               ELSE jq_fail.error END,
+      FROM jq.fail_leased(ARRAY[jq_fail.job_id], msg,
                           coalesce(permanent, false),
                           now + retry_in, now) f;
+    IF new_state = 'ready' THEN
+        PERFORM jq.wake_at_commit(j.queue_id) FROM jq.job j WHERE j.id = jq_fail.job_id;
+    END IF;
     RETURN new_state;
 END
 $$;
@@ -819,11 +837,30 @@ BEGIN
            enqueued_at, errors, payload
       FROM moved;
     GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM jq.wake_at_commit(qid);
+    END IF;
     RETURN moved;
 END
 $$;
 
 COMMENT ON FUNCTION public.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
+
+/* ------------------------------------------------------------------------
+ * The background worker
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION public.jq_worker_status(
+    OUT preloaded boolean,
+    OUT databases text,
+    OUT worker_pid integer,
+    OUT status text)
+RETURNS record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_worker_status';
+
+COMMENT ON FUNCTION public.jq_worker_status IS 'whether pgjq is preloaded and a worker serves this database (lease reclaim, promotion, wakeups)';
 
 /* ------------------------------------------------------------------------
  * Privileges.  PUBLIC gets nothing; each role gets its own calls.
@@ -849,7 +886,8 @@ REVOKE ALL ON FUNCTION
     public.jq_fail(bigint, bigint, text, interval, boolean),
     public.jq_extend(bigint, bigint, integer),
     public.jq_cancel(bigint),
-    public.jq_redrive(text, bigint[])
+    public.jq_redrive(text, bigint[]),
+    public.jq_worker_status()
 FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
@@ -870,7 +908,7 @@ GRANT EXECUTE ON FUNCTION
     public.jq_result(bigint)
 TO jq_worker;
 
-GRANT EXECUTE ON FUNCTION public.jq_list_queues() TO jq_reader;
+GRANT EXECUTE ON FUNCTION public.jq_list_queues(), public.jq_worker_status() TO jq_reader;
 GRANT SELECT ON jq.queue TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;

@@ -31,6 +31,7 @@
 PG_FUNCTION_INFO_V1(pgjq_enqueue);
 PG_FUNCTION_INFO_V1(pgjq_enqueue_batch);
 PG_FUNCTION_INFO_V1(pgjq_check_queue_name_sql);
+PG_FUNCTION_INFO_V1(pgjq_wake_at_commit_sql);
 
 /* the options shared by both forms of enqueue */
 typedef struct EnqueueOptions
@@ -263,6 +264,9 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
+	if (opts.state == PGJQ_STATE_READY)
+		pgjq_wake_at_commit(queue.queue_id);
+
 	PG_RETURN_INT64(job_id);
 }
 
@@ -328,19 +332,22 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 				   VARSIZE_ANY_EXHDR(refs[r].key)) == 0)
 			first[refs[r].pos] = first[refs[r - 1].pos];
 
-	/* resolve each distinct key in payload order */
+	/*
+	 * Claim each distinct key, in key order: two batches that share keys
+	 * then wait for each other in the same order and cannot deadlock.
+	 */
 	for (int i = 0; i < n; i++)
 	{
+		fresh[i] = key_nulls[i];
 		if (key_nulls[i])
-		{
-			fresh[i] = true;
 			nkeyless++;
-		}
-		else if (first[i] != i)
-			fresh[i] = false;
-		else
-			fresh[i] = resolve_key(queue, DatumGetTextPP(keys[i]),
-								   opts->enqueued_at, &ids[i]);
+	}
+	for (int r = 0; r < nrefs; r++)
+	{
+		int			i = refs[r].pos;
+
+		if (first[i] == i)
+			fresh[i] = resolve_key(queue, refs[r].key, opts->enqueued_at, &ids[i]);
 	}
 
 	/* ids for the keyless payloads, drawn in one round trip */
@@ -495,6 +502,9 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 
+	if (opts.state == PGJQ_STATE_READY)
+		pgjq_wake_at_commit(queue.queue_id);
+
 	id_datums = palloc(sizeof(Datum) * nelems);
 	for (int i = 0; i < nelems; i++)
 		id_datums[i] = Int64GetDatum(ids[i]);
@@ -514,5 +524,18 @@ pgjq_check_queue_name_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("queue name must not be null")));
 	pgjq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * jq.wake_at_commit(queue_id) lets the PL/pgSQL functions that make jobs
+ * ready (jq_redrive, jq_fail without backoff) wake the queue's listeners
+ * at commit, as jq_enqueue does.
+ */
+Datum
+pgjq_wake_at_commit_sql(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+		pgjq_wake_at_commit(PG_GETARG_INT32(0));
 	PG_RETURN_VOID();
 }

@@ -30,6 +30,11 @@
 #define PGJQ_BATCH_MAX			10000
 #define PGJQ_KEY_MAXLEN			512
 
+/* the background worker */
+#define PGJQ_MAX_DATABASES		16	/* databases one cluster's pgjq serves */
+#define PGJQ_MAX_WAKE_QUEUES	4096	/* queues awaiting a NOTIFY at once */
+#define PGJQ_RESTART_SECONDS	5	/* postmaster restarts a failed worker */
+
 /* one-byte job state codes stored in jq.job.state and jq.job_result.state */
 #define PGJQ_STATE_READY		'r'
 #define PGJQ_STATE_SCHEDULED	's'
@@ -73,6 +78,20 @@ extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue);
 extern void pgjq_check_queue_name(const char *name);
 extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
 extern int	pgjq_cmp_int64(const void *a, const void *b);
+
+/* shmem.c */
+extern void pgjq_shmem_init(void);
+extern bool pgjq_shmem_available(void);
+extern void pgjq_wake_at_commit(int32 queue_id);
+extern bool pgjq_worker_attach(Oid dboid);
+extern int	pgjq_worker_take_wakeups(int32 **queue_ids);
+extern pid_t pgjq_worker_pid(Oid dboid);
+
+/* worker.c */
+extern int	pgjq_naptime;
+extern int	pgjq_notify_interval;
+extern int	pgjq_reclaim_batch;
+extern void pgjq_register_workers(const char *databases);
 
 /* enqueue.c */
 extern void pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
