@@ -95,7 +95,7 @@ static MemoryContext loop_context = NULL;
 
 /* -> the earliest of the next lease expiry and the next scheduled run_at */
 #define SQL_NEXT_DEADLINE \
-	"SELECT pg_catalog.least(" \
+	"SELECT LEAST(" \
 	"  (SELECT min(lease_expires_at) FROM jq.job WHERE lease_expires_at IS NOT NULL)," \
 	"  (SELECT min(x.run_at) FROM jq.queue q CROSS JOIN LATERAL" \
 	"     (SELECT run_at FROM jq.job WHERE queue_id = q.queue_id AND state = 's'" \
@@ -367,6 +367,8 @@ pgjq_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("pgjq worker");
+	/* the worker runs as superuser: resolve names in pg_catalog only */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!pgjq_worker_attach(MyDatabaseId))
 	{
