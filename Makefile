@@ -28,7 +28,8 @@ OBJS = \
 	src/enqueue.o \
 	src/lease.o \
 	src/shmem.o \
-	src/worker.o
+	src/worker.o \
+	src/stats.o
 
 # sql/pgjq.sql is the one editable install script; released upgrade
 # deltas (sql/pgjq--A--B.sql) are frozen

@@ -52,6 +52,10 @@ CREATE TABLE jq.queue (
     max_payload_bytes integer NOT NULL DEFAULT 1048576,
     dead_letter_retention interval NOT NULL DEFAULT '30 days',
     idempotency_window interval NOT NULL DEFAULT '24 hours',
+    -- alert thresholds on ready depth and oldest-ready age; NULL: no alert
+    alert_depth_warning  bigint,
+    alert_depth_critical bigint,
+    alert_age_warning    interval,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- backstops only: jq_create_queue/jq_alter_queue raise the friendly errors
     CONSTRAINT queue_name_check CHECK (name ~ '^[a-z][a-z0-9_]{0,47}$'),
@@ -276,6 +280,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
     END IF;
+    IF q.alert_depth_warning < 1 OR q.alert_depth_critical < 1
+       OR q.alert_depth_critical < q.alert_depth_warning THEN
+        RAISE EXCEPTION 'alert depths must be positive, and critical not below warning'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got warning %s and critical %s.',
+                                  coalesce(q.alert_depth_warning::text, 'NULL'),
+                                  coalesce(q.alert_depth_critical::text, 'NULL'));
+    END IF;
+    IF q.alert_age_warning <= interval '0' THEN
+        RAISE EXCEPTION 'alert_age_warning must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', q.alert_age_warning);
+    END IF;
     IF q.max_payload_bytes IS NULL OR q.max_payload_bytes NOT BETWEEN 16 AND 67108864 THEN
         RAISE EXCEPTION 'max_payload_bytes must be between 16 and 67108864'
             USING ERRCODE = 'invalid_parameter_value',
@@ -298,6 +315,9 @@ CREATE FUNCTION public.jq_create_queue(
     max_payload_bytes integer DEFAULT 1048576,
     dead_letter_retention interval DEFAULT '30 days',
     idempotency_window interval DEFAULT '24 hours',
+    alert_depth_warning bigint DEFAULT NULL,
+    alert_depth_critical bigint DEFAULT NULL,
+    alert_age_warning interval DEFAULT NULL,
     if_not_exists boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
@@ -329,15 +349,20 @@ BEGIN
     q.max_payload_bytes := jq_create_queue.max_payload_bytes;
     q.dead_letter_retention := jq_create_queue.dead_letter_retention;
     q.idempotency_window := jq_create_queue.idempotency_window;
+    q.alert_depth_warning := jq_create_queue.alert_depth_warning;
+    q.alert_depth_critical := jq_create_queue.alert_depth_critical;
+    q.alert_age_warning := jq_create_queue.alert_age_warning;
     PERFORM jq.check_queue_settings(q);
 
     BEGIN
         INSERT INTO jq.queue (name, lease_seconds, max_attempts, backoff_base,
                               backoff_cap, result_retention, max_payload_bytes,
-                              dead_letter_retention, idempotency_window)
+                              dead_letter_retention, idempotency_window,
+                              alert_depth_warning, alert_depth_critical, alert_age_warning)
         VALUES (q.name, q.lease_seconds, q.max_attempts, q.backoff_base,
                 q.backoff_cap, q.result_retention, q.max_payload_bytes,
-                q.dead_letter_retention, q.idempotency_window)
+                q.dead_letter_retention, q.idempotency_window,
+                q.alert_depth_warning, q.alert_depth_critical, q.alert_age_warning)
         RETURNING * INTO q;
     EXCEPTION WHEN unique_violation THEN
         -- a concurrent jq_create_queue won the race
@@ -364,7 +389,11 @@ CREATE FUNCTION public.jq_alter_queue(
     result_retention interval DEFAULT NULL,
     max_payload_bytes integer DEFAULT NULL,
     dead_letter_retention interval DEFAULT NULL,
-    idempotency_window interval DEFAULT NULL)
+    idempotency_window interval DEFAULT NULL,
+    alert_depth_warning bigint DEFAULT NULL,
+    alert_depth_critical bigint DEFAULT NULL,
+    alert_age_warning interval DEFAULT NULL,
+    clear_alerts boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -389,6 +418,15 @@ BEGIN
     q.max_payload_bytes := coalesce(jq_alter_queue.max_payload_bytes, q.max_payload_bytes);
     q.dead_letter_retention := coalesce(jq_alter_queue.dead_letter_retention, q.dead_letter_retention);
     q.idempotency_window := coalesce(jq_alter_queue.idempotency_window, q.idempotency_window);
+    IF clear_alerts THEN
+        -- thresholds can only be removed explicitly, NULL means "unchanged"
+        q.alert_depth_warning := NULL;
+        q.alert_depth_critical := NULL;
+        q.alert_age_warning := NULL;
+    END IF;
+    q.alert_depth_warning := coalesce(jq_alter_queue.alert_depth_warning, q.alert_depth_warning);
+    q.alert_depth_critical := coalesce(jq_alter_queue.alert_depth_critical, q.alert_depth_critical);
+    q.alert_age_warning := coalesce(jq_alter_queue.alert_age_warning, q.alert_age_warning);
     PERFORM jq.check_queue_settings(q);
 
     UPDATE jq.queue
@@ -399,7 +437,10 @@ BEGIN
            result_retention = q.result_retention,
            max_payload_bytes = q.max_payload_bytes,
            dead_letter_retention = q.dead_letter_retention,
-           idempotency_window = q.idempotency_window
+           idempotency_window = q.idempotency_window,
+           alert_depth_warning = q.alert_depth_warning,
+           alert_depth_critical = q.alert_depth_critical,
+           alert_age_warning = q.alert_age_warning
      WHERE queue_id = q.queue_id
     RETURNING * INTO q;
     RETURN q;
@@ -445,6 +486,9 @@ BEGIN
     DELETE FROM jq.job_result WHERE queue_id = qid;
     DELETE FROM jq.dead_letter WHERE queue_id = qid;
     DELETE FROM jq.idempotency_key WHERE queue_id = qid;
+    DELETE FROM jq.stats_history WHERE queue_id = qid;
+    UPDATE jq.alert SET cleared_at = clock_timestamp()
+     WHERE queue_id = qid AND cleared_at IS NULL;
     DELETE FROM jq.queue WHERE queue_id = qid;
 END
 $$;
@@ -847,6 +891,297 @@ $$;
 COMMENT ON FUNCTION public.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
 
 /* ------------------------------------------------------------------------
+ * Statistics, history, alerts and retention (the background worker's
+ * periodic work; src/stats.c keeps the counters)
+ * ------------------------------------------------------------------------ */
+
+-- Records each change of the three tables as a counter delta, applied to
+-- shared memory at commit (src/stats.c).
+CREATE FUNCTION jq.count_trigger()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_count_trigger';
+
+CREATE TRIGGER job_count BEFORE INSERT OR UPDATE OF queue_id, state, priority OR DELETE
+    ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
+CREATE TRIGGER job_result_count BEFORE INSERT
+    ON jq.job_result FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job_result');
+CREATE TRIGGER dead_letter_count BEFORE INSERT OR DELETE
+    ON jq.dead_letter FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('dead_letter');
+
+-- The shared counters of this database, one row per queue and priority.
+CREATE FUNCTION jq.counters(
+    OUT queue_id integer, OUT priority integer,
+    OUT ready bigint, OUT scheduled bigint, OUT leased bigint, OUT dead bigint,
+    OUT enqueued_total bigint, OUT succeeded_total bigint, OUT failed_total bigint,
+    OUT dead_lettered_total bigint, OUT cancelled_total bigint,
+    OUT valid boolean, OUT since timestamptz)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_counters';
+
+/*
+ * Depth samples, one row per queue every pgjq.stats_interval, written by
+ * the worker and pruned after pgjq.history_retention.
+ */
+CREATE TABLE jq.stats_history (
+    sampled_at          timestamptz NOT NULL,
+    queue_id            integer NOT NULL,
+    queue               text NOT NULL,
+    ready               bigint NOT NULL,
+    scheduled           bigint NOT NULL,
+    leased              bigint NOT NULL,
+    dead                bigint NOT NULL,
+    enqueued_total      bigint NOT NULL,
+    succeeded_total     bigint NOT NULL,
+    failed_total        bigint NOT NULL,
+    dead_lettered_total bigint NOT NULL,
+    cancelled_total     bigint NOT NULL,
+    oldest_ready_age    interval,
+    counters_since      timestamptz,
+    CONSTRAINT stats_history_pkey PRIMARY KEY (queue_id, sampled_at)
+);
+
+CREATE INDEX stats_history_sampled_idx ON jq.stats_history (sampled_at);
+
+COMMENT ON TABLE jq.stats_history IS 'pgjq depth samples per queue, for charting depth over time';
+
+/*
+ * Alerts: a row per crossing of a queue's thresholds, cleared when the
+ * queue is back under them.  At most one open alert per queue and kind.
+ */
+CREATE TABLE jq.alert (
+    alert_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_id   integer NOT NULL,
+    queue      text NOT NULL,
+    kind       text NOT NULL,
+    level      text NOT NULL,
+    value      text NOT NULL,
+    threshold  text NOT NULL,
+    raised_at  timestamptz NOT NULL,
+    cleared_at timestamptz,
+    CONSTRAINT alert_kind_check CHECK (kind IN ('depth', 'age')),
+    CONSTRAINT alert_level_check CHECK (level IN ('warning', 'critical'))
+);
+
+CREATE UNIQUE INDEX alert_open_idx ON jq.alert (queue_id, kind, level)
+    WHERE cleared_at IS NULL;
+
+COMMENT ON TABLE jq.alert IS 'pgjq alerts: queue depth or oldest-ready age over its thresholds';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.stats_history', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.alert', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.alert_alert_id_seq', '');
+
+/*
+ * jq.queue_stats: per queue, depth by state and by priority, age of the
+ * oldest ready job, in-flight count and throughput over the last minute.
+ * Reads shared counters, one index probe per (queue, priority) that has
+ * ready jobs, and one history row per queue: never count(*).
+ */
+CREATE VIEW jq.queue_stats AS
+WITH c AS MATERIALIZED (SELECT * FROM jq.counters())
+SELECT q.name AS queue,
+       coalesce(sum(c.ready), 0)::bigint AS ready,
+       coalesce(sum(c.scheduled), 0)::bigint AS scheduled,
+       coalesce(sum(c.leased), 0)::bigint AS in_flight,
+       coalesce(sum(c.dead), 0)::bigint AS dead,
+       coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
+                    FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
+       (SELECT clock_timestamp() - min(o.run_at)
+          FROM c c2 CROSS JOIN LATERAL
+               (SELECT j.run_at FROM jq.job j
+                 WHERE j.queue_id = c2.queue_id AND j.state = 'r'
+                   AND j.priority = c2.priority
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
+         WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
+       coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
+       coalesce(sum(c.succeeded_total), 0)::bigint AS succeeded_total,
+       coalesce(sum(c.failed_total), 0)::bigint AS failed_total,
+       coalesce(sum(c.dead_lettered_total), 0)::bigint AS dead_lettered_total,
+       coalesce(sum(c.cancelled_total), 0)::bigint AS cancelled_total,
+       round((coalesce(sum(c.enqueued_total), 0) - h.enqueued_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS enqueued_per_min,
+       round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS succeeded_per_min,
+       coalesce(bool_and(c.valid), true) AS counters_valid
+  FROM jq.queue q
+  LEFT JOIN c ON c.queue_id = q.queue_id
+  LEFT JOIN LATERAL
+       (SELECT s.sampled_at, s.enqueued_total, s.succeeded_total
+          FROM jq.stats_history s
+         WHERE s.queue_id = q.queue_id
+           AND s.sampled_at >= clock_timestamp() - interval '90 seconds'
+           AND s.counters_since IS NOT DISTINCT FROM
+               (SELECT max(c3.since) FROM c c3 WHERE c3.queue_id = q.queue_id)
+         ORDER BY s.sampled_at
+         LIMIT 1) h ON true
+ GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+
+COMMENT ON VIEW jq.queue_stats IS 'pgjq queue depth, age and throughput, from shared counters (no count(*))';
+
+/*
+ * jq.lock_for_rebuild(timeout_ms) takes SHARE locks on the counted tables
+ * for a counter rebuild (src/stats.c): they wait until every writer has
+ * finished, and hold new writers off until the rebuild commits.  Gives up,
+ * returning false, after timeout_ms, so a long open transaction cannot
+ * stall producers behind the worker for long.
+ */
+CREATE FUNCTION jq.lock_for_rebuild(timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', timeout_ms::text, true);
+    LOCK TABLE jq.job, jq.job_result, jq.dead_letter IN SHARE MODE;
+    PERFORM set_config('lock_timeout', '0', true);
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END
+$$;
+
+/*
+ * jq.sample_stats() writes one history row per queue and prunes rows
+ * older than keep; called by the worker every pgjq.stats_interval.
+ */
+CREATE FUNCTION jq.sample_stats(keep interval DEFAULT '7 days')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    INSERT INTO jq.stats_history (sampled_at, queue_id, queue, ready, scheduled, leased,
+                                  dead, enqueued_total, succeeded_total, failed_total,
+                                  dead_lettered_total, cancelled_total,
+                                  oldest_ready_age, counters_since)
+    SELECT clock_timestamp(), q.queue_id, s.queue, s.ready, s.scheduled, s.in_flight,
+           s.dead, s.enqueued_total, s.succeeded_total, s.failed_total,
+           s.dead_lettered_total, s.cancelled_total, s.oldest_ready_age,
+           (SELECT max(c.since) FROM jq.counters() c WHERE c.queue_id = q.queue_id)
+      FROM jq.queue_stats s JOIN jq.queue q ON q.name = s.queue
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM jq.stats_history WHERE sampled_at < clock_timestamp() - keep;
+    RETURN n;
+END
+$$;
+
+/*
+ * jq.check_alerts() compares every queue with its thresholds: a crossing
+ * opens an alert (logged as a WARNING once, announced on channel
+ * jq_alerts), a return under the threshold clears it (announced too).
+ * Returns how many alerts it opened or cleared.
+ */
+CREATE FUNCTION jq.check_alerts()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    a record;
+    changed integer := 0;
+BEGIN
+    FOR r IN
+        SELECT q.queue_id, q.name, x.kind, x.level, x.value, x.threshold, x.over
+          FROM jq.queue q JOIN jq.queue_stats s ON s.queue = q.name
+         CROSS JOIN LATERAL (VALUES
+             ('depth', 'warning', s.ready::text, q.alert_depth_warning::text,
+              s.ready >= q.alert_depth_warning),
+             ('depth', 'critical', s.ready::text, q.alert_depth_critical::text,
+              s.ready >= q.alert_depth_critical),
+             ('age', 'warning', coalesce(s.oldest_ready_age, '0')::text,
+              q.alert_age_warning::text,
+              coalesce(s.oldest_ready_age, '0') >= q.alert_age_warning)
+         ) AS x(kind, level, value, threshold, over)
+    LOOP
+        SELECT * INTO a FROM jq.alert
+         WHERE queue_id = r.queue_id AND kind = r.kind AND level = r.level
+           AND cleared_at IS NULL;
+        IF coalesce(r.over, false) AND NOT FOUND THEN
+            INSERT INTO jq.alert (queue_id, queue, kind, level, value, threshold, raised_at)
+            VALUES (r.queue_id, r.name, r.kind, r.level, r.value, r.threshold, clock_timestamp());
+            RAISE WARNING 'pgjq: queue "%" % % alert: % reached the threshold %',
+                r.name, r.kind, r.level, r.value, r.threshold;
+            PERFORM pg_notify('jq_alerts', json_build_object(
+                'queue', r.name, 'kind', r.kind, 'level', r.level, 'state', 'raised',
+                'value', r.value, 'threshold', r.threshold)::text);
+            changed := changed + 1;
+        ELSIF NOT coalesce(r.over, false) AND FOUND THEN
+            UPDATE jq.alert SET cleared_at = clock_timestamp() WHERE alert_id = a.alert_id;
+            PERFORM pg_notify('jq_alerts', json_build_object(
+                'queue', r.name, 'kind', r.kind, 'level', r.level, 'state', 'cleared',
+                'value', r.value, 'threshold', r.threshold)::text);
+            changed := changed + 1;
+        END IF;
+    END LOOP;
+    RETURN changed;
+END
+$$;
+
+/*
+ * jq.purge_expired(batch) deletes, at most batch rows of each kind per
+ * call, results past their queue's result_retention, dead letters past
+ * dead_letter_retention, and idempotency keys past idempotency_window whose
+ * job is finished.  Small batches keep locks short; the worker calls it
+ * until it returns 0.
+ */
+CREATE FUNCTION jq.purge_expired(batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q record;
+    n integer;
+    total integer := 0;
+BEGIN
+    FOR q IN SELECT queue_id, result_retention, dead_letter_retention, idempotency_window
+               FROM jq.queue
+    LOOP
+        DELETE FROM jq.job_result r
+         WHERE r.ctid = ANY (ARRAY(
+               SELECT x.ctid FROM jq.job_result x
+                WHERE x.queue_id = q.queue_id
+                  AND x.finished_at < clock_timestamp() - q.result_retention
+                ORDER BY x.finished_at LIMIT batch
+                  FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+
+        DELETE FROM jq.dead_letter d
+         WHERE d.ctid = ANY (ARRAY(
+               SELECT x.ctid FROM jq.dead_letter x
+                WHERE x.queue_id = q.queue_id
+                  AND x.failed_at < clock_timestamp() - q.dead_letter_retention
+                ORDER BY x.failed_at LIMIT batch
+                  FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+
+        DELETE FROM jq.idempotency_key k
+         WHERE k.ctid = ANY (ARRAY(
+               SELECT x.ctid FROM jq.idempotency_key x
+                WHERE x.queue_id = q.queue_id
+                  AND x.created_at < clock_timestamp() - q.idempotency_window
+                  AND NOT EXISTS (SELECT FROM jq.job j WHERE j.id = x.job_id)
+                LIMIT batch
+                  FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+/* ------------------------------------------------------------------------
  * The background worker
  * ------------------------------------------------------------------------ */
 
@@ -873,8 +1208,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval),
+    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
+    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
     public.jq_drop_queue(text, boolean),
     public.jq_list_queues(),
     public.jq_enqueue(text, jsonb, integer, timestamptz, text),
@@ -909,13 +1244,14 @@ GRANT EXECUTE ON FUNCTION
 TO jq_worker;
 
 GRANT EXECUTE ON FUNCTION public.jq_list_queues(), public.jq_worker_status() TO jq_reader;
-GRANT SELECT ON jq.queue TO jq_reader;
+GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters() TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval),
+    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
+    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
     public.jq_drop_queue(text, boolean),
     public.jq_list_queues(),
     public.jq_redrive(text, bigint[])

@@ -72,6 +72,30 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgjq.stats_interval",
+							"Time between two samples of queue depth into jq.stats_history.",
+							"Alerts and the purge of expired results run at the same pace.",
+							&pgjq_stats_interval,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgjq.history_retention",
+							"How long depth samples stay in jq.stats_history.",
+							NULL,
+							&pgjq_history_retention,
+							7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgjq.purge_batch_size",
+							"Rows of each kind the purge of expired results deletes per transaction.",
+							NULL,
+							&pgjq_purge_batch,
+							1000, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgjq");
 
 	if (!process_shared_preload_libraries_in_progress)

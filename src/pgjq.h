@@ -17,6 +17,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/lwlock.h"
 #include "utils/jsonb.h"
 
 #include "compat.h"
@@ -34,6 +35,7 @@
 #define PGJQ_MAX_DATABASES		16	/* databases one cluster's pgjq serves */
 #define PGJQ_MAX_WAKE_QUEUES	4096	/* queues awaiting a NOTIFY at once */
 #define PGJQ_RESTART_SECONDS	5	/* postmaster restarts a failed worker */
+#define PGJQ_MAX_COUNTERS		16384	/* (database, queue, priority) counters */
 
 /* one-byte job state codes stored in jq.job.state and jq.job_result.state */
 #define PGJQ_STATE_READY		'r'
@@ -86,11 +88,25 @@ extern void pgjq_wake_at_commit(int32 queue_id);
 extern bool pgjq_worker_attach(Oid dboid);
 extern int	pgjq_worker_take_wakeups(int32 **queue_ids);
 extern pid_t pgjq_worker_pid(Oid dboid);
+extern void pgjq_register_xact_callbacks(void);
+
+/* stats.c */
+extern Size pgjq_stats_shmem_size(void);
+extern void pgjq_stats_shmem_startup(LWLock *lock);
+extern void pgjq_stats_at_commit(void);
+extern void pgjq_stats_at_abort(bool prepared);
+extern void pgjq_stats_at_subxact(bool commit, SubTransactionId mySubid,
+								  SubTransactionId parentSubid);
+extern bool pgjq_stats_need_rebuild(bool *stale);
+extern void pgjq_stats_rebuild(void);
 
 /* worker.c */
 extern int	pgjq_naptime;
 extern int	pgjq_notify_interval;
 extern int	pgjq_reclaim_batch;
+extern int	pgjq_stats_interval;
+extern int	pgjq_history_retention;
+extern int	pgjq_purge_batch;
 extern void pgjq_register_workers(const char *databases);
 
 /* enqueue.c */

@@ -87,8 +87,10 @@ static bool callbacks_registered = false;
 static Size
 pgjq_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(PgjqShared)),
-					hash_estimate_size(PGJQ_MAX_WAKE_QUEUES, sizeof(PgjqWakeEntry)));
+	return add_size(add_size(MAXALIGN(sizeof(PgjqShared)),
+							 hash_estimate_size(PGJQ_MAX_WAKE_QUEUES,
+												sizeof(PgjqWakeEntry))),
+					pgjq_stats_shmem_size());
 }
 
 static void
@@ -99,7 +101,8 @@ pgjq_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(pgjq_shmem_size());
-	RequestNamedLWLockTranche("pgjq", 1);
+	/* [0] wakeups and worker slots, [1] counters (stats.c) */
+	RequestNamedLWLockTranche("pgjq", 2);
 }
 
 /*
@@ -128,6 +131,7 @@ pgjq_shmem_startup(void)
 	pgjq_wake_hash = ShmemInitHash("pgjq wakeups", PGJQ_MAX_WAKE_QUEUES,
 								   PGJQ_MAX_WAKE_QUEUES, &info,
 								   HASH_ELEM | HASH_BLOBS);
+	pgjq_stats_shmem_startup(&(GetNamedLWLockTranche("pgjq"))[1].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -195,13 +199,18 @@ pgjq_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			pgjq_stats_at_commit();
 			if (npending > 0 && pgjq_shared != NULL)
 				wake_at_commit();
 			npending = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			pgjq_stats_at_abort(false);
+			npending = 0;
+			break;
 		case XACT_EVENT_PREPARE:
+			pgjq_stats_at_abort(true);
 			/*
 			 * A prepared transaction's jobs become visible at COMMIT
 			 * PREPARED, which fires no callback in any backend; workers
@@ -222,6 +231,7 @@ pgjq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
 		return;
+	pgjq_stats_at_subxact(event == SUBXACT_EVENT_COMMIT_SUB, mySubid, parentSubid);
 	for (int i = 0; i < npending; i++)
 	{
 		if (pending[i].subid == mySubid)
@@ -233,6 +243,20 @@ pgjq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		pending[kept++] = pending[i];
 	}
 	npending = kept;
+}
+
+/*
+ * pgjq_register_xact_callbacks registers, once per backend, the callbacks
+ * that apply wakeups and counter deltas at commit.
+ */
+void
+pgjq_register_xact_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(pgjq_xact_callback, NULL);
+	RegisterSubXactCallback(pgjq_subxact_callback, NULL);
+	callbacks_registered = true;
 }
 
 /*
@@ -253,12 +277,7 @@ pgjq_wake_at_commit(int32 queue_id)
 		if (pending[i].queue_id == queue_id && pending[i].subid == subid)
 			return;
 
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(pgjq_xact_callback, NULL);
-		RegisterSubXactCallback(pgjq_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
+	pgjq_register_xact_callbacks();
 	if (npending == maxpending)
 	{
 		maxpending = Max(8, maxpending * 2);

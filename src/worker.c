@@ -53,6 +53,9 @@ PGDLLEXPORT void pgjq_worker_main(Datum main_arg);
 int			pgjq_naptime = 1000;
 int			pgjq_notify_interval = 50;
 int			pgjq_reclaim_batch = 1000;
+int			pgjq_stats_interval = 10;
+int			pgjq_history_retention = 7 * 24 * 3600;
+int			pgjq_purge_batch = 1000;
 
 /* per queue: when the worker last notified it, and whether one is owed */
 typedef struct NotifyState
@@ -305,6 +308,85 @@ next_deadline(void)
 }
 
 /*
+ * rebuild_counters recounts this database's counters from the tables when
+ * they are not valid: after a start, a crash, a full counter hash, or a
+ * prepared transaction (then only once none is left, as its changes are
+ * not in the counters until it commits).
+ */
+static void
+rebuild_counters(void)
+{
+	bool		stale;
+	bool		isnull;
+
+	if (!pgjq_stats_need_rebuild(&stale))
+		return;
+	if (!begin_step("pgjq: rebuild counters"))
+		return;
+	if (stale)
+	{
+		if (SPI_execute("SELECT count(*) FROM pg_catalog.pg_prepared_xacts"
+						" WHERE database = pg_catalog.current_database()",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pgjq: reading pg_prepared_xacts failed");
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+		{
+			end_step();
+			return;
+		}
+	}
+	if (SPI_execute("SELECT jq.lock_for_rebuild(2000)", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgjq: locking for the counter rebuild failed");
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								   1, &isnull)))
+	{
+		pgjq_stats_rebuild();
+		elog(DEBUG1, "pgjq: counters rebuilt");
+	}
+	end_step();
+}
+
+/*
+ * periodic_work samples the counters into jq.stats_history, raises and
+ * clears alerts, and purges expired results, dead letters and keys, in
+ * batches of pgjq.purge_batch_size.
+ */
+static void
+periodic_work(void)
+{
+	Datum		values[1];
+	bool		isnull;
+	int			purged;
+	int			rounds = 0;
+
+	rebuild_counters();
+
+	if (!begin_step("pgjq: sample statistics and check alerts"))
+		return;
+	values[0] = Int32GetDatum(pgjq_history_retention);
+	if (SPI_execute_with_args("SELECT jq.sample_stats(pg_catalog.make_interval(secs => $1))",
+							  1, (Oid[]) {INT4OID}, values, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_execute("SELECT jq.check_alerts()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgjq: sampling statistics failed");
+	end_step();
+
+	do
+	{
+		if (!begin_step("pgjq: purge expired results"))
+			return;
+		values[0] = Int32GetDatum(pgjq_purge_batch);
+		if (SPI_execute_with_args("SELECT jq.purge_expired($1)", 1, (Oid[]) {INT4OID},
+								  values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pgjq: purge failed");
+		purged = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		end_step();
+		CHECK_FOR_INTERRUPTS();
+	} while (purged > 0 && ++rounds < 100);
+}
+
+/*
  * take_wakeups moves the queues that committing producers marked into
  * the worker's owed set.
  */
@@ -393,6 +475,7 @@ pgjq_worker_main(Datum main_arg)
 		TimestampTz wake_at;
 		TimestampTz due;
 		long		timeout;
+		static TimestampTz next_periodic = 0;
 
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
@@ -407,6 +490,12 @@ pgjq_worker_main(Datum main_arg)
 		reclaim_expired();
 		promote_due();
 		due = send_notifies();
+		if (GetCurrentTimestamp() >= next_periodic)
+		{
+			periodic_work();
+			next_periodic = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														pgjq_stats_interval * 1000);
+		}
 
 		MemoryContextSwitchTo(loop_context);
 		now = GetCurrentTimestamp();
@@ -416,6 +505,8 @@ pgjq_worker_main(Datum main_arg)
 		due = next_deadline();
 		if (due != 0 && due < wake_at)
 			wake_at = due;
+		if (next_periodic < wake_at)
+			wake_at = next_periodic;
 		timeout = ms_until(wake_at, GetCurrentTimestamp());
 
 		if (timeout > 0)
