@@ -1097,10 +1097,11 @@ BEGIN
               s.ready >= q.alert_depth_warning),
              ('depth', 'critical', s.ready::text, q.alert_depth_critical::text,
               s.ready >= q.alert_depth_critical),
-             ('age', 'warning', coalesce(s.oldest_ready_age, '0')::text,
+             ('age', 'warning', date_trunc('second', coalesce(s.oldest_ready_age, '0'))::text,
               q.alert_age_warning::text,
               coalesce(s.oldest_ready_age, '0') >= q.alert_age_warning)
          ) AS x(kind, level, value, threshold, over)
+         ORDER BY q.name, x.kind, x.level DESC
     LOOP
         SELECT * INTO a FROM jq.alert
          WHERE queue_id = r.queue_id AND kind = r.kind AND level = r.level
