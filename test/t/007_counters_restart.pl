@@ -1,0 +1,111 @@
+# The O(1) depth counters equal the truth counted from the tables after a
+# mixed workload, after a clean restart and after an immediate-mode crash
+# (shared memory starts empty; the worker rebuilds the counters), and keep
+# up with deltas afterwards.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('counters');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pgjq'
+pgjq.database = 'postgres'
+pgjq.naptime = '200ms'
+pgjq.stats_interval = '1s'
+max_prepared_transactions = 5
+});
+$node->start;
+
+$node->safe_psql('postgres', q{
+    CREATE EXTENSION pgjq;
+    SELECT 1 FROM jq_create_queue('c', max_attempts => 2, backoff_base => '1 hour',
+                                  backoff_cap => '1 hour');
+    -- the truth, and where the counters differ from it
+    CREATE VIEW mismatch AS
+    WITH t AS (
+        SELECT queue_id, priority::integer AS priority,
+               count(*) FILTER (WHERE state = 'r') AS ready,
+               count(*) FILTER (WHERE state = 's') AS scheduled,
+               count(*) FILTER (WHERE state = 'l') AS leased, 0 AS dead
+          FROM jq.job GROUP BY 1, 2
+        UNION ALL
+        SELECT queue_id, priority, 0, 0, 0, count(*) FROM jq.dead_letter GROUP BY 1, 2),
+    tt AS (SELECT queue_id, priority, sum(ready) r, sum(scheduled) s, sum(leased) l, sum(dead) d
+             FROM t GROUP BY 1, 2),
+    c AS (SELECT * FROM jq.counters() WHERE ready + scheduled + leased + dead > 0)
+    SELECT * FROM tt FULL JOIN c USING (queue_id, priority)
+     WHERE tt.r IS DISTINCT FROM c.ready OR tt.s IS DISTINCT FROM c.scheduled
+        OR tt.l IS DISTINCT FROM c.leased OR tt.d IS DISTINCT FROM c.dead;
+});
+
+# the worker builds the counters once it runs
+$node->poll_query_until('postgres',
+    q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'c'})
+  or die 'counters never became valid';
+
+sub workload
+{
+    $node->safe_psql('postgres', q{
+        SELECT jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
+                                        FROM generate_series(1, 200) g), priority => 5);
+        SELECT jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
+                                        FROM generate_series(1, 300) g));
+        BEGIN; SELECT jq_enqueue('c', '{}'); ROLLBACK;
+        CREATE TEMP TABLE l AS SELECT * FROM jq_dequeue('c', 100);
+        SELECT count(*) FROM jq_ack_batch(
+            ARRAY(SELECT job_id FROM l ORDER BY job_id LIMIT 40),
+            ARRAY(SELECT lease_token FROM l ORDER BY job_id LIMIT 40));
+        SELECT jq_fail(job_id, lease_token, 'x') FROM l
+         WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 40 LIMIT 20);
+        SELECT jq_fail(job_id, lease_token, 'x', permanent => true) FROM l
+         WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 60 LIMIT 10);
+        SELECT jq_cancel(job_id) FROM l
+         WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 70 LIMIT 5);
+        SELECT jq_redrive('c', ARRAY(SELECT job_id FROM jq.dead_letter LIMIT 3));
+        BEGIN; SELECT jq_redrive('c'); ROLLBACK;
+    });
+}
+
+workload();
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+   'counters equal the truth after a mixed workload');
+
+# a prepared transaction's deltas reach the counters through a rebuild
+$node->safe_psql('postgres', q{
+    BEGIN; SELECT jq_enqueue('c', '{"prepared": true}'); PREPARE TRANSACTION 'p1';
+});
+$node->safe_psql('postgres', q{COMMIT PREPARED 'p1'});
+$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM mismatch')
+  or die 'counters did not catch up with a prepared transaction';
+pass('counters catch up after COMMIT PREPARED');
+
+$node->restart;
+$node->poll_query_until('postgres',
+    q{SELECT counters_valid AND ready > 0 FROM jq.queue_stats WHERE queue = 'c'})
+  or die 'counters never rebuilt after restart';
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+   'counters equal the truth after a clean restart');
+
+workload();
+$node->stop('immediate');
+$node->start;
+$node->poll_query_until('postgres',
+    q{SELECT counters_valid AND ready > 0 FROM jq.queue_stats WHERE queue = 'c'})
+  or die 'counters never rebuilt after a crash';
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+   'counters equal the truth after an immediate-mode crash');
+
+workload();
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+   'and keep up with the deltas after the rebuild');
+
+# the view reads no table in full: its cost does not grow with depth
+my $plan = $node->safe_psql('postgres',
+    'EXPLAIN (COSTS OFF) SELECT * FROM jq.queue_stats');
+unlike($plan, qr/Seq Scan on job\b/, 'jq.queue_stats never scans the job table');
+
+$node->stop;
+done_testing();
