@@ -168,27 +168,44 @@ static void
 wake_at_commit(void)
 {
 	PgjqWorkerSlot *slot = NULL;
+	bool		news = false;
 
 	LWLockAcquire(pgjq_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < npending; i++)
 	{
 		PgjqWakeKey key;
 		PgjqWakeEntry *entry;
+		bool		found;
 
 		key.dboid = MyDatabaseId;
 		key.queue_id = pending[i].queue_id;
-		entry = hash_search(pgjq_wake_hash, &key, HASH_ENTER_NULL, NULL);
+		entry = hash_search(pgjq_wake_hash, &key, HASH_ENTER_NULL, &found);
 		if (entry == NULL)
+		{
+			news = !pgjq_shared->wake_overflow;
 			pgjq_shared->wake_overflow = true;
-		else
+		}
+		else if (!found || !entry->pending)
+		{
 			entry->pending = true;
+			news = true;
+		}
 	}
-	for (int i = 0; i < PGJQ_MAX_DATABASES; i++)
-		if (pgjq_shared->workers[i].dboid == MyDatabaseId &&
-			pgjq_shared->workers[i].pid != 0)
-			slot = &pgjq_shared->workers[i];
-	if (slot != NULL)
-		SetLatch(slot->latch);
+
+	/*
+	 * Set the latch only for news: a queue already marked has woken the
+	 * worker once, and waking it for every commit of a busy queue would
+	 * only burn its CPU.
+	 */
+	if (news)
+	{
+		for (int i = 0; i < PGJQ_MAX_DATABASES; i++)
+			if (pgjq_shared->workers[i].dboid == MyDatabaseId &&
+				pgjq_shared->workers[i].pid != 0)
+				slot = &pgjq_shared->workers[i];
+		if (slot != NULL)
+			SetLatch(slot->latch);
+	}
 	LWLockRelease(pgjq_shared->lock);
 }
 

@@ -70,6 +70,10 @@ static HTAB *notify_state = NULL;
 /* reset every loop; the steps return to it after their transactions */
 static MemoryContext loop_context = NULL;
 
+/* when reclaim and promotion run next, and the periodic work */
+static TimestampTz next_maintenance = 0;
+static TimestampTz next_periodic = 0;
+
 /* the pass's statements; results are read by position */
 #define SQL_RECLAIM \
 	"SELECT j.queue_id, f.state" \
@@ -473,9 +477,8 @@ pgjq_worker_main(Datum main_arg)
 	{
 		TimestampTz now;
 		TimestampTz wake_at;
-		TimestampTz due;
+		TimestampTz notify_due;
 		long		timeout;
-		static TimestampTz next_periodic = 0;
 
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
@@ -484,12 +487,29 @@ pgjq_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			next_maintenance = 0;	/* intervals may have changed */
 		}
 
+		/*
+		 * A latch set by committing producers costs only this: collect the
+		 * marked queues and send what the coalescing window allows.  The
+		 * table work waits for its own deadline.
+		 */
 		take_wakeups();
-		reclaim_expired();
-		promote_due();
-		due = send_notifies();
+		now = GetCurrentTimestamp();
+		if (now >= next_maintenance)
+		{
+			TimestampTz due;
+
+			reclaim_expired();
+			promote_due();
+			next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   pgjq_naptime);
+			due = next_deadline();
+			if (due != 0 && due < next_maintenance)
+				next_maintenance = due;
+		}
+		notify_due = send_notifies();
 		if (GetCurrentTimestamp() >= next_periodic)
 		{
 			periodic_work();
@@ -498,13 +518,9 @@ pgjq_worker_main(Datum main_arg)
 		}
 
 		MemoryContextSwitchTo(loop_context);
-		now = GetCurrentTimestamp();
-		wake_at = TimestampTzPlusMilliseconds(now, pgjq_naptime);
-		if (due != 0 && due < wake_at)
-			wake_at = due;
-		due = next_deadline();
-		if (due != 0 && due < wake_at)
-			wake_at = due;
+		wake_at = next_maintenance;
+		if (notify_due != 0 && notify_due < wake_at)
+			wake_at = notify_due;
 		if (next_periodic < wake_at)
 			wake_at = next_periodic;
 		timeout = ms_until(wake_at, GetCurrentTimestamp());
