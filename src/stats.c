@@ -154,6 +154,28 @@ stats_db(Oid dboid, bool create)
 }
 
 /*
+ * counter_entry finds or creates the counters of key; NULL, with the
+ * database marked stale, when the hash is full.  Caller holds the lock
+ * exclusively.
+ */
+static CounterEntry *
+counter_entry(const CounterKey *key, StatsDb *db)
+{
+	bool		found;
+	CounterEntry *e = hash_search(counter_hash, key, HASH_ENTER_NULL, &found);
+
+	if (e == NULL)
+	{
+		if (db != NULL)
+			db->stale = true;
+		return NULL;
+	}
+	if (!found)
+		memset(e->c, 0, sizeof(e->c));
+	return e;
+}
+
+/*
  * add_delta records n events of counter c for (queue, priority) in the
  * current subtransaction.
  */
@@ -335,18 +357,10 @@ pgjq_stats_at_commit(void)
 	db = stats_db(MyDatabaseId, true);
 	for (int i = 0; i < ndeltas; i++)
 	{
-		CounterEntry *e;
-		bool		found;
+		CounterEntry *e = counter_entry(&deltas[i].key, db);
 
-		e = hash_search(counter_hash, &deltas[i].key, HASH_ENTER_NULL, &found);
 		if (e == NULL)
-		{
-			if (db != NULL)
-				db->stale = true;
 			continue;
-		}
-		if (!found)
-			memset(e->c, 0, sizeof(e->c));
 		for (int c = 0; c < C_NUM; c++)
 			e->c[c] += deltas[i].c[c];
 	}
@@ -454,7 +468,6 @@ pgjq_stats_rebuild(void)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		CounterKey	key;
-		bool		found;
 		char	   *state = SPI_getvalue(tup, desc, 3);
 		int64		n = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 
@@ -462,15 +475,9 @@ pgjq_stats_rebuild(void)
 		key.dboid = MyDatabaseId;
 		key.queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		key.priority = DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull));
-		e = hash_search(counter_hash, &key, HASH_ENTER_NULL, &found);
+		e = counter_entry(&key, db);
 		if (e == NULL)
-		{
-			if (db != NULL)
-				db->stale = true;
 			continue;
-		}
-		if (!found)
-			memset(e->c, 0, sizeof(e->c));
 		/* every job the tables know of was enqueued once */
 		e->c[C_ENQUEUED] += n;
 		switch (state[0])
