@@ -18,6 +18,7 @@
  */
 #include "pgjq.h"
 
+#include "access/xlog.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -40,14 +41,19 @@ static char *pgjq_databases = NULL;
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("pgjq.database",
-							   "Databases whose queues the pgjq background worker serves.",
-							   "A comma-separated list of database names; one worker per database.",
-							   &pgjq_databases,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER variable can only be defined while preloading; a
+	 * backend that loads pgjq later would be terminated for trying.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("pgjq.database",
+								   "Databases whose queues the pgjq background worker serves.",
+								   "A comma-separated list of database names; one worker per database.",
+								   &pgjq_databases,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   GUC_SUPERUSER_ONLY,
+								   NULL, NULL, NULL);
 	DefineCustomIntVariable("pgjq.naptime",
 							"Longest sleep of the pgjq worker between passes.",
 							"Bounds how late an expired lease is reclaimed or a due job promoted.",
@@ -130,6 +136,8 @@ pgjq_worker_status(PG_FUNCTION_ARGS)
 		nulls[2] = true;
 	if (!pgjq_shmem_available())
 		values[3] = CStringGetTextDatum("pgjq is not in shared_preload_libraries: no lease reclaim, no promotion of due jobs, no wakeups");
+	else if (pid == 0 && RecoveryInProgress())
+		values[3] = CStringGetTextDatum("this server is a standby: the pgjq worker starts after promotion");
 	else if (pid == 0)
 		values[3] = CStringGetTextDatum("no pgjq worker serves this database: add it to pgjq.database and restart");
 	else

@@ -506,6 +506,16 @@ pgjq_worker_main(Datum main_arg)
 			next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														   pgjq_naptime);
 			due = next_deadline();
+
+			/*
+			 * A deadline already past means rows the pass had to skip
+			 * (locked by a worker acking or extending, or by a prepared
+			 * transaction) or a lease that expired a moment ago: look again
+			 * soon, but never spin.
+			 */
+			if (due != 0 && due <= GetCurrentTimestamp())
+				due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  Min(pgjq_naptime, 100));
 			if (due != 0 && due < next_maintenance)
 				next_maintenance = due;
 		}
