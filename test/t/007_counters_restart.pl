@@ -107,5 +107,27 @@ my $plan = $node->safe_psql('postgres',
     'EXPLAIN (COSTS OFF) SELECT * FROM jq.queue_stats');
 unlike($plan, qr/Seq Scan on job\b/, 'jq.queue_stats never scans the job table');
 
+# alerts fire and clear by themselves: the worker checks every stats_interval
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', q{
+    SELECT 1 FROM jq_create_queue('alerted', alert_depth_warning => 3);
+    SELECT jq_enqueue_batch('alerted', ARRAY['{}', '{}', '{}', '{}']::jsonb[]);
+});
+$node->poll_query_until('postgres',
+    q{SELECT count(*) = 1 FROM jq.alert WHERE queue = 'alerted' AND cleared_at IS NULL})
+  or die 'the depth alert never fired';
+pass('the worker raises the depth alert');
+ok($node->wait_for_log(qr/WARNING:  pgjq: queue "alerted" depth warning alert/, $log_offset),
+   'and logs a WARNING');
+$node->safe_psql('postgres', q{
+    SELECT jq_ack(job_id, lease_token) FROM jq_dequeue('alerted', 10);
+});
+$node->poll_query_until('postgres',
+    q{SELECT cleared_at IS NOT NULL FROM jq.alert WHERE queue = 'alerted'})
+  or die 'the depth alert never cleared';
+pass('and clears it once the queue drains');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.stats_history WHERE queue = 'alerted'}) > 0,
+   1, 'depth samples are written to jq.stats_history');
+
 $node->stop;
 done_testing();
