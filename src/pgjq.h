@@ -87,6 +87,7 @@ extern bool pgjq_shmem_available(void);
 extern void pgjq_wake_at_commit(int32 queue_id);
 extern bool pgjq_worker_attach(Oid dboid);
 extern int	pgjq_worker_take_wakeups(int32 **queue_ids);
+extern void pgjq_worker_clear_wakeup(int32 queue_id);
 extern pid_t pgjq_worker_pid(Oid dboid);
 extern void pgjq_register_xact_callbacks(void);
 

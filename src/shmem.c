@@ -369,8 +369,11 @@ pgjq_worker_attach(Oid dboid)
 
 /*
  * pgjq_worker_take_wakeups returns (in *queue_ids, palloc'd in the current
- * context) the queues of this database marked since the last call, and
- * clears their marks.  Returns -1 when the hash overflowed: wake them all.
+ * context) the queues of this database that are marked.  The marks stay
+ * until pgjq_worker_clear_wakeup, called just before the NOTIFY goes out:
+ * while a queue waits for its coalescing window, committing producers see
+ * it marked and leave the worker's latch alone.  Returns -1 when the hash
+ * overflowed: wake every queue.
  */
 int
 pgjq_worker_take_wakeups(int32 **queue_ids)
@@ -390,20 +393,34 @@ pgjq_worker_take_wakeups(int32 **queue_ids)
 	{
 		if (entry->key.dboid != MyDatabaseId)
 			continue;
-		if (entry->pending)
+		if (n == max)
 		{
-			if (n == max)
-			{
-				max *= 2;
-				*queue_ids = repalloc(*queue_ids, sizeof(int32) * max);
-			}
-			(*queue_ids)[n++] = entry->key.queue_id;
+			max *= 2;
+			*queue_ids = repalloc(*queue_ids, sizeof(int32) * max);
 		}
-		/* idle entries go, so dropped queues do not fill the hash */
-		hash_search(pgjq_wake_hash, &entry->key, HASH_REMOVE, NULL);
+		(*queue_ids)[n++] = entry->key.queue_id;
 	}
 	LWLockRelease(pgjq_shared->lock);
 	return overflow ? -1 : n;
+}
+
+/*
+ * pgjq_worker_clear_wakeup removes a queue's mark before its NOTIFY is
+ * sent: a producer committing after this sets a new mark and wakes the
+ * worker again, and one that committed before is covered by the NOTIFY
+ * about to go out.  Removing the entry keeps dropped queues from filling
+ * the hash.
+ */
+void
+pgjq_worker_clear_wakeup(int32 queue_id)
+{
+	PgjqWakeKey key;
+
+	key.dboid = MyDatabaseId;
+	key.queue_id = queue_id;
+	LWLockAcquire(pgjq_shared->lock, LW_EXCLUSIVE);
+	hash_search(pgjq_wake_hash, &key, HASH_REMOVE, NULL);
+	LWLockRelease(pgjq_shared->lock);
 }
 
 /*

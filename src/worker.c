@@ -269,6 +269,7 @@ send_notifies(void)
 			ids[nids++] = Int32GetDatum(ns->queue_id);
 			ns->owed = false;
 			ns->last_notify = now;
+			pgjq_worker_clear_wakeup(ns->queue_id);
 		}
 		else if (next_due == 0 || due < next_due)
 			next_due = due;
