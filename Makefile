@@ -42,7 +42,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 # pg_regress: tests run in this order against a temporary instance that
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
-	privileges bad_input periodic stats
+	batch privileges bad_input periodic stats
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
@@ -63,6 +63,9 @@ include $(PGXS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
+
+# every source file includes both headers: rebuild all when one changes
+$(OBJS): src/pgjq.h src/compat.h
 else
 # Without pg_config only the entry points below can run; they install it.
 all install installcheck:
@@ -70,10 +73,16 @@ all install installcheck:
 	@exit 1
 endif
 
-.PHONY: demo test
+.PHONY: demo test bench bench-quick
 
 demo:
 	bash test/bin/demo.sh
 
 test:
 	bash test/bin/run-tests.sh
+
+bench:
+	bash bench/run.sh full
+
+bench-quick:
+	bash bench/run.sh quick

@@ -186,6 +186,27 @@ CREATE TABLE jq.idempotency_key (
     CONSTRAINT idempotency_key_pkey PRIMARY KEY (queue_id, key)
 );
 
+/*
+ * Batches: a group of jobs submitted together (500 chunks of one audience
+ * scoring run, say), so progress can be read per group.  Membership is
+ * its own table, written only for jobs enqueued into a batch, so jobs
+ * without one cost nothing and the finish paths need not know.
+ */
+CREATE TABLE jq.batch (
+    batch_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_id   integer NOT NULL,
+    label      text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE jq.batch_job (
+    batch_id bigint NOT NULL,
+    job_id   bigint NOT NULL,
+    CONSTRAINT batch_job_pkey PRIMARY KEY (batch_id, job_id)
+);
+
+COMMENT ON TABLE jq.batch IS 'pgjq batches: groups of jobs submitted together; see jq.batch_progress';
+
 COMMENT ON TABLE jq.idempotency_key IS 'pgjq idempotency keys: a resubmission with the same key returns the same job';
 
 -- keep queued jobs, settings and results in pg_dump output
@@ -194,6 +215,9 @@ SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_result', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.idempotency_key', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.batch', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.batch_batch_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.batch_job', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.queue_queue_id_seq', '');
 
@@ -515,7 +539,8 @@ CREATE FUNCTION public.jq_enqueue(
     payload jsonb,
     priority integer DEFAULT 0,
     run_at timestamptz DEFAULT NULL,
-    idempotency_key text DEFAULT NULL)
+    idempotency_key text DEFAULT NULL,
+    batch_id bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -529,7 +554,8 @@ CREATE FUNCTION public.jq_enqueue_batch(
     payloads jsonb[],
     priority integer DEFAULT 0,
     run_at timestamptz DEFAULT NULL,
-    idempotency_keys text[] DEFAULT NULL)
+    idempotency_keys text[] DEFAULT NULL,
+    batch_id bigint DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -1183,6 +1209,99 @@ END
 $$;
 
 /* ------------------------------------------------------------------------
+ * Batches and the analysts' views
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION public.jq_create_batch(queue text, label text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    bid bigint;
+BEGIN
+    PERFORM jq.check_queue_name(jq_create_batch.queue);
+    SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = jq_create_batch.queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'queue "%" does not exist', jq_create_batch.queue
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('Create it with jq_create_queue(%L).', jq_create_batch.queue);
+    END IF;
+    IF octet_length(label) > 512 THEN
+        RAISE EXCEPTION 'batch label of % bytes is too long', octet_length(label)
+            USING ERRCODE = 'program_limit_exceeded', DETAIL = 'The limit is 512 bytes.';
+    END IF;
+    INSERT INTO jq.batch (queue_id, label) VALUES (qid, jq_create_batch.label)
+    RETURNING batch_id INTO bid;
+    RETURN bid;
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_create_batch IS 'create a batch in a queue; pass its id to jq_enqueue or jq_enqueue_batch';
+
+-- one call: a new batch with all its jobs; returns the batch id
+CREATE FUNCTION public.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
+                                       priority integer DEFAULT 0,
+                                       run_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bid bigint := public.jq_create_batch(jq_submit_batch.queue, jq_submit_batch.label);
+BEGIN
+    PERFORM public.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
+                                    jq_submit_batch.priority, jq_submit_batch.run_at,
+                                    NULL, bid);
+    RETURN bid;
+END
+$$;
+
+COMMENT ON FUNCTION public.jq_submit_batch IS 'create a batch and enqueue its jobs in one call; returns the batch id';
+
+/*
+ * Progress per batch: one primary-key probe per member in each table, so
+ * its cost follows the batch's size, not the queue's depth.  Members whose
+ * results passed their retention count as purged.
+ */
+CREATE VIEW jq.batch_progress AS
+SELECT b.batch_id, q.name AS queue, b.label, b.created_at,
+       count(m.job_id) AS total,
+       count(*) FILTER (WHERE j.state IN ('r', 's')) AS waiting,
+       count(*) FILTER (WHERE j.state = 'l') AS in_flight,
+       count(*) FILTER (WHERE j.errors IS NOT NULL) AS retrying,
+       count(*) FILTER (WHERE r.state = 'd') AS succeeded,
+       count(*) FILTER (WHERE d.job_id IS NOT NULL) AS dead,
+       count(*) FILTER (WHERE r.state = 'c') AS cancelled,
+       count(*) FILTER (WHERE m.job_id IS NOT NULL AND j.id IS NULL AND r.job_id IS NULL
+                          AND d.job_id IS NULL) AS purged,
+       round(100.0 * count(*) FILTER (WHERE j.id IS NULL AND m.job_id IS NOT NULL)
+             / greatest(count(m.job_id), 1), 1) AS percent_complete,
+       CASE WHEN count(j.id) = 0 AND count(m.job_id) > 0
+            THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at
+  FROM jq.batch b
+  JOIN jq.queue q ON q.queue_id = b.queue_id
+  LEFT JOIN jq.batch_job m ON m.batch_id = b.batch_id
+  LEFT JOIN jq.job j ON j.id = m.job_id
+  LEFT JOIN jq.job_result r ON r.job_id = m.job_id
+  LEFT JOIN jq.dead_letter d ON d.job_id = m.job_id
+ GROUP BY b.batch_id, q.name, b.label, b.created_at;
+
+COMMENT ON VIEW jq.batch_progress IS 'pgjq progress per batch: total, waiting, in flight, succeeded, dead, percent complete';
+
+-- every error of every dead letter, one row each
+CREATE VIEW jq.dead_letter_errors AS
+SELECT d.job_id, d.queue, (e.err ->> 'attempt')::integer AS attempt,
+       e.err ->> 'error' AS error, (e.err ->> 'at')::timestamptz AS failed_at
+  FROM jq.dead_letter d
+ CROSS JOIN LATERAL jsonb_array_elements(d.errors) AS e(err);
+
+COMMENT ON VIEW jq.dead_letter_errors IS 'pgjq dead letters, one row per error (no payloads)';
+
+/* ------------------------------------------------------------------------
  * The background worker
  * ------------------------------------------------------------------------ */
 
@@ -1213,8 +1332,8 @@ REVOKE ALL ON FUNCTION
     public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
     public.jq_drop_queue(text, boolean),
     public.jq_list_queues(),
-    public.jq_enqueue(text, jsonb, integer, timestamptz, text),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[]),
+    public.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
+    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
     public.jq_dequeue(text, integer, integer),
     public.jq_ack(bigint, bigint, jsonb),
     public.jq_ack_batch(bigint[], bigint[], jsonb[]),
@@ -1223,14 +1342,18 @@ REVOKE ALL ON FUNCTION
     public.jq_extend(bigint, bigint, integer),
     public.jq_cancel(bigint),
     public.jq_redrive(text, bigint[]),
-    public.jq_worker_status()
+    public.jq_worker_status(),
+    public.jq_create_batch(text, text),
+    public.jq_submit_batch(text, jsonb[], text, integer, timestamptz)
 FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_enqueue(text, jsonb, integer, timestamptz, text),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[]),
+    public.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
+    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
+    public.jq_create_batch(text, text),
+    public.jq_submit_batch(text, jsonb[], text, integer, timestamptz),
     public.jq_result(bigint),
     public.jq_cancel(bigint)
 TO jq_producer;
@@ -1245,7 +1368,8 @@ GRANT EXECUTE ON FUNCTION
 TO jq_worker;
 
 GRANT EXECUTE ON FUNCTION public.jq_list_queues(), public.jq_worker_status() TO jq_reader;
-GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert TO jq_reader;
+GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
+                 jq.batch_progress, jq.dead_letter_errors TO jq_reader;
 GRANT EXECUTE ON FUNCTION jq.counters() TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;

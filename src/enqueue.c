@@ -216,7 +216,47 @@ resolve_key(const PgjqQueue *queue, text *key, TimestampTz now, int64 *job_id)
 }
 
 /*
- * jq_enqueue(queue, payload, priority, run_at, idempotency_key) returns the
+ * check_batch raises an error unless batch_id names a batch of the queue.
+ */
+static void
+check_batch(int64 batch_id, const PgjqQueue *queue, const char *queue_name)
+{
+	Datum		values[1];
+	bool		isnull;
+
+	values[0] = Int64GetDatum(batch_id);
+	pgjq_execute_plan(PGJQ_PLAN_BATCH_LOOKUP, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("batch " INT64_FORMAT " does not exist", batch_id),
+				 errhint("Create one with jq_create_batch('%s').", queue_name)));
+	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									1, &isnull)) != queue->queue_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch " INT64_FORMAT " belongs to another queue than \"%s\"",
+						batch_id, queue_name)));
+}
+
+/* add_to_batch records the jobs as members of the batch */
+static void
+add_to_batch(int64 batch_id, int64 *ids, int n)
+{
+	Datum		values[2];
+	Datum	   *id_datums = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+		id_datums[i] = Int64GetDatum(ids[i]);
+	values[0] = Int64GetDatum(batch_id);
+	values[1] = PointerGetDatum(construct_array(id_datums, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	pgjq_execute_plan(PGJQ_PLAN_BATCH_ADD, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * jq_enqueue(queue, payload, priority, run_at, idempotency_key, batch_id)
+ * returns the
  * new job's id, or the id of the job that already holds the key.
  */
 Datum
@@ -243,11 +283,15 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pgjq_lookup_queue(opts.queue_name, &queue);
 	pgjq_check_payload(payload, &queue, opts.queue_name, 0);
+	if (!PG_ARGISNULL(5))
+		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
 
 	if (key != NULL)
 	{
 		if (!resolve_key(&queue, key, opts.enqueued_at, &job_id))
 		{
+			if (!PG_ARGISNULL(5))
+				add_to_batch(PG_GETARG_INT64(5), &job_id, 1);
 			SPI_finish();
 			PG_RETURN_INT64(job_id);
 		}
@@ -262,6 +306,8 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows", SPI_processed);
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
+	if (!PG_ARGISNULL(5))
+		add_to_batch(PG_GETARG_INT64(5), &job_id, 1);
 	SPI_finish();
 
 	if (opts.state == PGJQ_STATE_READY)
@@ -473,6 +519,8 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nelems; i++)
 		pgjq_check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
 						   &queue, opts.queue_name, i + 1);
+	if (!PG_ARGISNULL(5))
+		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
 
 	if (keys != NULL)
 		enqueue_keyed_batch(&queue, &opts, elems, nelems, keys, key_nulls, ids);
@@ -500,6 +548,8 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		}
 		qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
 	}
+	if (!PG_ARGISNULL(5))
+		add_to_batch(PG_GETARG_INT64(5), ids, nelems);
 	SPI_finish();
 
 	if (opts.state == PGJQ_STATE_READY)

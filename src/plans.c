@@ -138,6 +138,18 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		" RETURNING job_id",
 		3, {INT4OID, TEXTOID, TIMESTAMPTZOID}
 	},
+	[PGJQ_PLAN_BATCH_LOOKUP] = {
+		/* -> queue_id of the batch */
+		"SELECT queue_id FROM jq.batch WHERE batch_id = $1",
+		1, {INT8OID}
+	},
+	[PGJQ_PLAN_BATCH_ADD] = {
+		/* a resubmitted (idempotent) job may already be a member */
+		"INSERT INTO jq.batch_job (batch_id, job_id)"
+		" SELECT $1, u.id FROM pg_catalog.unnest($2) AS u(id)"
+		" ON CONFLICT DO NOTHING",
+		2, {INT8OID, INT8ARRAYOID}
+	},
 	[PGJQ_PLAN_PROMOTE] = {
 		/*
 		 * Scheduled jobs of the queue whose run_at has come become ready.

@@ -11,7 +11,7 @@ SELECT plan(12);
 SELECT has_schema('jq');
 SELECT has_table('jq', 'job', 'the hot job table');
 SELECT has_table('jq', 'job_result', 'the result table');
-SELECT has_function('public', 'jq_enqueue', ARRAY['text', 'jsonb', 'integer', 'timestamp with time zone', 'text']);
+SELECT has_function('public', 'jq_enqueue', ARRAY['text', 'jsonb', 'integer', 'timestamp with time zone', 'text', 'bigint']);
 SELECT is_definer('public', 'jq_dequeue', ARRAY['text', 'integer', 'integer'], 'jq_dequeue runs as definer');
 
 SELECT lives_ok($$SELECT jq_create_queue('tap')$$, 'create a queue');
