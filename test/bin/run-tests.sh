@@ -15,7 +15,8 @@
 source "$(dirname "$0")/common.sh"
 
 ensure_packages "${BASE_PACKAGES[@]}" postgresql-$PG_MAJOR-pgtap \
-    libtap-parser-sourcehandler-pgtap-perl libipc-run-perl perl
+    libtap-parser-sourcehandler-pgtap-perl libipc-run-perl perl \
+    prometheus-postgres-exporter
 build_install
 
 WORK=$(mktemp -d /tmp/pgjq-test.XXXXXX)
