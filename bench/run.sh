@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# make bench / make bench-quick: pgjq against a plain-SQL "floor" queue.
+#
+#   bash bench/run.sh quick    about 2-3 minutes, small job counts
+#   bash bench/run.sh full     the issue's job counts, under 20 minutes
+#
+#  1. installs what it needs (as make test does), builds and installs pgjq,
+#     builds bench/bin/jqbench (C, libpq, pthreads);
+#  2. starts a throwaway cluster with the same settings for both (below);
+#  3. runs every workload (W1-W7) REPS times for pgjq and for the floor,
+#     alternating, from a clean state each time (the queue dropped and
+#     created again with the API, the floor table truncated, both vacuumed);
+#  4. prints a markdown table (median, min-max, ratio, target) and writes it
+#     with the machine's description to bench/results/RESULTS-<mode>.md.
+#
+# The floor is a minimal hand-written queue: one table, a partial index,
+# INSERT / UPDATE ... FOR UPDATE SKIP LOCKED / DELETE (bench/jqclient.c).
+# Its workers poll every 10 ms when the queue is empty: it has no NOTIFY,
+# except in W7, where a variant sends NOTIFY inside the enqueue transaction
+# (the cost pgjq avoids), clearly labelled.
+#
+# The cluster is stopped and removed on exit, on failure and on Ctrl-C.
+source "$(dirname "$0")/../test/bin/common.sh"
+
+MODE=${1:-quick}
+case "$MODE" in
+    quick|full) ;;
+    *) echo "usage: $0 quick|full" >&2; exit 2 ;;
+esac
+REPS=${PGJQ_BENCH_REPS:-3}
+PORT=${PGJQ_BENCH_PORT:-5493}
+BENCH_START=$(date +%s)
+
+if [ "$MODE" = full ]; then
+    W1_JOBS=100000          # single-job transactions
+    W1B_JOBS=1000000        # batches of 1,000
+    W2_JOBS=50000           # drain, one job per dequeue
+    W3_JOBS=500000          # drain, 100 per dequeue
+    W4_SECS=20
+    W5_DEEP=1000000
+    W5_SAMPLE=20000         # jobs timed at depth
+    W5_ROUNDS=10            # 1k-depth rounds
+    W6_BACKLOG=100000
+    W7_JOBS=100000
+else
+    W1_JOBS=10000
+    W1B_JOBS=100000
+    W2_JOBS=5000
+    W3_JOBS=50000
+    W4_SECS=5
+    W5_DEEP=100000
+    W5_SAMPLE=5000
+    W5_ROUNDS=5
+    W6_BACKLOG=20000
+    W7_JOBS=10000
+fi
+CLIENTS=8
+W4_RATE=500
+W6_URGENT_RATE=20
+
+ensure_packages "${BASE_PACKAGES[@]}" libpq-dev gcc make
+build_install
+log "building bench/bin/jqbench"
+make -C "$TOP/bench" -s PG_CONFIG="$PG_CONFIG"
+BIN=$TOP/bench/bin/jqbench
+
+WORK=$(mktemp -d /tmp/pgjq-bench.XXXXXX)
+chmod 755 "$WORK"
+PGDIR=$WORK/pg
+RAW=$WORK/raw.txt
+: >"$RAW"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    cluster_stop "$PGDIR"
+    rm -rf "$WORK"
+    [ "$rc" -eq 0 ] || echo "bench: stopped the cluster and removed $WORK (exit $rc)" >&2
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# the settings of the run, the same for pgjq and the floor
+SETTINGS="shared_buffers = 1GB
+synchronous_commit = on
+fsync = on
+max_connections = 100
+wal_buffers = 16MB
+checkpoint_timeout = 15min
+max_wal_size = 4GB
+pgjq.database = 'bench'"
+
+log "starting a throwaway cluster in $PGDIR (port $PORT)"
+cluster_start "$PGDIR" "$PORT"
+echo "$SETTINGS" >>"$PGDIR/data/postgresql.conf"
+
+pg() {
+    as_pg psql -h "$PGDIR" -p "$PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"
+}
+pg -d postgres -c 'CREATE DATABASE bench'
+as_pg pg_ctl -D "$PGDIR/data" -l "$PGDIR/server.log" -w restart >/dev/null
+pg -d bench <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION pgjq;
+SELECT 1 FROM jq_create_queue('bench');
+-- the floor: the minimal plain-SQL queue (see bench/jqclient.c for its statements)
+CREATE TABLE floor_job (
+    id bigserial PRIMARY KEY,
+    priority int NOT NULL DEFAULT 0,
+    state text NOT NULL DEFAULT 'ready',
+    payload jsonb,
+    enqueued_at timestamptz DEFAULT now()
+);
+CREATE INDEX floor_job_ready_idx ON floor_job (priority DESC, id) WHERE state = 'ready';
+SQL
+WORKER_STATUS=$(pg -d bench -At -c "SELECT status FROM jq_worker_status()")
+echo "pgjq background worker: $WORKER_STATUS"
+CONNINFO="host=$PGDIR port=$PORT user=postgres dbname=bench"
+
+# reset: a clean queue for both (the pgjq queue dropped and created again
+# through the API, the floor truncated), both vacuumed, then a checkpoint
+reset_state() {
+    pg -d bench >/dev/null <<'SQL'
+SET client_min_messages = warning;
+SELECT jq_drop_queue('bench', force => true);
+SELECT 1 FROM jq_create_queue('bench');
+TRUNCATE floor_job;
+VACUUM ANALYZE jq.job, jq.job_result, floor_job;
+CHECKPOINT;
+SQL
+}
+
+# run TAG BACKEND ARGS...: one jqbench run (no reset); appends its RESULT line
+run() {
+    local tag=$1 backend=$2 line
+    shift 2
+    line=$("$BIN" --conninfo "$CONNINFO" --backend "$backend" --label "$tag" "$@" | grep '^RESULT') || {
+        echo "bench: jqbench failed: $tag $backend $*" >&2
+        exit 1
+    }
+    echo "$line" >>"$RAW"
+    printf '  %-10s %-5s %s\n' "$tag" "$backend" \
+        "$(echo "$line" | tr ' ' '\n' | grep -E '^(jobs|elapsed_s|rate|pick_p50_ms|pick_p99_ms|upick_p99_ms)=' | tr '\n' ' ')"
+}
+
+# bench TAG BACKEND ARGS...: reset, then run
+bench() {
+    reset_state
+    run "$@"
+}
+
+for rep in $(seq 1 "$REPS"); do
+    for b in pgjq floor; do
+        log "rep $rep/$REPS, $b"
+        # W1: enqueue throughput, 8 clients, no workers
+        bench W1 "$b" --producers $CLIENTS --jobs $W1_JOBS
+        bench W1B "$b" --producers $CLIENTS --jobs $W1B_JOBS --batch 1000
+        # W2: drain, 8 workers, one job per dequeue, one ack each
+        bench W2 "$b" --prefill $W2_JOBS --checkpoint --workers $CLIENTS --dequeue 1
+        # W3: drain, 100 jobs per dequeue, one batch ack
+        bench W3 "$b" --prefill $W3_JOBS --checkpoint --workers $CLIENTS --dequeue 100 --ack-batch
+        # W4: pickup latency at a steady 500 jobs/s, 4 idle workers
+        bench W4 "$b" --producers 2 --rate $W4_RATE --duration $W4_SECS --workers 4 --dequeue 10
+        # W5: the W2 rate at 1k depth; at deep depth; at 1k again right
+        # after the deep queue was processed (no VACUUM in between)
+        bench W5_1K "$b" --prefill 1000 --rounds $W5_ROUNDS --workers $CLIENTS --dequeue 1
+        reset_state
+        run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+        run W5_REST "$b" --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
+        run W5_AFTER "$b" --prefill 1000 --rounds $W5_ROUNDS --workers $CLIENTS --dequeue 1
+        # W6: urgent trickle while a backlog drains
+        bench W6 "$b" --prefill $W6_BACKLOG --checkpoint --urgent-rate $W6_URGENT_RATE \
+            --workers $CLIENTS --dequeue 1
+        # W7: W1 with 8 idle LISTEN sessions; the floor variant sends
+        # NOTIFY inside each enqueue transaction
+        if [ "$b" = pgjq ]; then
+            bench W7 pgjq --producers $CLIENTS --jobs $W7_JOBS --listeners 8
+        else
+            bench W7 floor --producers $CLIENTS --jobs $W7_JOBS --listeners 8 --floor-notify
+        fi
+    done
+done
+
+# ------------------------------------------------------------------ report
+
+# vals TAG BACKEND KEY: the values of KEY, one a line
+vals() {
+    awk -v tag="$1" -v be="$2" -v key="$3" '
+        { t = ""; b = ""; v = ""
+          for (i = 1; i <= NF; i++) {
+              split($i, kv, "=")
+              if (kv[1] == "label") t = kv[2]
+              else if (kv[1] == "backend") b = kv[2]
+              else if (kv[1] == key) v = kv[2]
+          }
+          if (t == tag && b == be && v != "") print v }' "$RAW"
+}
+# med TAG BACKEND KEY: the median
+med() { vals "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# cell TAG BACKEND KEY: "median (min–max)"
+cell() {
+    vals "$@" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "n/a"; exit }
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        f = (m >= 100) ? "%.0f" : "%.2f"
+        printf(f " (" f "–" f ")\n", m, a[1], a[NR]) }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf("%.2f\n", a / b) }'; }
+# meets VALUE OP LIMIT: met or missed
+meets() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { ok = (op == ">=") ? (v + 0 >= l + 0) : (v + 0 <= l + 0); print (ok ? "met" : "**missed**") }'; }
+
+TABLE=$WORK/table.md
+{
+echo "| workload | pgjq median (min–max) | floor median (min–max) | pgjq/floor | target | measured | met |"
+echo "|---|---|---|---|---|---|---|"
+# throughput rows: target on pgjq/floor
+for row in "W1|W1 enqueue, 1 job/txn, $CLIENTS clients (jobs/s)|0.85" \
+           "W1B|W1 enqueue, batches of 1,000, $CLIENTS clients (jobs/s)|0.85" \
+           "W2|W2 drain, 1/dequeue + ack, $CLIENTS workers (jobs/s)|0.9" \
+           "W3|W3 drain, 100/dequeue + batch ack, $CLIENTS workers (jobs/s)|0.9"; do
+    IFS='|' read -r tag name target <<<"$row"
+    p=$(med "$tag" pgjq rate); f=$(med "$tag" floor rate); r=$(ratio "$p" "$f")
+    echo "| $name | $(cell "$tag" pgjq rate) | $(cell "$tag" floor rate) | $r | pgjq/floor ≥ $target | $r | $(meets "$r" ">=" "$target") |"
+done
+# W4: latency
+p50=$(med W4 pgjq pick_p50_ms); f50=$(med W4 floor pick_p50_ms)
+p99=$(med W4 pgjq pick_p99_ms); f99=$(med W4 floor pick_p99_ms)
+echo "| W4 pickup p50, $W4_RATE jobs/s, 4 idle workers (ms; floor polls every 10 ms) | $(cell W4 pgjq pick_p50_ms) | $(cell W4 floor pick_p50_ms) | $(ratio "$p50" "$f50") | — | | |"
+echo "| W4 pickup p99 (ms) | $(cell W4 pgjq pick_p99_ms) | $(cell W4 floor pick_p99_ms) | $(ratio "$p99" "$f99") | pgjq p99 ≤ 20 ms | $p99 | $(meets "$p99" "<=" 20) |"
+# W5: depth and decay, target on pgjq's own 1k rate
+p1k=$(med W5_1K pgjq rate); f1k=$(med W5_1K floor rate)
+echo "| W5 W2 rate at 1,000 queued (jobs/s) | $(cell W5_1K pgjq rate) | $(cell W5_1K floor rate) | $(ratio "$p1k" "$f1k") | reference | | |"
+pd=$(med W5_DEEP pgjq rate); fd=$(med W5_DEEP floor rate); rd=$(ratio "$pd" "$p1k")
+echo "| W5 W2 rate at $W5_DEEP queued, first $W5_SAMPLE jobs (jobs/s) | $(cell W5_DEEP pgjq rate) | $(cell W5_DEEP floor rate) | $(ratio "$pd" "$fd") | ≥ 0.8 × pgjq 1k rate | $rd | $(meets "$rd" ">=" 0.8) |"
+pa=$(med W5_AFTER pgjq rate); fa=$(med W5_AFTER floor rate); ra=$(ratio "$pa" "$p1k")
+echo "| W5 W2 rate at 1,000 queued, right after $W5_DEEP were processed (jobs/s) | $(cell W5_AFTER pgjq rate) | $(cell W5_AFTER floor rate) | $(ratio "$pa" "$fa") | ≥ 0.8 × pgjq 1k rate | $ra | $(meets "$ra" ">=" 0.8) |"
+# W6: urgent pickup p99 against 2 x W4 p99
+u99=$(med W6 pgjq upick_p99_ms); fu99=$(med W6 floor upick_p99_ms)
+lim=$(awk -v x="$p99" 'BEGIN { printf("%.2f\n", 2 * x) }')
+echo "| W6 urgent pickup p50, $W6_URGENT_RATE/s during a $W6_BACKLOG backlog drain (ms) | $(cell W6 pgjq upick_p50_ms) | $(cell W6 floor upick_p50_ms) | $(ratio "$(med W6 pgjq upick_p50_ms)" "$(med W6 floor upick_p50_ms)") | — | | |"
+echo "| W6 urgent pickup p99 (ms) | $(cell W6 pgjq upick_p99_ms) | $(cell W6 floor upick_p99_ms) | $(ratio "$u99" "$fu99") | ≤ 2 × pgjq W4 p99 ($lim ms) | $u99 | $(meets "$u99" "<=" "$lim") |"
+echo "| W6 backlog drain rate (jobs/s) | $(cell W6 pgjq rate) | $(cell W6 floor rate) | $(ratio "$(med W6 pgjq rate)" "$(med W6 floor rate)") | — | | |"
+# W7: notify cost
+p7=$(med W7 pgjq rate); p1=$(med W1 pgjq rate); r7=$(ratio "$p7" "$p1")
+f7=$(med W7 floor rate); f1=$(med W1 floor rate)
+echo "| W7 W1 with 8 LISTEN sessions (jobs/s; floor: NOTIFY inside each enqueue txn) | $(cell W7 pgjq rate) | $(cell W7 floor rate) | $(ratio "$p7" "$f7") | pgjq with/without listeners ≥ 0.95 | $r7 | $(meets "$r7" ">=" 0.95) |"
+echo "| W7 floor with NOTIFY in txn / floor plain (W1) | | | | — (what pgjq avoids) | $(ratio "$f7" "$f1") | |"
+} >"$TABLE"
+
+ELAPSED=$(( $(date +%s) - BENCH_START ))
+log "results ($MODE, $REPS reps, ${ELAPSED}s)"
+cat "$TABLE"
+
+# ------------------------------------------------------------------ results file
+mkdir -p "$TOP/bench/results"
+OUT=$TOP/bench/results/RESULTS-$MODE.md
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MEM=$(awk '/^MemTotal/ { printf("%.1f GiB\n", $2 / 1048576) }' /proc/meminfo)
+PGVER=$(pg -d bench -At -c 'SELECT version()')
+{
+echo "# pgjq benchmark: $MODE"
+echo
+echo "Generated by \`bash bench/run.sh $MODE\` (\`make bench$([ "$MODE" = quick ] && echo -quick)\`) on $(date -u '+%Y-%m-%d %H:%M UTC'); took ${ELAPSED} s."
+echo "Each workload ran $REPS times for pgjq and for the floor (a plain-SQL queue: one table,"
+echo "a partial index, \`UPDATE ... FOR UPDATE SKIP LOCKED\`, \`DELETE\`), alternating, each from a clean state."
+echo
+echo "## Machine"
+echo
+echo "- CPU: $CPU, $(nproc) cores (nproc)"
+echo "- memory: $MEM"
+echo "- $PGVER"
+echo "- server and clients on the same machine (Unix socket); the machine is shared and noisy"
+echo
+echo "## Settings (both)"
+echo
+echo '```'
+echo "$SETTINGS"
+echo "shared_preload_libraries = 'pgjq'   # pgjq.notify_interval, pgjq.naptime: defaults"
+echo "autovacuum = on (default)"
+echo '```'
+echo
+echo "## Results"
+echo
+cat "$TABLE"
+echo
+echo "Throughput is jobs divided by the time from the start of the threads to the last"
+echo "commit (enqueue-only workloads) or the last ack. Latencies are client-clock times from the"
+echo "producer seeing its enqueue commit to the worker's dequeue returning (pickup). Ratios of"
+echo "latencies are lower-is-better. The floor has no wakeups: its idle workers poll every 10 ms;"
+echo "pgjq's workers LISTEN on \`jq_bench\` with a 100 ms fallback poll."
+echo
+echo "Workload parameters ($MODE): W1 $W1_JOBS single-job transactions from $CLIENTS clients;"
+echo "W1 batch $W1B_JOBS jobs in calls of 1,000; W2 $W2_JOBS queued jobs, $CLIENTS workers, 1 per dequeue;"
+echo "W3 $W3_JOBS queued, 100 per dequeue, one batch ack; W4 $W4_RATE jobs/s for $W4_SECS s from 2 producers,"
+echo "4 workers (up to 10 per dequeue); W5 1,000 queued ($W5_ROUNDS rounds) vs $W5_DEEP queued"
+echo "(first $W5_SAMPLE timed, the rest drained 100 at a time), then 1,000 again without VACUUM;"
+echo "W6 $W6_BACKLOG standard jobs queued, urgent (priority 10) ones at $W6_URGENT_RATE/s until the backlog"
+echo "is drained, $CLIENTS workers; W7 $W7_JOBS single-job transactions, $CLIENTS clients, 8 idle LISTEN sessions."
+echo "Payloads are ~120-byte JSON objects."
+echo
+echo "## Raw RESULT lines"
+echo
+echo '```'
+cat "$RAW"
+echo '```'
+} >"$OUT"
+log "wrote ${OUT#$TOP/}"
