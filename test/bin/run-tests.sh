@@ -16,7 +16,10 @@ source "$(dirname "$0")/common.sh"
 
 ensure_packages "${BASE_PACKAGES[@]}" postgresql-$PG_MAJOR-pgtap \
     libtap-parser-sourcehandler-pgtap-perl libipc-run-perl perl \
-    prometheus-postgres-exporter
+    prometheus-postgres-exporter python3-psycopg nodejs
+# the example workers' runtimes (above, and npm: NodeSource's nodejs bundles
+# npm and conflicts with Debian's npm package, so install it only if missing)
+command -v npm >/dev/null 2>&1 || ensure_packages npm
 build_install
 
 WORK=$(mktemp -d /tmp/pgjq-test.XXXXXX)
@@ -71,6 +74,14 @@ if ! run_suite isolation make "${MAKE_ARGS[@]}" installcheck REGRESS= TAP_TESTS=
     failures+=("isolation (make)")
 fi
 count_regress isolation "$WORK/isolation.log"
+
+# the Node example worker's dependencies, for test/t/010_worker_examples.pl
+log "npm ci in docs/workers/node"
+if (cd docs/workers/node && npm ci --no-audit --no-fund); then
+    [ "$(id -u)" -eq 0 ] && chown -R postgres: docs/workers/node
+else
+    failures+=("npm ci")
+fi
 
 if ! run_suite tap make "${MAKE_ARGS[@]}" installcheck REGRESS= ISOLATION= \
         PROVE_FLAGS=--verbose; then

@@ -271,7 +271,8 @@ SQL
         [ "$left" -lt "$wait_ms" ] && wait_ms=$left
     fi
     # sleep in the background, so that a signal ends the wait at once
-    sleep "$((wait_ms / 1000)).$(printf '%03d' $((wait_ms % 1000)))" &
-    wait $! || true
+    sleep "$((wait_ms / 1000)).$(printf '%03d' $((wait_ms % 1000)))" </dev/null >/dev/null 2>&1 &
+    sleep_pid=$!
+    wait "$sleep_pid" || kill "$sleep_pid" 2>/dev/null
 done
 log "done: $ACKED acked, $FAILED failed, $EXTENDED lease extensions, $LOST leases lost"
