@@ -11,7 +11,8 @@
  * the queue (untimed) and then runs the threads.
  *
  * At the end one line "RESULT key=value ..." reports jobs, elapsed time,
- * throughput and latency percentiles (enqueue commit -> pickup, enqueue
+ * throughput, WAL bytes per job (the whole cluster's WAL during the timed
+ * phases, prefills excluded) and latency percentiles (enqueue commit -> pickup, enqueue
  * commit -> ack), for all jobs and for urgent ones (priority > 0).  Jobs
  * that were prefilled have no enqueue time and count only in throughput.
  *
@@ -60,6 +61,7 @@ typedef struct
 	long		max_jobs;
 	int			drain_existing;
 	int			checkpoint;
+	int			refill;
 } options;
 
 static options opt = {
@@ -101,6 +103,7 @@ typedef struct
 {
 	int			idx;
 	int			urgent;			/* the urgent trickle producer */
+	int			refill;			/* the producer that holds the depth */
 	jqc_client	c;
 	enq_rec    *recs;
 	size_t		nrecs,
@@ -268,6 +271,53 @@ producer_main(void *arg)
 	return NULL;
 }
 
+/*
+ * The refill producer holds the queue's depth at about the prefill: a batch
+ * of REFILL_BATCH jobs whenever the workers have taken as many as it has
+ * put back, until the workers are done (--max-jobs).
+ */
+#define REFILL_BATCH 100
+
+static void *
+refill_main(void *arg)
+{
+	thread_state *ts = arg;
+	size_t		psize = (size_t) opt.payload_bytes + 64;
+	char	   *payloads[REFILL_BATCH];
+	int64_t		ids[REFILL_BATCH];
+	long		done = 0;
+
+	for (int j = 0; j < REFILL_BATCH; j++)
+		payloads[j] = xrealloc(NULL, psize);
+	pthread_barrier_wait(&barrier);
+	while (atomic_get(&processed) < opt.max_jobs)
+	{
+		int64_t		t;
+
+		if (done > atomic_get(&processed))
+		{
+			jqc_sleep_us(500);
+			continue;
+		}
+		for (int j = 0; j < REFILL_BATCH; j++)
+			make_payload(payloads[j], psize, done + j);
+		if (jqc_enqueue_batch(&ts->c, (const char *const *) payloads, REFILL_BATCH, 0,
+							  ids, &ts->arraybuf, &ts->arraycap) != REFILL_BATCH)
+		{
+			fprintf(stderr, "jqbench: refill batch came back short\n");
+			exit(1);
+		}
+		t = jqc_now_us();
+		for (int j = 0; j < REFILL_BATCH; j++)
+			add_enq(ts, ids[j], t, 0);
+		done += REFILL_BATCH;
+		atomic_add(&produced, REFILL_BATCH);
+	}
+	for (int j = 0; j < REFILL_BATCH; j++)
+		free(payloads[j]);
+	return NULL;
+}
+
 /* ------------------------------------------------------------------ workers */
 
 static int
@@ -396,6 +446,23 @@ prefill(jqc_client *c, long n)
 	free(arraybuf);
 }
 
+/* bytes of WAL written so far in the cluster (its current insert position) */
+static double
+wal_position(jqc_client *c)
+{
+	PGresult   *res = PQexec(c->conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
+	double		v;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		fprintf(stderr, "jqbench: pg_current_wal_lsn: %s", PQresultErrorMessage(res));
+		exit(1);
+	}
+	v = atof(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return v;
+}
+
 /* ------------------------------------------------------------------ results */
 
 static int
@@ -473,8 +540,10 @@ usage(void)
 			"  --rounds R          rounds (default 1)\n"
 			"  --max-jobs N        workers stop after N jobs a round\n"
 			"  --drain-existing    workers stop at the first empty dequeue\n"
-			"  --checkpoint        CHECKPOINT after each prefill\n",
-			URGENT_PRIORITY, URGENT_PRIORITY);
+			"  --checkpoint        CHECKPOINT after each prefill\n"
+			"  --refill            with --max-jobs: an extra producer holds the depth\n"
+			"                      at about --prefill (batches of %d)\n",
+			URGENT_PRIORITY, URGENT_PRIORITY, REFILL_BATCH);
 	exit(2);
 }
 
@@ -507,6 +576,7 @@ main(int argc, char **argv)
 		{"max-jobs", required_argument, NULL, 'm'},
 		{"drain-existing", no_argument, NULL, 'D'},
 		{"checkpoint", no_argument, NULL, 'C'},
+		{"refill", no_argument, NULL, 'I'},
 		{NULL, 0, NULL, 0}
 	};
 	int			ch;
@@ -515,6 +585,7 @@ main(int argc, char **argv)
 	pthread_t  *th;
 	jqc_client	admin;
 	double		elapsed = 0;
+	double		wal_bytes = 0;
 	long		total_processed = 0,
 				total_produced = 0,
 				empty = 0,
@@ -522,7 +593,7 @@ main(int argc, char **argv)
 				notif = 0,
 				deqs = 0,
 				listener_notifies = 0;
-	int			has_urgent;
+	int			n_extra;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
@@ -560,21 +631,24 @@ main(int argc, char **argv)
 			case 'm': opt.max_jobs = atol(optarg); break;
 			case 'D': opt.drain_existing = 1; break;
 			case 'C': opt.checkpoint = 1; break;
+			case 'I': opt.refill = 1; break;
 			default: usage();
 		}
 	}
 	if (opt.batch < 1 || opt.batch > MAX_K || opt.dequeue_k < 1 || opt.dequeue_k > MAX_K ||
 		opt.producers < 0 || opt.workers < 0 || opt.listeners < 0 || opt.rounds < 1 ||
-		opt.payload_bytes < 0 || (opt.producers > 0 && opt.jobs <= 0 &&
+		opt.payload_bytes < 0 || (opt.refill && (opt.max_jobs <= 0 || opt.workers <= 0)) ||
+		(opt.producers > 0 && opt.jobs <= 0 &&
 								  !(opt.rate > 0 && opt.duration > 0)))
 		usage();
-	has_urgent = opt.urgent_rate > 0 && opt.workers > 0;
+	/* the extra producers (urgent trickle, refill) come after the others */
+	n_extra = (opt.urgent_rate > 0 && opt.workers > 0) + opt.refill;
 
 	pad = xrealloc(NULL, (size_t) opt.payload_bytes + 1);
 	memset(pad, 'x', (size_t) opt.payload_bytes);
 	pad[opt.payload_bytes] = '\0';
 
-	nthreads = opt.producers + has_urgent + opt.workers + opt.listeners;
+	nthreads = opt.producers + n_extra + opt.workers + opt.listeners;
 	ts = calloc((size_t) nthreads + 1, sizeof(thread_state));
 	th = calloc((size_t) nthreads + 1, sizeof(pthread_t));
 	if (!ts || !th)
@@ -585,22 +659,24 @@ main(int argc, char **argv)
 	jqc_connect(&admin, opt.conninfo, opt.backend, opt.queue, 0);
 	for (int i = 0; i < nthreads; i++)
 	{
-		int			is_producer = i < opt.producers + has_urgent;
+		int			is_producer = i < opt.producers + n_extra;
 
 		ts[i].idx = i;
-		ts[i].urgent = has_urgent && i == opt.producers;
+		ts[i].urgent = opt.urgent_rate > 0 && opt.workers > 0 && i == opt.producers;
+		ts[i].refill = opt.refill && i == opt.producers + n_extra - 1;
 		ts[i].seed = 12345u + (unsigned) i;
 		jqc_connect(&ts[i].c, opt.conninfo, opt.backend, opt.queue,
 					opt.floor_notify && is_producer);
-		if (i >= opt.producers + has_urgent &&
+		if (i >= opt.producers + n_extra &&
 			(opt.backend == JQC_PGJQ || opt.floor_notify ||
-			 i >= opt.producers + has_urgent + opt.workers))
+			 i >= opt.producers + n_extra + opt.workers))
 			jqc_listen(&ts[i].c);
 	}
 
 	for (int r = 0; r < opt.rounds; r++)
 	{
 		int64_t		end = 0;
+		double		wal_start;
 
 		if (opt.prefill > 0)
 		{
@@ -608,6 +684,7 @@ main(int argc, char **argv)
 			if (opt.checkpoint)
 				jqc_exec(&admin, "CHECKPOINT");
 		}
+		wal_start = wal_position(&admin);
 		processed = 0;
 		produced = 0;
 		producers_done = 0;
@@ -618,9 +695,11 @@ main(int argc, char **argv)
 			void	   *(*fn) (void *);
 
 			ts[i].last_event = 0;
-			if (i < opt.producers + has_urgent)
+			if (ts[i].refill)
+				fn = refill_main;
+			else if (i < opt.producers + n_extra)
 				fn = producer_main;
-			else if (i < opt.producers + has_urgent + opt.workers)
+			else if (i < opt.producers + n_extra + opt.workers)
 				fn = worker_main;
 			else
 				fn = listener_main;
@@ -633,15 +712,16 @@ main(int argc, char **argv)
 		/* set before the barrier, which publishes it to the threads */
 		round_start = jqc_now_us();
 		pthread_barrier_wait(&barrier);
-		for (int i = 0; i < opt.producers + has_urgent; i++)
+		for (int i = 0; i < opt.producers + n_extra; i++)
 			pthread_join(th[i], NULL);
 		__atomic_store_n(&producers_done, 1, __ATOMIC_SEQ_CST);
-		for (int i = opt.producers + has_urgent; i < opt.producers + has_urgent + opt.workers; i++)
+		for (int i = opt.producers + n_extra; i < opt.producers + n_extra + opt.workers; i++)
 			pthread_join(th[i], NULL);
 		__atomic_store_n(&stop_listeners, 1, __ATOMIC_SEQ_CST);
-		for (int i = opt.producers + has_urgent + opt.workers; i < nthreads; i++)
+		for (int i = opt.producers + n_extra + opt.workers; i < nthreads; i++)
 			pthread_join(th[i], NULL);
 		pthread_barrier_destroy(&barrier);
+		wal_bytes += wal_position(&admin) - wal_start;
 		for (int i = 0; i < nthreads; i++)
 			if (ts[i].last_event > end)
 				end = ts[i].last_event;
@@ -672,7 +752,7 @@ main(int argc, char **argv)
 			empty += ts[i].empty_deq;
 			ackf += ts[i].ack_false;
 			deqs += ts[i].dequeues;
-			if (i >= opt.producers + has_urgent + opt.workers)
+			if (i >= opt.producers + n_extra + opt.workers)
 				listener_notifies += ts[i].notifies;
 			else
 				notif += ts[i].notifies;
@@ -735,10 +815,11 @@ main(int argc, char **argv)
 			long		jobs = opt.workers > 0 ? total_processed : total_produced;
 
 			printf("RESULT label=%s backend=%s jobs=%ld enqueued=%ld processed=%ld "
-				   "elapsed_s=%.3f rate=%.1f",
+				   "elapsed_s=%.3f rate=%.1f wal_per_job=%.0f",
 				   opt.label, opt.backend == JQC_PGJQ ? "pgjq" : "floor",
 				   jobs, total_produced, total_processed, elapsed,
-				   elapsed > 0 ? jobs / elapsed : 0.0);
+				   elapsed > 0 ? jobs / elapsed : 0.0,
+				   jobs > 0 ? wal_bytes / jobs : 0.0);
 		}
 		print_pcts("pick", pick, np);
 		print_pcts("ack", ack, np);

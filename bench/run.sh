@@ -38,8 +38,7 @@ if [ "$MODE" = full ]; then
     W3_JOBS=500000          # drain, 100 per dequeue
     W4_SECS=20
     W5_DEEP=1000000
-    W5_SAMPLE=20000         # jobs timed at depth
-    W5_ROUNDS=10            # 1k-depth rounds
+    W5_SAMPLE=20000         # jobs timed at each depth
     W6_BACKLOG=100000
     W7_JOBS=100000
 else
@@ -50,7 +49,6 @@ else
     W4_SECS=5
     W5_DEEP=100000
     W5_SAMPLE=5000
-    W5_ROUNDS=5
     W6_BACKLOG=20000
     W7_JOBS=10000
 fi
@@ -152,7 +150,10 @@ bench() {
 }
 
 for rep in $(seq 1 "$REPS"); do
-    for b in pgjq floor; do
+    # alternate which one goes first, so that a drift of the machine
+    # during a rep does not always favour the same side
+    if [ $((rep % 2)) -eq 1 ]; then order="pgjq floor"; else order="floor pgjq"; fi
+    for b in $order; do
         log "rep $rep/$REPS, $b"
         # W1: enqueue throughput, 8 clients, no workers
         bench W1 "$b" --producers $CLIENTS --jobs $W1_JOBS
@@ -163,22 +164,26 @@ for rep in $(seq 1 "$REPS"); do
         bench W3 "$b" --prefill $W3_JOBS --checkpoint --workers $CLIENTS --dequeue 100 --ack-batch
         # W4: pickup latency at a steady 500 jobs/s, 4 idle workers
         bench W4 "$b" --producers 2 --rate $W4_RATE --duration $W4_SECS --workers 4 --dequeue 10
-        # W5: the W2 rate at 1k depth; at deep depth; at 1k again right
-        # after the deep queue was processed (no VACUUM in between)
-        bench W5_1K "$b" --prefill 1000 --rounds $W5_ROUNDS --workers $CLIENTS --dequeue 1
+        # W5: the W2 rate with the depth held at 1k (a refill producer puts
+        # back 100 jobs whenever the workers took 100); at deep depth; at 1k
+        # again right after the deep queue was processed (no VACUUM)
+        bench W5_1K "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
         reset_state
-        run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+        run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --refill --max-jobs $W5_SAMPLE \
+            --workers $CLIENTS --dequeue 1
         run W5_REST "$b" --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
-        run W5_AFTER "$b" --prefill 1000 --rounds $W5_ROUNDS --workers $CLIENTS --dequeue 1
+        run W5_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
         # W6: urgent trickle while a backlog drains
         bench W6 "$b" --prefill $W6_BACKLOG --checkpoint --urgent-rate $W6_URGENT_RATE \
             --workers $CLIENTS --dequeue 1
-        # W7: W1 with 8 idle LISTEN sessions; the floor variant sends
-        # NOTIFY inside each enqueue transaction
+        # W7: W1 without and with 8 idle LISTEN sessions, back to back; the
+        # floor variant with listeners also sends NOTIFY inside each enqueue
+        # transaction (what pgjq avoids)
+        bench W7_0 "$b" --producers $CLIENTS --jobs $W7_JOBS
         if [ "$b" = pgjq ]; then
-            bench W7 pgjq --producers $CLIENTS --jobs $W7_JOBS --listeners 8
+            bench W7_8 pgjq --producers $CLIENTS --jobs $W7_JOBS --listeners 8
         else
-            bench W7 floor --producers $CLIENTS --jobs $W7_JOBS --listeners 8 --floor-notify
+            bench W7_8 floor --producers $CLIENTS --jobs $W7_JOBS --listeners 8 --floor-notify
         fi
     done
 done
@@ -233,7 +238,7 @@ echo "| W4 pickup p99 (ms) | $(cell W4 pgjq pick_p99_ms) | $(cell W4 floor pick_
 p1k=$(med W5_1K pgjq rate); f1k=$(med W5_1K floor rate)
 echo "| W5 W2 rate at 1,000 queued (jobs/s) | $(cell W5_1K pgjq rate) | $(cell W5_1K floor rate) | $(ratio "$p1k" "$f1k") | reference | | |"
 pd=$(med W5_DEEP pgjq rate); fd=$(med W5_DEEP floor rate); rd=$(ratio "$pd" "$p1k")
-echo "| W5 W2 rate at $W5_DEEP queued, first $W5_SAMPLE jobs (jobs/s) | $(cell W5_DEEP pgjq rate) | $(cell W5_DEEP floor rate) | $(ratio "$pd" "$fd") | ≥ 0.8 × pgjq 1k rate | $rd | $(meets "$rd" ">=" 0.8) |"
+echo "| W5 W2 rate at $W5_DEEP queued (jobs/s) | $(cell W5_DEEP pgjq rate) | $(cell W5_DEEP floor rate) | $(ratio "$pd" "$fd") | ≥ 0.8 × pgjq 1k rate | $rd | $(meets "$rd" ">=" 0.8) |"
 pa=$(med W5_AFTER pgjq rate); fa=$(med W5_AFTER floor rate); ra=$(ratio "$pa" "$p1k")
 echo "| W5 W2 rate at 1,000 queued, right after $W5_DEEP were processed (jobs/s) | $(cell W5_AFTER pgjq rate) | $(cell W5_AFTER floor rate) | $(ratio "$pa" "$fa") | ≥ 0.8 × pgjq 1k rate | $ra | $(meets "$ra" ">=" 0.8) |"
 # W6: urgent pickup p99 against 2 x W4 p99
@@ -242,16 +247,30 @@ lim=$(awk -v x="$p99" 'BEGIN { printf("%.2f\n", 2 * x) }')
 echo "| W6 urgent pickup p50, $W6_URGENT_RATE/s during a $W6_BACKLOG backlog drain (ms) | $(cell W6 pgjq upick_p50_ms) | $(cell W6 floor upick_p50_ms) | $(ratio "$(med W6 pgjq upick_p50_ms)" "$(med W6 floor upick_p50_ms)") | — | | |"
 echo "| W6 urgent pickup p99 (ms) | $(cell W6 pgjq upick_p99_ms) | $(cell W6 floor upick_p99_ms) | $(ratio "$u99" "$fu99") | ≤ 2 × pgjq W4 p99 ($lim ms) | $u99 | $(meets "$u99" "<=" "$lim") |"
 echo "| W6 backlog drain rate (jobs/s) | $(cell W6 pgjq rate) | $(cell W6 floor rate) | $(ratio "$(med W6 pgjq rate)" "$(med W6 floor rate)") | — | | |"
-# W7: notify cost
-p7=$(med W7 pgjq rate); p1=$(med W1 pgjq rate); r7=$(ratio "$p7" "$p1")
-f7=$(med W7 floor rate); f1=$(med W1 floor rate)
-echo "| W7 W1 with 8 LISTEN sessions (jobs/s; floor: NOTIFY inside each enqueue txn) | $(cell W7 pgjq rate) | $(cell W7 floor rate) | $(ratio "$p7" "$f7") | pgjq with/without listeners ≥ 0.95 | $r7 | $(meets "$r7" ">=" 0.95) |"
-echo "| W7 floor with NOTIFY in txn / floor plain (W1) | | | | — (what pgjq avoids) | $(ratio "$f7" "$f1") | |"
+# W7: notify cost, each side against its own run without listeners
+p7=$(med W7_8 pgjq rate); p0=$(med W7_0 pgjq rate); r7=$(ratio "$p7" "$p0")
+f7=$(med W7_8 floor rate); f0=$(med W7_0 floor rate)
+echo "| W7 W1 again, no listeners (jobs/s) | $(cell W7_0 pgjq rate) | $(cell W7_0 floor rate) | $(ratio "$p0" "$f0") | — | | |"
+echo "| W7 W1 with 8 idle LISTEN sessions (jobs/s; **floor: NOTIFY inside each enqueue txn**) | $(cell W7_8 pgjq rate) | $(cell W7_8 floor rate) | $(ratio "$p7" "$f7") | pgjq with/without listeners ≥ 0.95 | $r7 | $(meets "$r7" ">=" 0.95) |"
+echo "| W7 floor with NOTIFY in txn / floor without | | | | — (what pgjq avoids) | $(ratio "$f7" "$f0") | |"
 } >"$TABLE"
+
+# WAL written per job: where the extra work goes
+WALTABLE=$WORK/wal.md
+{
+echo "| workload | pgjq WAL bytes/job | floor WAL bytes/job | pgjq/floor |"
+echo "|---|---|---|---|"
+for tag in W1 W1B W2 W3 W6; do
+    p=$(med "$tag" pgjq wal_per_job); f=$(med "$tag" floor wal_per_job)
+    echo "| $tag | $p | $f | $(ratio "$p" "$f") |"
+done
+} >"$WALTABLE"
 
 ELAPSED=$(( $(date +%s) - BENCH_START ))
 log "results ($MODE, $REPS reps, ${ELAPSED}s)"
 cat "$TABLE"
+echo
+cat "$WALTABLE"
 
 # ------------------------------------------------------------------ results file
 mkdir -p "$TOP/bench/results"
@@ -291,13 +310,20 @@ echo "producer seeing its enqueue commit to the worker's dequeue returning (pick
 echo "latencies are lower-is-better. The floor has no wakeups: its idle workers poll every 10 ms;"
 echo "pgjq's workers LISTEN on \`jq_bench\` with a 100 ms fallback poll."
 echo
+echo "WAL written by the whole cluster during the timed phase (prefills excluded), per job"
+echo "(median of the runs; each run starts right after a CHECKPOINT, so it includes full-page images):"
+echo
+cat "$WALTABLE"
+echo
 echo "Workload parameters ($MODE): W1 $W1_JOBS single-job transactions from $CLIENTS clients;"
 echo "W1 batch $W1B_JOBS jobs in calls of 1,000; W2 $W2_JOBS queued jobs, $CLIENTS workers, 1 per dequeue;"
 echo "W3 $W3_JOBS queued, 100 per dequeue, one batch ack; W4 $W4_RATE jobs/s for $W4_SECS s from 2 producers,"
-echo "4 workers (up to 10 per dequeue); W5 1,000 queued ($W5_ROUNDS rounds) vs $W5_DEEP queued"
-echo "(first $W5_SAMPLE timed, the rest drained 100 at a time), then 1,000 again without VACUUM;"
+echo "4 workers (up to 10 per dequeue); W5 $W5_SAMPLE jobs timed (W2 style) with the depth held at 1,000,"
+echo "then at $W5_DEEP (a refill producer puts 100 jobs back whenever the workers took 100), then the"
+echo "deep queue drained 100 at a time, then $W5_SAMPLE again at 1,000 without VACUUM;"
 echo "W6 $W6_BACKLOG standard jobs queued, urgent (priority 10) ones at $W6_URGENT_RATE/s until the backlog"
-echo "is drained, $CLIENTS workers; W7 $W7_JOBS single-job transactions, $CLIENTS clients, 8 idle LISTEN sessions."
+echo "is drained, $CLIENTS workers; W7 $W7_JOBS single-job transactions, $CLIENTS clients, without and then with"
+echo "8 idle LISTEN sessions (the floor's run with listeners sends NOTIFY in every enqueue transaction)."
 echo "Payloads are ~120-byte JSON objects."
 echo
 echo "## Raw RESULT lines"
