@@ -42,7 +42,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 # pg_regress: tests run in this order against a temporary instance that
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
-	batch privileges bad_input periodic stats
+	batch privileges search_path bad_input periodic stats
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
