@@ -1,0 +1,785 @@
+#!/usr/bin/python3
+"""pgjq launch-day replay: the program behind `make demo`.
+
+The story.  An agency's creative scoring service scores ad copy for 14
+client teams.  A normal day brings about 4,200 requests.  On a launch day
+three clients (northwind, lumen, kestrel) submit most of 18,000 scoring
+requests within 4 hours, each in a burst that ramps up, peaks and decays;
+the other 11 clients keep a low background.  About 5% are urgent
+(launch-blocking, priority 10), the rest standard (priority 0).  Eight
+inference workers take a few seconds per request: about 6,000 requests an
+hour at most, far more than a normal day needs but less than a burst's
+peak, so a backlog builds and must clear.
+
+The replay runs that day with the clock compressed by FACTOR (120: 4 hours
+in 2 minutes, a 4-second inference in 33 ms).  Everything that runs is
+real: producer threads call jq_enqueue (one transaction each, with an
+idempotency key), worker threads LISTEN on jq_scoring, jq_dequeue with a
+2-second lease, sleep for the compressed inference time, score the copy
+with the rules of docs/workers/python/worker.py and jq_ack the result;
+the background worker reclaims leases, sends wakeups, samples
+jq.stats_history and raises alerts.  On the way:
+
+  * ~3% of the submissions are resubmissions after a client-side timeout,
+    carrying the first submission's idempotency key: pgjq returns the id
+    it returned the first time and creates nothing;
+  * ~0.5% of the payloads are malformed (no "copy"): workers fail them with
+    permanent => true and they land in the dead letters at once;
+  * a few "cold model" requests take minutes: their worker calls jq_extend
+    every third of the lease;
+  * at 10:05 worker w5 leases 4 jobs and dies mid-inference (its connection
+    closes with the leases held): the background worker reclaims them when
+    the leases expire, and other workers redo them (attempt 2);
+  * the queue has alert_depth_warning = 1000: an alert is raised at each
+    peak and cleared when the backlog drains.
+
+At the end it reads every job back with jq_result and checks, by counting,
+that every job id the producers got back succeeded or is dead, that no job
+was acked twice and that each job's attempts match the deliveries the
+workers saw.  It prints "jobs lost: N" from that count and exits 1 when
+any check fails.  It writes a depth-over-time chart (PNG, gnuplot) and
+prints it as a sparkline.
+
+Connects with the libpq environment variables (PGHOST, PGPORT, PGUSER,
+PGDATABASE) as a superuser: it creates the extension and the queue, and
+expects pgjq preloaded with pgjq.database naming the database and
+pgjq.stats_interval = '1s' (test/bin/demo.sh sets that up).
+
+    /usr/bin/python3 docs/demo/launch_day.py --chart bench/results/launch_day.png
+"""
+
+import argparse
+import collections
+import importlib.util
+import json
+import math
+import os
+import random
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+# the scoring rules of the example worker, used as they are
+_spec = importlib.util.spec_from_file_location(
+    "pgjq_example_worker",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workers", "python", "worker.py"))
+_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_example)
+score_copy, copy_of, BadInput = _example.score_copy, _example.copy_of, _example.BadInput
+
+# --- the day ------------------------------------------------------------------
+
+QUEUE = "scoring"
+DAY_START = 9 * 3600              # the replay starts at 09:00 launch-day time
+WINDOW = 4 * 3600                 # submissions arrive from 09:00 to 13:00
+SUBMISSIONS = 18000               # all submissions, resubmissions included
+RESUBMIT_SHARE = 0.03             # resubmitted after a timeout, same idempotency key
+URGENT_SHARE = 0.05               # launch-blocking: priority 10
+MALFORMED_SHARE = 0.005           # no "copy" field
+BURSTS = [                        # client, requests, burst starts (min after 09:00), shape (min)
+    ("northwind", 6000, 15, 13),  # request times: start + Gamma(k=2, shape): ramp, peak, decay
+    ("lumen", 5000, 85, 11),
+    ("kestrel", 4300, 155, 10),
+]
+BACKGROUND_CLIENTS = ["acme", "bluefin", "corvid", "dovetail", "ember", "fjord",
+                      "granite", "harbor", "ironwood", "juniper", "marlow"]
+INFERENCE_MEDIAN = 4.0            # seconds, log-normal
+INFERENCE_SIGMA = 0.45
+COLD_SHARE = 0.001                # a cold model: 100..240 s
+URGENT, STANDARD = 10, 0
+LEASE_SECONDS = 2                 # real seconds (4 simulated minutes at factor 120)
+ALERT_WARNING = 1000              # ready jobs
+CRASH_AT = 65 * 60                # w5 dies at 10:05 ...
+CRASH_WORKER, CRASH_JOBS = 5, 4   # ... holding the leases of 4 jobs
+
+PRODUCTS = ["trail shoe", "espresso machine", "noise-cancelling headphones", "smartwatch",
+            "rain jacket", "yoga mat", "standing desk", "air fryer", "travel backpack",
+            "vitamin serum", "e-bike", "gaming chair", "sparkling water", "running app"]
+PITCHES = [
+    "Meet the new {p}. Shop now!",
+    "The {p} everyone is talking about, guaranteed lowest price. Buy today",
+    "{P}: lighter, stronger, yours.",
+    "Free shipping on every {p} this week. Order today",
+    "This {p} is a miracle for busy mornings",
+    "{P}!",
+    "Launch day: the {p} is here. Book a demo at your nearest store",
+    "Be a winner with the new {p}, out today. Shop the launch",
+    "Our {p} took three years of testing with athletes, commuters and parents, in rain, "
+    "heat and snow, and it comes with a two-year warranty and free returns. Book a fitting",
+    "Your mornings, upgraded: the {p} you did not know you needed",
+]
+
+
+def clock(sim_seconds):
+    """hh:mm of the launch day for seconds after 09:00."""
+    m = int((DAY_START + sim_seconds) // 60)
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+class Submission:
+    __slots__ = ("sim_t", "client", "key", "priority", "payload", "resubmit", "malformed")
+
+    def __init__(self, sim_t, client, key, priority, payload, resubmit=False, malformed=False):
+        self.sim_t, self.client, self.key, self.priority = sim_t, client, key, priority
+        self.payload, self.resubmit, self.malformed = payload, resubmit, malformed
+
+
+def plan_day(seed):
+    """The day's submissions, sorted by their time (seconds after 09:00)."""
+    rng = random.Random(seed)
+    resubmits = round(SUBMISSIONS * RESUBMIT_SHARE)
+    originals = SUBMISSIONS - resubmits
+    times = []                                   # (sim_t, client)
+    for client, n, start, shape in BURSTS:
+        for _ in range(n):
+            while True:
+                t = start * 60 + rng.gammavariate(2.0, shape * 60)
+                if t < WINDOW:
+                    break
+            times.append((t, client))
+    for _ in range(originals - len(times)):
+        times.append((rng.uniform(0, WINDOW), rng.choice(BACKGROUND_CLIENTS)))
+    times.sort()
+    plan, seq = [], collections.Counter()
+    for t, client in times:
+        seq[client] += 1
+        n = seq[client]
+        product = rng.choice(PRODUCTS)
+        copy = rng.choice(PITCHES).format(p=product, P=product.capitalize())
+        malformed = rng.random() < MALFORMED_SHARE
+        payload = {"client": client, "request": n}
+        if malformed:
+            payload["headline"] = copy           # the copy under the wrong name
+        else:
+            payload["copy"] = copy
+        priority = URGENT if rng.random() < URGENT_SHARE else STANDARD
+        plan.append(Submission(t, client, f"{client}:req-{n}", priority, payload,
+                               malformed=malformed))
+    # resubmissions after a client-side timeout: 45 s to 5 min later, same key
+    originals_list = list(plan)
+    added = 0
+    while added < resubmits:
+        o = rng.choice(originals_list)
+        t = o.sim_t + rng.uniform(45, 300)
+        if t >= WINDOW:
+            continue
+        plan.append(Submission(t, o.client, o.key, o.priority, o.payload, resubmit=True,
+                               malformed=o.malformed))
+        added += 1
+    plan.sort(key=lambda s: s.sim_t)
+    return plan
+
+
+# --- shared state ---------------------------------------------------------------
+
+class Replay:
+    def __init__(self, args):
+        self.args = args
+        self.factor = args.factor
+        self.t0_mono = None
+        self.t0_wall = None
+        self.stop_workers = threading.Event()
+        self.lock = threading.Lock()
+        self.submitted = 0
+        self.submit_log = []          # (plan index, job id, latency s, lag s)
+        self.producer_errors = []
+        self.deliveries = collections.Counter()   # job id -> leases seen by workers
+        self.acks = collections.Counter()         # job id -> jq_ack returned true
+        self.acks_refused = 0
+        self.failed_permanent = 0
+        self.extensions = 0
+        self.extended_jobs = set()
+        self.leases_lost = 0
+        self.worker_errors = []
+        self.crash = None             # dict: worker, wall, jobs [(id, token, attempt)]
+        self.alert_events = []        # (wall, payload dict)
+
+    def start(self):
+        self.t0_mono = time.monotonic()
+        self.t0_wall = time.time()
+
+    def sim_now(self):
+        return (time.monotonic() - self.t0_mono) * self.factor
+
+    def sim_of_wall(self, wall):
+        """simulated seconds after 09:00 for a wall-clock (epoch) time"""
+        return (wall - self.t0_wall) * self.factor
+
+    def connect(self, name):
+        return psycopg.connect("", autocommit=True, application_name=f"launchday-{name}")
+
+
+# --- producers --------------------------------------------------------------------
+
+def producer(replay, name, items):
+    """Submits its share of the plan, each at its time, one transaction each."""
+    try:
+        conn = replay.connect(name)
+        for idx, sub in items:
+            due = replay.t0_mono + sub.sim_t / replay.factor
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            started = time.perf_counter()
+            job_id = conn.execute(
+                "SELECT jq_enqueue(%s, %s, priority => %s, idempotency_key => %s)",
+                (QUEUE, Jsonb(sub.payload), sub.priority, sub.key)).fetchone()[0]
+            latency = time.perf_counter() - started
+            with replay.lock:
+                replay.submit_log.append((idx, job_id, latency, max(0.0, -delay)))
+                replay.submitted += 1
+        conn.close()
+    except Exception as e:           # reported, and the accounting will show it
+        replay.producer_errors.append(f"{name}: {type(e).__name__}: {e}")
+
+
+# --- workers ------------------------------------------------------------------------
+
+class Worker(threading.Thread):
+    def __init__(self, replay, n):
+        super().__init__(name=f"w{n}", daemon=True)
+        self.replay, self.n = replay, n
+        self.rng = random.Random(1000 + n)
+        self.crash_pending = n == CRASH_WORKER
+        self.woken = False
+        self.conn = None
+
+    def connect(self):
+        self.conn = self.replay.connect(self.name)
+        self.conn.add_notify_handler(self._on_notify)
+        self.conn.execute(f"LISTEN jq_{QUEUE}")
+
+    def _on_notify(self, notify):
+        self.woken = True
+
+    def inference_seconds(self):
+        """simulated seconds of one inference"""
+        if self.rng.random() < COLD_SHARE:
+            return self.rng.uniform(100, 240)
+        return self.rng.lognormvariate(math.log(INFERENCE_MEDIAN), INFERENCE_SIGMA)
+
+    def dequeue(self, max_jobs):
+        return self.conn.execute(
+            "SELECT job_id, lease_token, attempt, payload FROM jq_dequeue(%s, %s)",
+            (QUEUE, max_jobs)).fetchall()
+
+    def run(self):
+        r = self.replay
+        try:
+            self.connect()
+            while not r.stop_workers.is_set():
+                if self.crash_pending and r.sim_now() >= CRASH_AT:
+                    self.crash_pending = False
+                    self.die()
+                    continue
+                self.woken = False
+                jobs = self.dequeue(1)
+                if jobs:
+                    for job in jobs:
+                        self.work(*job)
+                    continue
+                if not self.woken:   # wait for a wakeup; poll now and then anyway
+                    select.select([self.conn.fileno()], [], [], 0.25)
+            self.conn.close()
+        except Exception as e:
+            r.worker_errors.append(f"{self.name}: {type(e).__name__}: {e}")
+
+    def die(self):
+        """Leases CRASH_JOBS jobs and dies mid-inference: the connection
+        closes with the leases held and nothing acked.  A supervisor starts
+        the worker again a simulated minute later."""
+        r = self.replay
+        jobs = self.dequeue(CRASH_JOBS)
+        with r.lock:
+            for job_id, _, _, _ in jobs:
+                r.deliveries[job_id] += 1
+        time.sleep(self.inference_seconds() / 2 / r.factor)   # halfway through the first
+        wall = time.time()
+        self.conn.close()                                       # no ack, no fail
+        r.crash = {"worker": self.name, "wall": wall,
+                   "jobs": [(j[0], j[1], j[2]) for j in jobs]}
+        time.sleep(60 / r.factor)
+        self.connect()
+
+    def work(self, job_id, token, attempt, payload):
+        r = self.replay
+        renewed = time.monotonic()
+        with r.lock:
+            r.deliveries[job_id] += 1
+        try:
+            copy = copy_of(payload)
+        except BadInput as e:
+            state = self.conn.execute("SELECT jq_fail(%s, %s, %s, permanent => true)",
+                                      (job_id, token, str(e))).fetchone()[0]
+            with r.lock:
+                r.failed_permanent += 1
+            return
+        end = time.monotonic() + self.inference_seconds() / r.factor
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now - renewed > LEASE_SECONDS / 3:      # a heartbeat for long inference
+                expires = self.conn.execute("SELECT jq_extend(%s, %s)",
+                                            (job_id, token)).fetchone()[0]
+                if expires is None:
+                    with r.lock:
+                        r.leases_lost += 1
+                    return
+                renewed = now
+                with r.lock:
+                    r.extensions += 1
+                    r.extended_jobs.add(job_id)
+            time.sleep(min(end - now, LEASE_SECONDS / 3 - (now - renewed) + 0.001))
+        score, reasons = score_copy(copy)
+        ok = self.conn.execute("SELECT jq_ack(%s, %s, %s)",
+                               (job_id, token, Jsonb({"score": score, "reasons": reasons,
+                                                      "worker": self.name}))).fetchone()[0]
+        with r.lock:
+            if ok:
+                r.acks[job_id] += 1
+            else:
+                r.acks_refused += 1
+
+
+# --- the live line -------------------------------------------------------------------
+
+class Monitor:
+    """Samples jq.queue_stats a few times a second, prints the live line and
+    the alerts as they come (LISTEN jq_alerts)."""
+
+    def __init__(self, replay):
+        self.r = replay
+        self.conn = replay.connect("monitor")
+        self.conn.add_notify_handler(self._on_alert)
+        self.conn.execute("LISTEN jq_alerts")
+        self.samples = []    # (sim_t, urgent ready, standard ready, in flight, done, dead, scheduled)
+        self.tty = sys.stdout.isatty()
+        self.last_line = 0.0
+        self.line_len = 0
+
+    def _on_alert(self, notify):
+        try:
+            payload = json.loads(notify.payload)
+        except ValueError:
+            payload = {"raw": notify.payload}
+        self.r.alert_events.append((time.time(), payload))
+        if payload.get("queue") not in (None, QUEUE):
+            return
+        self._clear()
+        print(f"  {clock(self.r.sim_now())}  ALERT {payload.get('state', '?')}: queue "
+              f"{payload.get('queue')} {payload.get('kind')} {payload.get('level')} "
+              f"(value {payload.get('value')}, threshold {payload.get('threshold')})", flush=True)
+
+    def _clear(self):
+        if self.tty and self.line_len:
+            sys.stdout.write("\r" + " " * self.line_len + "\r")
+            self.line_len = 0
+
+    def sample(self):
+        row = self.conn.execute(
+            "SELECT ready, scheduled, in_flight, dead, ready_by_priority, succeeded_total, "
+            "       (SELECT count(*) FROM jq.alert a WHERE a.queue = s.queue "
+            "                                      AND a.cleared_at IS NULL) "
+            "  FROM jq.queue_stats s WHERE queue = %s", (QUEUE,)).fetchone()
+        ready, scheduled, in_flight, dead, lanes, done, alerts = row
+        urgent = int(lanes.get(str(URGENT), 0))
+        standard = int(lanes.get(str(STANDARD), 0))
+        sim_t = self.r.sim_now()
+        self.samples.append((sim_t, urgent, standard, in_flight, done, dead, scheduled))
+        now = time.monotonic()
+        every = 0.25 if self.tty else 5.0
+        if now - self.last_line >= every:
+            self.last_line = now
+            line = (f"  {clock(sim_t)}  submitted {self.r.submitted:>6,}/{SUBMISSIONS:,}"
+                    f"  ready: urgent {urgent:>3} standard {standard:>5,}"
+                    f"  in flight {in_flight:>2}  done {done:>6,}  dead {dead:>3}"
+                    f"  open alerts {alerts}")
+            if self.tty:
+                sys.stdout.write("\r" + line.ljust(self.line_len))
+                self.line_len = len(line)
+                sys.stdout.flush()
+            else:
+                print(line, flush=True)
+        return ready + scheduled + in_flight, alerts
+
+    def finish(self):
+        self._clear()
+
+
+# --- the report ------------------------------------------------------------------------
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width):
+    """max per bucket, scaled to the overall max"""
+    if not values:
+        return ""
+    buckets = [max(values[i * len(values) // width:max((i + 1) * len(values) // width,
+                                                          i * len(values) // width + 1)])
+               for i in range(width)]
+    top = max(buckets) or 1
+    return "".join(" " if v == 0 else BLOCKS[min(7, int(v / top * 7.999))] for v in buckets)
+
+
+def write_chart(path, samples, plan, replay):
+    """ready by lane over simulated time, with arrivals per simulated minute"""
+    if not shutil.which("gnuplot"):
+        return "gnuplot not found (apt-get install gnuplot-nox)"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="launchday-") as tmp:
+        depth = os.path.join(tmp, "depth.dat")
+        with open(depth, "w") as f:
+            for sim_t, urgent, standard, in_flight, *_ in samples:
+                f.write(f"{DAY_START + sim_t:.1f} {urgent} {standard} {in_flight}\n")
+        arrivals = os.path.join(tmp, "arrivals.dat")
+        per_min = collections.Counter(int(s.sim_t // 60) for s in plan)
+        with open(arrivals, "w") as f:
+            for m in range(0, int(samples[-1][0] // 60) + 1):
+                f.write(f"{DAY_START + m * 60 + 30} {per_min.get(m, 0)}\n")
+        script = f"""
+set terminal pngcairo size 1200,600 noenhanced font ",10"
+set output '{path}'
+set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests in 4 hours, 8 workers (time compressed x{replay.factor:g})"
+set xdata time
+set timefmt "%s"
+set format x "%H:%M"
+set xlabel "launch-day time (simulated)"
+set ylabel "ready jobs"
+set y2label "requests submitted per minute"
+set ytics nomirror
+set y2tics
+set yrange [0:*]
+set y2range [0:*]
+set grid
+set key top right
+plot '{depth}' using 1:3 with filledcurves x1 lc rgb "#9ecae1" title "standard lane ready (priority 0)", \\
+     '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)", \\
+     '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased)", \\
+     '{arrivals}' using 1:2 axes x1y2 with steps lc rgb "#555555" title "arrivals per minute (right axis)", \\
+     {ALERT_WARNING} with lines dt 2 lc rgb "#ff7f0e" title "alert_depth_warning ({ALERT_WARNING})"
+"""
+        p = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+        if p.returncode != 0:
+            return "gnuplot failed: " + p.stderr.strip()
+    return None
+
+
+def report(replay, plan, monitor, conn, elapsed):
+    r, f = replay, replay.factor
+    ok = True
+    out = []
+
+    def line(s=""):
+        out.append(s)
+
+    def ms_min(seconds_list, label):
+        ms = [s * 1000 for s in seconds_list]
+        mins = [s * f / 60 for s in seconds_list]
+        return (f"  {label:<9} {len(ms):>6,} jobs  mean {sum(ms) / len(ms):7.0f} ms  "
+                f"p50 {pct(ms, 50):7.0f} ms  p95 {pct(ms, 95):7.0f} ms   "
+                f"= launch-day mean {sum(mins) / len(mins):5.1f} min, "
+                f"p50 {pct(mins, 50):5.1f} min, p95 {pct(mins, 95):5.1f} min")
+
+    log = sorted(r.submit_log)
+    ids = {}                       # job id -> plan index of its first submission
+    absorbed = 0
+    for idx, job_id, _, _ in log:
+        if job_id in ids:
+            absorbed += 1
+        else:
+            ids[job_id] = idx
+    resubmits = sum(1 for s in plan if s.resubmit)
+    lat = [x[2] * 1000 for x in log]
+    lag = [x[3] * 1000 for x in log]
+
+    rows = conn.execute(
+        "SELECT r.job_id, r.state, r.attempts, r.priority, r.last_error, r.result, "
+        "       extract(epoch FROM r.enqueued_at)::float8, extract(epoch FROM r.started_at)::float8, "
+        "       extract(epoch FROM r.finished_at)::float8, extract(epoch FROM r.run_at)::float8 "
+        "  FROM unnest(%s::bigint[]) AS i(id), LATERAL jq_result(i.id) r",
+        (list(ids),)).fetchall()
+    res = {row[0]: row for row in rows}
+
+    line("=" * 100)
+    line(f"pgjq launch-day replay: 4 hours of launch day in {elapsed:.0f} s "
+         f"(time compressed x{f:g}: 1 real second = {f / 60:g} launch-day minutes)")
+    line("=" * 100)
+    line()
+    line("Submissions (4 producer threads, one jq_enqueue transaction each, idempotency keys)")
+    urgent_n = sum(1 for s in plan if s.priority == URGENT and not s.resubmit)
+    malformed_n = sum(1 for s in plan if s.malformed and not s.resubmit)
+    line(f"  submitted {len(log):,} of {len(plan):,}: {len(ids):,} distinct jobs "
+         f"({urgent_n:,} urgent, {len(ids) - urgent_n:,} standard, {malformed_n} malformed)")
+    line(f"  submit latency (jq_enqueue + commit): p50 {pct(lat, 50):.2f} ms, "
+         f"p99 {pct(lat, 99):.2f} ms, max {max(lat):.1f} ms")
+    late = sum(1 for x in lag if x > 50)
+    line(f"  producers kept to the arrival curve: {late} submissions more than 50 ms late "
+         f"(max {max(lag):.0f} ms)")
+    line(f"  duplicates absorbed by idempotency keys: {absorbed} "
+         f"({resubmits} resubmissions after a client timeout; each got the id of its first "
+         f"submission back)")
+    if absorbed != resubmits:
+        ok = False
+        line("  ** CHECK FAILED: absorbed duplicates differ from the resubmissions")
+    if pct(lat, 99) >= 100:
+        line("  ** note: submit p99 is over 100 ms")
+    line()
+
+    line("Time to result (enqueued_at to finished_at, from jq_result; succeeded jobs)")
+    by_lane = {URGENT: [], STANDARD: []}
+    for row in rows:
+        if row[1] == "succeeded":
+            by_lane[row[3]].append(row[8] - row[6])
+    line(ms_min(by_lane[URGENT], "urgent"))
+    line(ms_min(by_lane[STANDARD], "standard"))
+    line()
+
+    line("Backlog (ready jobs, sampled from jq.queue_stats 4 times a second)")
+    s = monitor.samples
+    ready = [x[1] + x[2] for x in s]
+    peak_i = max(range(len(s)), key=lambda i: ready[i])
+    cleared_i = next((i for i in range(peak_i, len(s)) if ready[i] == 0), None)
+    line(f"  peak depth {ready[peak_i]:,} ready ({s[peak_i][2]:,} standard, {s[peak_i][1]} urgent) "
+         f"at {clock(s[peak_i][0])}; cleared (ready 0) at "
+         f"{clock(s[cleared_i][0]) if cleared_i is not None else 'never'}")
+    # episodes: stretches with a backlog of more than 100 ready jobs
+    episodes, start = [], None
+    for i, v in enumerate(ready):
+        if v > 100 and start is None:
+            start = i
+        elif v == 0 and start is not None:
+            top = max(range(start, i), key=lambda k: ready[k])
+            episodes.append((s[start][0], s[top][0], ready[top], s[i][0]))
+            start = None
+    if start is not None:
+        top = max(range(start, len(s)), key=lambda k: ready[k])
+        episodes.append((s[start][0], s[top][0], ready[top], None))
+    for b, (t1, tp, v, t2) in enumerate(episodes, 1):
+        line(f"  backlog {b}: builds from {clock(t1)}, peaks at {v:,} at {clock(tp)}, "
+             f"cleared at {clock(t2) if t2 is not None else 'never'}")
+    urgent_max = max(x[1] for x in s)
+    line(f"  urgent lane: at most {urgent_max} ready at any sample")
+    hist = conn.execute(
+        "SELECT max(ready), count(*) FROM jq.stats_history WHERE queue = %s "
+        "AND sampled_at >= to_timestamp(%s)", (QUEUE, r.t0_wall)).fetchone()
+    line(f"  jq.stats_history (the background worker's 1 s samples): {hist[1]} samples, "
+         f"peak ready {hist[0]:,}")
+    alerts = conn.execute(
+        "SELECT kind, level, value, threshold, extract(epoch FROM raised_at)::float8, "
+        "       extract(epoch FROM cleared_at)::float8 "
+        "  FROM jq.alert WHERE queue = %s ORDER BY raised_at", (QUEUE,)).fetchall()
+    for kind, level, value, threshold, raised, cleared in alerts:
+        line(f"  alert {kind} {level} (threshold {threshold}): raised at "
+             f"{clock(r.sim_of_wall(raised))} (ready {value}), cleared at "
+             f"{clock(r.sim_of_wall(cleared)) if cleared else 'NOT CLEARED'}")
+    if not alerts:
+        line("  no alert was raised")
+    line()
+
+    line("Dead letters and why (jq.dead_letter_errors)")
+    dead = conn.execute(
+        "SELECT error, attempt, count(*) FROM jq.dead_letter_errors WHERE queue = %s "
+        "GROUP BY 1, 2 ORDER BY 3 DESC", (QUEUE,)).fetchall()
+    for error, attempt, n in dead:
+        line(f"  {n:>4}  attempt {attempt}: {error}")
+    malformed_ids = {job_id for job_id, idx in ids.items() if plan[idx].malformed}
+    dead_ids = {row[0] for row in rows if row[1] == "dead"}
+    line(f"  dead jobs are exactly the malformed submissions: "
+         f"{'yes' if dead_ids == malformed_ids else 'NO'} ({len(dead_ids)} dead, "
+         f"{len(malformed_ids)} malformed)")
+    if dead_ids != malformed_ids:
+        ok = False
+    line()
+
+    line("The crash and lease reclaim")
+    if r.crash:
+        c = r.crash
+        line(f"  {clock(r.sim_of_wall(c['wall']))}  worker {c['worker']} died mid-inference "
+             f"holding {len(c['jobs'])} leases (connection closed, nothing acked); "
+             f"lease {LEASE_SECONDS} s = {LEASE_SECONDS * f / 60:g} launch-day min")
+        for job_id, token, attempt in c["jobs"]:
+            row = res.get(job_id)
+            if row is None:
+                line(f"    job {job_id}: NOT FOUND")
+                ok = False
+                continue
+            redone = (f"back to ready at {clock(r.sim_of_wall(row[9]))} (reclaimed), "
+                      f"redelivered at {clock(r.sim_of_wall(row[7]))}" if row[7] else "")
+            line(f"    job {job_id} ({'urgent' if row[3] == URGENT else 'standard'}): "
+                 f"{row[1]}, attempts {row[2]}, last error '{row[4]}', {redone}")
+            if plan[ids[job_id]].malformed:      # redone, then failed permanently
+                good = row[1] == "dead" and row[2] >= 2
+            else:
+                good = row[1] == "succeeded" and row[2] >= 2 and row[4] == "lease expired"
+            if not good:
+                ok = False
+                line("    ** CHECK FAILED: expected attempts > 1 after 'lease expired'")
+        job_id, token, _ = c["jobs"][0]
+        late = conn.execute("SELECT jq_ack(%s, %s, %s)",
+                            (job_id, token, Jsonb({"late": True}))).fetchone()[0]
+        line(f"    the dead worker's token, if it came back: jq_ack(job {job_id}) = {late} "
+             f"(fenced off)")
+        if late:
+            ok = False
+    else:
+        line("  ** the crash did not happen")
+        ok = False
+    reclaimed = [row for row in rows if row[4] == "lease expired"]
+    line(f"  jobs with last error 'lease expired': {len(reclaimed)}; "
+         f"lease extensions by jq_extend: {r.extensions} (on {len(r.extended_jobs)} "
+         f"cold-model jobs), leases lost: {r.leases_lost}")
+    line()
+
+    line("Accounting (every distinct job id the producers got back, read with jq_result)")
+    succeeded = sum(1 for row in rows if row[1] == "succeeded")
+    n_dead = sum(1 for row in rows if row[1] == "dead")
+    lost = len(ids) - succeeded - n_dead
+    twice = sum(1 for n in r.acks.values() if n > 1)
+    acks_ok = sum(r.acks.values())
+    attempts_off = sum(1 for row in rows if row[2] != r.deliveries.get(row[0], 0))
+    wrong = 0
+    for row in rows:
+        if row[1] == "succeeded":
+            score, reasons = score_copy(plan[ids[row[0]]].payload["copy"])
+            if row[5].get("score") != score or row[5].get("reasons") != reasons:
+                wrong += 1
+    line(f"  job ids returned to producers  {len(ids):>7,}")
+    line(f"  succeeded                      {succeeded:>7,}")
+    line(f"  dead (failed permanently)      {n_dead:>7,}")
+    line(f"  acks accepted / refused        {acks_ok:>7,} / {r.acks_refused}")
+    line(f"  jobs acked more than once      {twice:>7}")
+    line(f"  attempts != deliveries seen    {attempts_off:>7}")
+    line(f"  results not matching the rules {wrong:>7}")
+    line(f"  jobs lost: {lost}")
+    if lost or twice or attempts_off or wrong or acks_ok != succeeded or r.acks_refused:
+        ok = False
+    for e in r.producer_errors + r.worker_errors:
+        line(f"  ** error: {e}")
+        ok = False
+    return out, ok
+
+
+def main():
+    p = argparse.ArgumentParser(description="pgjq launch-day replay")
+    p.add_argument("--factor", type=float, default=120.0,
+                   help="time compression: simulated seconds per real second (default 120)")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--producers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--chart", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "..", "..", "bench", "results",
+                                                   "launch_day.png"))
+    args = p.parse_args()
+    chart = os.path.normpath(os.path.abspath(args.chart))
+
+    plan = plan_day(args.seed)
+    replay = Replay(args)
+
+    admin = replay.connect("setup")
+    admin.execute("SET client_min_messages = warning")
+    admin.execute("CREATE EXTENSION IF NOT EXISTS pgjq")
+    admin.execute("SELECT jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
+                  "alert_depth_warning => %s)", (QUEUE, LEASE_SECONDS, ALERT_WARNING))
+    for _ in range(100):
+        status = admin.execute("SELECT status FROM jq_worker_status()").fetchone()[0]
+        if status == "ok":
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit(f"launch_day: the pgjq background worker is not serving this database: {status}")
+
+    per_client = collections.Counter(s.client for s in plan if not s.resubmit)
+    print(f"  queue '{QUEUE}': lease {LEASE_SECONDS} s, alert_depth_warning {ALERT_WARNING}; "
+          f"{args.workers} workers, {args.producers} producers; time x{args.factor:g} "
+          f"(09:00-13:00 in {WINDOW / args.factor:.0f} s)")
+    print("  bursts: " + ", ".join(f"{c} {per_client[c]:,} from {clock(st * 60)}"
+                                   for c, _, st, _ in BURSTS)
+          + f"; 11 other clients {sum(per_client[c] for c in BACKGROUND_CLIENTS):,} "
+            f"spread over the day")
+    print(f"  worker {CRASH_WORKER} will die at {clock(CRASH_AT)} holding {CRASH_JOBS} leases")
+    print()
+
+    monitor = Monitor(replay)
+    replay.start()
+    workers = [Worker(replay, n) for n in range(1, args.workers + 1)]
+    for w in workers:
+        w.start()
+    producers = []
+    for k in range(args.producers):
+        items = [(i, s) for i, s in enumerate(plan) if i % args.producers == k]
+        t = threading.Thread(target=producer, args=(replay, f"p{k + 1}", items), daemon=True)
+        t.start()
+        producers.append(t)
+
+    deadline = replay.t0_mono + (WINDOW + 2 * 3600) / args.factor   # 15:00 at the latest
+    try:
+        while True:
+            unfinished, alerts = monitor.sample()
+            producing = any(t.is_alive() for t in producers)
+            if not producing and unfinished == 0 and replay.sim_now() >= WINDOW:
+                break
+            if time.monotonic() > deadline:
+                monitor.finish()
+                print("  the queue did not drain by 15:00; stopping", flush=True)
+                break
+            time.sleep(0.25)
+        replay.stop_workers.set()
+        for w in workers:
+            w.join(timeout=5)
+        # the alert clears at the background worker's next check (1 s)
+        for _ in range(12):
+            _, alerts = monitor.sample()
+            if alerts == 0:
+                break
+            time.sleep(0.25)
+    finally:
+        monitor.finish()
+    elapsed = time.monotonic() - replay.t0_mono
+
+    lines, ok = report(replay, plan, monitor, admin, elapsed)
+    err = write_chart(chart, monitor.samples, plan, replay)
+    lines.append("")
+    lines.append("Depth over the day (ready jobs, max per column; 09:00 to "
+                 f"{clock(monitor.samples[-1][0])})")
+    width = 72
+    std = [x[2] for x in monitor.samples]
+    urg = [x[1] for x in monitor.samples]
+    lines.append(f"  standard |{sparkline(std, width)}| max {max(std):,}")
+    lines.append(f"  urgent   |{sparkline(urg, width)}| max {max(urg):,}")
+    span = monitor.samples[-1][0]
+    ticks = [" "] * width
+    for h in range(10, 24):
+        pos = int((h * 3600 - DAY_START) / span * width) if span else width
+        if 0 <= pos <= width - 5:
+            ticks[pos:pos + 5] = list(f"{h:02d}:00")
+    lines.append("           " + "".join(ticks[:width]))
+    lines.append(f"  chart: {chart}" if err is None else f"  chart not written: {err}")
+    print()
+    print("\n".join(lines))
+    print()
+    if ok:
+        print(f"launch-day replay OK ({elapsed:.0f} s)")
+    else:
+        print("launch-day replay FAILED: see the checks above", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
