@@ -453,27 +453,48 @@ def write_chart(path, samples, plan, replay):
         with open(arrivals, "w") as f:
             for m in range(0, int(samples[-1][0] // 60) + 1):
                 f.write(f"{DAY_START + m * 60 + 30} {per_min.get(m, 0)}\n")
+        end = DAY_START + samples[-1][0]
         script = f"""
-set terminal pngcairo size 1200,600 noenhanced font ",10"
+set terminal pngcairo size 1200,760 noenhanced font ",10"
 set output '{path}'
-set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests in 4 hours, 8 workers (time compressed x{replay.factor:g})"
+set multiplot
 set xdata time
 set timefmt "%s"
 set format x "%H:%M"
-set xlabel "launch-day time (simulated)"
+set xrange ["{DAY_START}":"{end:.0f}"]
+set grid
+set lmargin 10
+set rmargin 10
+# top: the standard backlog against the arrivals
+set origin 0, 0.32
+set size 1, 0.68
+set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests in 4 hours, 8 workers (time compressed x{replay.factor:g})"
+set format x ""
 set ylabel "ready jobs"
 set y2label "requests submitted per minute"
 set ytics nomirror
 set y2tics
 set yrange [0:*]
 set y2range [0:*]
-set grid
 set key top right
 plot '{depth}' using 1:3 with filledcurves x1 lc rgb "#9ecae1" title "standard lane ready (priority 0)", \\
-     '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)", \\
-     '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased)", \\
      '{arrivals}' using 1:2 axes x1y2 with steps lc rgb "#555555" title "arrivals per minute (right axis)", \\
-     {ALERT_WARNING} with lines dt 2 lc rgb "#ff7f0e" title "alert_depth_warning ({ALERT_WARNING})"
+     {ALERT_WARNING} with lines dt 2 lw 2 lc rgb "#ff7f0e" title "alert_depth_warning ({ALERT_WARNING})"
+# bottom: the urgent lane, and the pool at work
+set origin 0, 0
+set size 1, 0.34
+unset title
+set format x "%H:%M"
+set xlabel "launch-day time (simulated)"
+set ylabel "jobs"
+unset y2label
+unset y2tics
+set ytics mirror
+set yrange [0:{max(10, max(x[3] for x in samples) + 2)}]
+set key top right
+plot '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased by the 8 workers)", \\
+     '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)"
+unset multiplot
 """
         p = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
         if p.returncode != 0:
@@ -489,13 +510,18 @@ def report(replay, plan, monitor, conn, elapsed):
     def line(s=""):
         out.append(s)
 
-    def ms_min(seconds_list, label):
-        ms = [s * 1000 for s in seconds_list]
-        mins = [s * f / 60 for s in seconds_list]
-        return (f"  {label:<9} {len(ms):>6,} jobs  mean {sum(ms) / len(ms):7.0f} ms  "
-                f"p50 {pct(ms, 50):7.0f} ms  p95 {pct(ms, 95):7.0f} ms   "
-                f"= launch-day mean {sum(mins) / len(mins):5.1f} min, "
-                f"p50 {pct(mins, 50):5.1f} min, p95 {pct(mins, 95):5.1f} min")
+    def sim(seconds):
+        """a real duration as launch-day time"""
+        t = seconds * f
+        return f"{t:.0f} s" if t < 60 else f"{t / 60:.1f} min"
+
+    def ms_min(secs, label):
+        ms = [x * 1000 for x in secs]
+        mean = sum(secs) / len(secs)
+        return (f"  {label:<9} {len(ms):>6,} jobs  real: mean {mean * 1000:5.0f} ms, "
+                f"p50 {pct(ms, 50):5.0f} ms, p95 {pct(ms, 95):5.0f} ms"
+                f"   launch day: mean {sim(mean)}, p50 {sim(pct(secs, 50))}, "
+                f"p95 {sim(pct(secs, 95))}")
 
     log = sorted(r.submit_log)
     ids = {}                       # job id -> plan index of its first submission
@@ -559,21 +585,14 @@ def report(replay, plan, monitor, conn, elapsed):
     line(f"  peak depth {ready[peak_i]:,} ready ({s[peak_i][2]:,} standard, {s[peak_i][1]} urgent) "
          f"at {clock(s[peak_i][0])}; cleared (ready 0) at "
          f"{clock(s[cleared_i][0]) if cleared_i is not None else 'never'}")
-    # episodes: stretches with a backlog of more than 100 ready jobs
-    episodes, start = [], None
-    for i, v in enumerate(ready):
-        if v > 100 and start is None:
-            start = i
-        elif v == 0 and start is not None:
-            top = max(range(start, i), key=lambda k: ready[k])
-            episodes.append((s[start][0], s[top][0], ready[top], s[i][0]))
-            start = None
-    if start is not None:
-        top = max(range(start, len(s)), key=lambda k: ready[k])
-        episodes.append((s[start][0], s[top][0], ready[top], None))
-    for b, (t1, tp, v, t2) in enumerate(episodes, 1):
-        line(f"  backlog {b}: builds from {clock(t1)}, peaks at {v:,} at {clock(tp)}, "
-             f"cleared at {clock(t2) if t2 is not None else 'never'}")
+    # each burst's own peak: the highest sample between its start and the next one's
+    starts = [st * 60 for _, _, st, _ in BURSTS] + [float("inf")]
+    for b, (client, _, st, _) in enumerate(BURSTS):
+        span = [i for i in range(len(s)) if starts[b] <= s[i][0] < starts[b + 1]]
+        if span:
+            top = max(span, key=lambda k: ready[k])
+            line(f"  {client} burst (from {clock(st * 60)}): peak {ready[top]:,} ready "
+                 f"at {clock(s[top][0])}")
     urgent_max = max(x[1] for x in s)
     line(f"  urgent lane: at most {urgent_max} ready at any sample")
     hist = conn.execute(
