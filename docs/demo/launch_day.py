@@ -7,9 +7,10 @@ three clients (northwind, lumen, kestrel) submit most of 18,000 scoring
 requests within 4 hours, each in a burst that ramps up, peaks and decays;
 the other 11 clients keep a low background.  About 5% are urgent
 (launch-blocking, priority 10), the rest standard (priority 0).  Eight
-inference workers take a few seconds per request: about 6,000 requests an
-hour at most, far more than a normal day needs but less than a burst's
-peak, so a backlog builds and must clear.
+inference workers take a few seconds per request: roughly 5,000 requests
+an hour, plenty for a normal day, a little more than this day's 4-hour
+average (4,500 an hour), far less than a burst's peak (about 12,000 an
+hour).  So a backlog builds in each burst and must clear after it.
 
 The replay runs that day with the clock compressed by FACTOR (120: 4 hours
 in 2 minutes, a 4-second inference in 33 ms).  Everything that runs is
