@@ -404,6 +404,11 @@ class Monitor:
                     f"  in flight {in_flight:>2}  done {done:>6,}  dead {dead:>3}"
                     f"  open alerts {alerts}")
             if self.tty:
+                width = shutil.get_terminal_size().columns - 1
+                if len(line) > width:       # a wrapped line would defeat the \r
+                    line = (f"{clock(sim_t)} sub {self.r.submitted:,} ready urg {urgent} "
+                            f"std {standard:,} fly {in_flight} done {done:,} dead {dead} "
+                            f"alerts {alerts}")[:width]
                 sys.stdout.write("\r" + line.ljust(self.line_len))
                 self.line_len = len(line)
                 sys.stdout.flush()
@@ -582,18 +587,32 @@ def report(replay, plan, monitor, conn, elapsed):
     s = monitor.samples
     ready = [x[1] + x[2] for x in s]
     peak_i = max(range(len(s)), key=lambda i: ready[i])
-    cleared_i = next((i for i in range(peak_i, len(s)) if ready[i] == 0), None)
     line(f"  peak depth {ready[peak_i]:,} ready ({s[peak_i][2]:,} standard, {s[peak_i][1]} urgent) "
-         f"at {clock(s[peak_i][0])}; cleared (ready 0) at "
-         f"{clock(s[cleared_i][0]) if cleared_i is not None else 'never'}")
-    # each burst's own peak: the highest sample between its start and the next one's
+         f"at {clock(s[peak_i][0])}")
+    # each burst's own peak (the highest sample between its start and the next
+    # one's), and when the backlog went back to 0 before the next peak
     starts = [st * 60 for _, _, st, _ in BURSTS] + [float("inf")]
-    for b, (client, _, st, _) in enumerate(BURSTS):
+    peaks = []
+    for b in range(len(BURSTS)):
         span = [i for i in range(len(s)) if starts[b] <= s[i][0] < starts[b + 1]]
-        if span:
-            top = max(span, key=lambda k: ready[k])
-            line(f"  {client} burst (from {clock(st * 60)}): peak {ready[top]:,} ready "
-                 f"at {clock(s[top][0])}")
+        peaks.append(max(span, key=lambda k: ready[k]) if span else None)
+    for b, (client, _, st, _) in enumerate(BURSTS):
+        top = peaks[b]
+        if top is None:
+            continue
+        nxt = next((p for p in peaks[b + 1:] if p is not None), len(s))
+        zero = next((i for i in range(top, nxt) if ready[i] == 0), None)
+        if zero is not None:
+            cleared = f"cleared (ready 0) at {clock(s[zero][0])}"
+        else:
+            low = min(range(top, nxt), key=lambda k: ready[k])
+            cleared = (f"down to {ready[low]:,} at {clock(s[low][0])} when the next burst "
+                       f"took over")
+        line(f"  {client} burst (from {clock(st * 60)}): peak {ready[top]:,} ready at "
+             f"{clock(s[top][0])}, {cleared}")
+    if ready[-1] != 0:
+        ok = False
+        line("  ** the backlog did not clear")
     urgent_max = max(x[1] for x in s)
     line(f"  urgent lane: at most {urgent_max} ready at any sample")
     hist = conn.execute(
