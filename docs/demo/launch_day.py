@@ -31,7 +31,7 @@ jq.stats_history and raises alerts.  On the way:
   * at 10:05 worker w5 leases 4 jobs and dies mid-inference (its connection
     closes with the leases held): the background worker reclaims them when
     the leases expire, and other workers redo them (attempt 2);
-  * the queue has alert_depth_warning = 1000: an alert is raised at each
+  * the queue has alert_depth_warning = 800: an alert is raised at each
     peak and cleared when the backlog drains.
 
 At the end it reads every job back with jq_result and checks, by counting,
@@ -96,7 +96,7 @@ INFERENCE_SIGMA = 0.45
 COLD_SHARE = 0.001                # a cold model: 100..240 s
 URGENT, STANDARD = 10, 0
 LEASE_SECONDS = 2                 # real seconds (4 simulated minutes at factor 120)
-ALERT_WARNING = 1000              # ready jobs
+ALERT_WARNING = 800               # ready jobs
 CRASH_AT = 65 * 60                # w5 dies at 10:05 ...
 CRASH_WORKER, CRASH_JOBS = 5, 4   # ... holding the leases of 4 jobs
 
