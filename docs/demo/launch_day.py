@@ -460,6 +460,12 @@ def write_chart(path, samples, plan, replay):
             for m in range(0, int(samples[-1][0] // 60) + 1):
                 f.write(f"{DAY_START + m * 60 + 30} {per_min.get(m, 0)}\n")
         end = DAY_START + samples[-1][0]
+        crash_label = ""
+        if replay.crash:
+            at = DAY_START + replay.sim_of_wall(replay.crash["wall"])
+            crash_label = (f'set label "{replay.crash["worker"]} dies holding '
+                           f'{len(replay.crash["jobs"])} leases: in flight until reclaimed" '
+                           f'at "{at + 420:.0f}", {max(x[3] for x in samples) + 1} left')
         script = f"""
 set terminal pngcairo size 1200,760 noenhanced font ",10"
 set output '{path}'
@@ -497,6 +503,7 @@ unset y2label
 unset y2tics
 set ytics mirror
 set yrange [0:{max(10, max(x[3] for x in samples) + 2)}]
+{crash_label}
 set key top right
 plot '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased by the 8 workers)", \\
      '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)"
