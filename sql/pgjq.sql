@@ -947,6 +947,16 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_counters';
 
+-- Forgets this database's counters (left over from a dropped pgjq, say)
+-- and has the worker rebuild them.
+CREATE FUNCTION jq.reset_counters()
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_reset_counters';
+
+SELECT jq.reset_counters();
+
 /*
  * Depth samples, one row per queue every pgjq.stats_interval, written by
  * the worker and pruned after pgjq.history_retention.

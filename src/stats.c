@@ -47,6 +47,7 @@
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 PG_FUNCTION_INFO_V1(pgjq_counters);
+PG_FUNCTION_INFO_V1(pgjq_reset_counters);
 
 /* counter slots */
 enum
@@ -452,7 +453,13 @@ pgjq_stats_rebuild(void)
 	CounterEntry *e;
 	StatsDb    *db;
 
-	if (SPI_execute(SQL_REBUILD, true, 0) != SPI_OK_SELECT)
+	/*
+	 * Not read-only: SPI then takes a fresh snapshot, taken after the
+	 * locks were granted.  The snapshot of the transaction's start would
+	 * miss the writers we just waited for, whose deltas are about to be
+	 * overwritten.
+	 */
+	if (SPI_execute(SQL_REBUILD, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pgjq: counter rebuild query failed");
 
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
@@ -557,4 +564,31 @@ pgjq_counters(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(stats_shared->lock);
 	return (Datum) 0;
+}
+
+/*
+ * jq.reset_counters() forgets this database's counters and marks them for
+ * a rebuild.  CREATE EXTENSION calls it: after a DROP EXTENSION the old
+ * counters would otherwise live on in shared memory under queue ids that
+ * the new tables hand out again.
+ */
+Datum
+pgjq_reset_counters(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+	StatsDb    *db;
+
+	if (stats_shared == NULL)
+		PG_RETURN_VOID();
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->key.dboid == MyDatabaseId)
+			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
+	db = stats_db(MyDatabaseId, false);
+	if (db != NULL)
+		db->valid = false;
+	LWLockRelease(stats_shared->lock);
+	PG_RETURN_VOID();
 }
