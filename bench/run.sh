@@ -33,14 +33,14 @@ BENCH_START=$(date +%s)
 
 if [ "$MODE" = full ]; then
     W1_JOBS=100000          # single-job transactions
-    W1B_JOBS=1000000        # batches of 1,000
-    W2_JOBS=50000           # drain, one job per dequeue
+    W1B_JOBS=500000         # batches of 1,000
+    W2_JOBS=30000           # drain, one job per dequeue
     W3_JOBS=200000          # drain, 100 per dequeue
     W4_SECS=20
     W5_DEEP=1000000
-    W5_SAMPLE=20000         # jobs timed at each depth
+    W5_SAMPLE=5000          # jobs timed at each depth
     W6_BACKLOG=100000
-    W7_JOBS=100000
+    W7_JOBS=30000
 else
     W1_JOBS=10000
     W1B_JOBS=100000
@@ -72,6 +72,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     cluster_stop "$PGDIR"
+    if [ -f "$PGDIR/server.log" ]; then
+        mkdir -p "$TOP/bench/results"
+        cp "$PGDIR/server.log" "$TOP/bench/results/server-$MODE.log.tmp" || true
+    fi
     rm -rf "$WORK"
     [ "$rc" -eq 0 ] || echo "bench: stopped the cluster and removed $WORK (exit $rc)" >&2
     exit "$rc"
@@ -89,10 +93,19 @@ wal_buffers = 16MB
 checkpoint_timeout = 15min
 max_wal_size = 4GB
 pgjq.database = 'bench'"
+# logging only, for a look at what happened (the server log is kept as
+# bench/results/server-<mode>.log.tmp): autovacuum runs, checkpoints, lock
+# waits, and the plan of any statement (nested ones too) over 250 ms
+LOGGING="log_autovacuum_min_duration = 0
+log_checkpoints = on
+log_lock_waits = on
+session_preload_libraries = 'auto_explain'
+auto_explain.log_min_duration = '250ms'
+auto_explain.log_nested_statements = on"
 
 log "starting a throwaway cluster in $PGDIR (port $PORT)"
 cluster_start "$PGDIR" "$PORT"
-echo "$SETTINGS" >>"$PGDIR/data/postgresql.conf"
+printf '%s\n%s\n' "$SETTINGS" "$LOGGING" >>"$PGDIR/data/postgresql.conf"
 
 pg() {
     as_pg psql -h "$PGDIR" -p "$PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"
@@ -298,6 +311,7 @@ echo '```'
 echo "$SETTINGS"
 echo "shared_preload_libraries = 'pgjq'   # pgjq.notify_interval, pgjq.naptime: defaults"
 echo "autovacuum = on (default)"
+echo "$LOGGING"
 echo '```'
 echo
 echo "## Results"
