@@ -325,6 +325,36 @@ BEGIN
 END
 $$;
 
+/*
+ * jq.queue_id(name, lock) resolves a queue name for the PL/pgSQL API, with
+ * the hot path's errors (src/plans.c pgjq_lookup_queue): 42602 for an
+ * invalid name, 42704 with a hint for an unknown queue.  With lock, the
+ * queue row is locked FOR UPDATE until the transaction ends, so alter and
+ * drop do not race each other.
+ */
+CREATE FUNCTION jq.queue_id(name text, lock boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+BEGIN
+    PERFORM jq.check_queue_name(queue_id.name);
+    IF lock THEN
+        SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = queue_id.name FOR UPDATE;
+    ELSE
+        SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = queue_id.name;
+    END IF;
+    IF qid IS NULL THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue_id.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('Create it with jq_create_queue(%L).', queue_id.name);
+    END IF;
+    RETURN qid;
+END
+$$;
+
 /* ------------------------------------------------------------------------
  * Queue management (jq_admin)
  * ------------------------------------------------------------------------ */
@@ -426,13 +456,8 @@ AS $$
 DECLARE
     q jq.queue;
 BEGIN
-    PERFORM jq.check_queue_name(jq_alter_queue.name);
-    SELECT * INTO q FROM jq.queue WHERE queue.name = jq_alter_queue.name FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'queue "%" does not exist', jq_alter_queue.name
-            USING ERRCODE = 'undefined_object',
-                  HINT = format('Create it with jq_create_queue(%L).', jq_alter_queue.name);
-    END IF;
+    SELECT * INTO q FROM jq.queue
+     WHERE queue_id = jq.queue_id(jq_alter_queue.name, lock => true);
 
     q.lease_seconds := coalesce(jq_alter_queue.lease_seconds, q.lease_seconds);
     q.max_attempts := coalesce(jq_alter_queue.max_attempts, q.max_attempts);
@@ -489,12 +514,7 @@ DECLARE
     qid integer;
     live bigint;
 BEGIN
-    PERFORM jq.check_queue_name(jq_drop_queue.name);
-    SELECT queue_id INTO qid FROM jq.queue WHERE queue.name = jq_drop_queue.name FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'queue "%" does not exist', jq_drop_queue.name
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    qid := jq.queue_id(jq_drop_queue.name, lock => true);
 
     IF NOT coalesce(force, false) THEN
         SELECT count(*) INTO live FROM jq.job WHERE queue_id = qid;
@@ -885,13 +905,7 @@ DECLARE
     qid integer;
     moved integer;
 BEGIN
-    PERFORM jq.check_queue_name(jq_redrive.queue);
-    SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = jq_redrive.queue;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'queue "%" does not exist', jq_redrive.queue
-            USING ERRCODE = 'undefined_object',
-                  HINT = format('Create it with jq_create_queue(%L).', jq_redrive.queue);
-    END IF;
+    qid := jq.queue_id(jq_redrive.queue);
 
     -- back to ready under the same id, with fresh attempts; the error
     -- history and the lease token's delivery count are kept
@@ -1232,13 +1246,7 @@ DECLARE
     qid integer;
     bid bigint;
 BEGIN
-    PERFORM jq.check_queue_name(jq_create_batch.queue);
-    SELECT q.queue_id INTO qid FROM jq.queue q WHERE q.name = jq_create_batch.queue;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'queue "%" does not exist', jq_create_batch.queue
-            USING ERRCODE = 'undefined_object',
-                  HINT = format('Create it with jq_create_queue(%L).', jq_create_batch.queue);
-    END IF;
+    qid := jq.queue_id(jq_create_batch.queue);
     IF octet_length(label) > 512 THEN
         RAISE EXCEPTION 'batch label of % bytes is too long', octet_length(label)
             USING ERRCODE = 'program_limit_exceeded', DETAIL = 'The limit is 512 bytes.';
