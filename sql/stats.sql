@@ -111,3 +111,20 @@ SELECT * FROM mismatch;
 SELECT count(*) AS mix_counters FROM jq.counters() c
  WHERE c.queue_id NOT IN (SELECT queue_id FROM jq.queue)
    AND (ready <> 0 OR scheduled <> 0 OR leased <> 0 OR dead <> 0);
+
+-- the invariants of jq.job that the count trigger enforces (in place of
+-- CHECK constraints): a state outside r/s/l, and a lease without the
+-- leased state or the leased state without a lease, are refused
+SELECT (jq_create_queue('inv')).name;
+SELECT jq_enqueue('inv', '{}') > 0 AS enqueued;
+\set VERBOSITY default
+INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)
+SELECT queue_id, 'x', 0, now(), now(), '{}' FROM jq.queue WHERE name = 'inv';
+UPDATE jq.job SET state = 'l'
+ WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'inv');
+UPDATE jq.job SET state = 's', lease_expires_at = now()
+ WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'inv');
+\set VERBOSITY terse
+SELECT count(*) AS inv_jobs, min(state) AS inv_state FROM jq.job
+ WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'inv');
+SELECT jq_drop_queue('inv', force => true);

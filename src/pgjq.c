@@ -66,7 +66,7 @@ _PG_init(void)
 							"Shortest time between two NOTIFYs of one queue.",
 							"Wakeups arriving within this window are coalesced into one NOTIFY.",
 							&pgjq_notify_interval,
-							50, 0, 10000,
+							10, 0, 10000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -217,15 +217,20 @@ static const PgjqPlanDef plan_defs[PGJQ_NUM_PLANS] = {
 		3, {INT8OID, INT8OID, JSONBOID}
 	},
 	[PGJQ_PLAN_ACK_BATCH] = {
-		/* -> job_id, acked, one row per input element in input order */
+		/*
+		 * -> job_id, acked, one row per input element in input order.  The
+		 * join is written so that the plan probes the primary key once per
+		 * input row; an extra "j.id = ANY ($1)" made the planner fetch the
+		 * jobs by a bitmap scan and then compare every job with every input
+		 * row (100 x 100 for a batch of 100: half the statement's time).
+		 */
 		"WITH input AS MATERIALIZED ("
 		"    SELECT u.id, u.token, u.result, u.ord"
 		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 		"                      pg_catalog.unnest($3)) WITH ORDINALITY AS u(id, token, result, ord)"
 		"), done AS ("
 		"    DELETE FROM jq.job j USING input i"
-		"     WHERE j.id = ANY ($1) AND j.id = i.id"
-		"       AND j.lease_token = i.token AND j.state = 'l'"
+		"     WHERE j.id = i.id AND j.lease_token = i.token AND j.state = 'l'"
 		"    RETURNING " PGJQ_FINISHED_COLUMNS_J ", i.result"
 		"), ins AS ("
 		PGJQ_INSERT_FINISHED

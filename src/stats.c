@@ -242,10 +242,41 @@ get_attr(HeapTuple tuple, TupleDesc desc, const char *attname, bool *isnull)
 }
 
 /*
- * jq.count_trigger() is a BEFORE ROW trigger on jq.job, jq.job_result and
- * jq.dead_letter (TG_ARGV[0] names which).  BEFORE, not AFTER: it costs no
- * after-trigger queue, and for UPDATE and DELETE it fires on the locked,
- * latest row version, so the delta matches the change that will be made.
+ * check_job_row enforces the invariants of a jq.job row that would be CHECK
+ * constraints, but cost less here: the executor parses a table's CHECK
+ * expressions again for every statement, which the hot path would pay on
+ * every enqueue.  Every INSERT and every UPDATE of state fires the trigger;
+ * the one UPDATE that leaves state alone, jq_extend, only touches a leased
+ * job's lease_expires_at.
+ */
+static void
+check_job_row(HeapTuple tup, TupleDesc desc, char state)
+{
+	bool		no_lease;
+
+	if (state != PGJQ_STATE_READY && state != PGJQ_STATE_SCHEDULED &&
+		state != PGJQ_STATE_LEASED)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("invalid state \"%c\" for a row of jq.job", state),
+				 errdetail("A job in jq.job is ready (r), scheduled (s) or leased (l).")));
+	(void) get_attr(tup, desc, "lease_expires_at", &no_lease);
+	if ((state == PGJQ_STATE_LEASED) == no_lease)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("a row of jq.job has lease_expires_at set if and only if it is leased"),
+				 errdetail("The row has state \"%c\" and %s lease_expires_at.",
+						   state, no_lease ? "no" : "a")));
+}
+
+/*
+ * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
+ * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
+ * after-trigger event, and AFTER UPDATE and DELETE, which see the row
+ * version the statement really changed without making the executor lock
+ * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
+ * lock of a row another transaction locked is WAL-logged).  Either way the
+ * trigger runs in the (sub)transaction of the change.
  */
 Datum
 pgjq_count_trigger(PG_FUNCTION_ARGS)
@@ -257,9 +288,12 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 	const char *table;
 	bool		isnull;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || trigdata->tg_trigger->tgnargs != 1)
-		elog(ERROR, "pgjq: count_trigger must be a BEFORE ROW trigger with one argument");
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1 ||
+		(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ?
+		 !TRIGGER_FIRED_BEFORE(trigdata->tg_event) :
+		 !TRIGGER_FIRED_AFTER(trigdata->tg_event)))
+		elog(ERROR, "pgjq: count_trigger must be a BEFORE INSERT or AFTER UPDATE or DELETE row trigger with one argument");
 
 	desc = RelationGetDescr(trigdata->tg_relation);
 	table = trigdata->tg_trigger->tgargs[0];
@@ -275,7 +309,12 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 
 	/* without shared memory there is nothing to count into */
 	if (stats_shared == NULL)
+	{
+		if (newtup != NULL && strcmp(table, "job") == 0)
+			check_job_row(newtup, desc,
+						  DatumGetChar(get_attr(newtup, desc, "state", &isnull)));
 		return PointerGetDatum(newtup ? newtup : oldtup);
+	}
 
 	if (strcmp(table, "job") == 0)
 	{
@@ -290,6 +329,7 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 			int16		priority = DatumGetInt16(get_attr(newtup, desc, "priority", &isnull));
 			char		state = DatumGetChar(get_attr(newtup, desc, "state", &isnull));
 
+			check_job_row(newtup, desc, state);
 			add_delta(queue_id, priority, state_counter(state), 1);
 			if (oldtup == NULL)
 			{

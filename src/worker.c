@@ -51,7 +51,7 @@ PGDLLEXPORT void pgjq_worker_main(Datum main_arg);
 
 /* GUCs (defined in pgjq.c) */
 int			pgjq_naptime = 1000;
-int			pgjq_notify_interval = 50;
+int			pgjq_notify_interval = 10;
 int			pgjq_reclaim_batch = 1000;
 int			pgjq_stats_interval = 10;
 int			pgjq_history_retention = 7 * 24 * 3600;

@@ -9,7 +9,7 @@
 #   - so do a reclaimed lease, jq_redrive and jq_fail with retry_in => '0';
 #   - the pickup latency, commit to notification, is measured (median and
 #     max of 20 samples) and each must be below a second.
-# The defaults apply: pgjq.naptime 1s, pgjq.notify_interval 50ms.
+# The defaults apply: pgjq.naptime 1s, pgjq.notify_interval 10ms.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 use POSIX qw(ceil);
 
-my $notify_interval = 0.05;    # seconds, the default pgjq.notify_interval
+my $notify_interval = 0.01;    # seconds, the default pgjq.notify_interval
 
 my $node = PostgreSQL::Test::Cluster->new('notify');
 $node->init;
@@ -36,7 +36,7 @@ ok($node->poll_query_until('postgres',
 	'the pgjq worker runs');
 my $worker = $node->safe_psql('postgres', 'SELECT worker_pid FROM jq_worker_status()');
 is($node->safe_psql('postgres', 'SHOW pgjq.notify_interval'),
-	'50ms', 'pgjq.notify_interval has its default, 50ms');
+	'10ms', 'pgjq.notify_interval has its default, 10ms');
 
 # quiet(SESSION, SQL): query_safe without BackgroundPsql's notes, which
 # would flood the log from the polling loops below
@@ -178,12 +178,12 @@ my @burst = listen_for(4 * $notify_interval);
 my $elapsed = time - $burst_start;
 my $windows = ceil($elapsed / $notify_interval);
 my $count = on_q(@burst);
-note sprintf('500 commits in %.2f s; %d notifications over %.2f s (%d windows of 50 ms)',
+note sprintf('500 commits in %.2f s; %d notifications over %.2f s (%d windows of 10 ms)',
 	$burst_end - $burst_start, $count, $elapsed, $windows);
 cmp_ok($count, '>=', 1, 'the burst wakes the listener');
 cmp_ok($count, '<=', $windows + 2,
-	'at most one notification per 50 ms window (+2 for the edges)');
-cmp_ok($count, '<', 100, 'far fewer notifications than the 500 commits');
+	'at most one notification per 10 ms window (+2 for the edges)');
+cmp_ok($count, '<', 250, 'far fewer notifications than the 500 commits');
 is(scalar(grep { $_->[1] ne $worker } @burst), 0, 'all sent by the worker');
 is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM jq.job j JOIN jq.queue USING (queue_id)
