@@ -24,7 +24,7 @@ SELECT p.oid::regprocedure AS function_without_pinned_search_path
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgjq')
    -- C functions that run no SQL: nothing to resolve, and the row trigger
    -- must stay cheap (a SET clause costs a GUC save and restore per row)
-   AND p.proname NOT IN ('check_queue_name', 'count_trigger')
+   AND p.proname NOT IN ('check_queue_name', 'count_trigger', 'queue_changed', 'lock_queue')
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 
 -- the roles exist and cannot log in

@@ -70,6 +70,24 @@ CREATE TABLE jq.queue (
 
 COMMENT ON TABLE jq.queue IS 'pgjq queues and their settings; change them with jq_create_queue, jq_alter_queue and jq_drop_queue';
 
+-- Each backend caches the queues' settings (src/plans.c); any change of
+-- jq.queue empties every backend's cache when it commits.
+CREATE FUNCTION jq.queue_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_queue_changed';
+
+CREATE TRIGGER queue_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON jq.queue FOR EACH STATEMENT EXECUTE FUNCTION jq.queue_changed();
+
+-- The queue's lock in exclusive mode, to the end of the transaction: waits
+-- for the transactions that are adding jobs to the queue (they hold it in
+-- share mode) and keeps new ones out.  Used by jq_drop_queue.
+CREATE FUNCTION jq.lock_queue(queue_id integer)
+RETURNS void
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'pgjq_lock_queue';
+
 CREATE SEQUENCE jq.job_id_seq AS bigint;
 
 /*
@@ -518,6 +536,8 @@ DECLARE
     live bigint;
 BEGIN
     qid := jq.queue_id(jq_drop_queue.name, lock => true);
+    -- wait for the transactions adding jobs to the queue, keep new ones out
+    PERFORM jq.lock_queue(qid);
 
     IF NOT coalesce(force, false) THEN
         SELECT count(*) INTO live FROM jq.job WHERE queue_id = qid;

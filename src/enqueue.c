@@ -281,7 +281,7 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	pgjq_lookup_queue(opts.queue_name, &queue);
+	pgjq_lookup_queue(opts.queue_name, &queue, true);
 	pgjq_check_payload(payload, &queue, opts.queue_name, 0);
 	if (!PG_ARGISNULL(5))
 		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
@@ -515,7 +515,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	ids = palloc(sizeof(int64) * nelems);
 
 	SPI_connect();
-	pgjq_lookup_queue(opts.queue_name, &queue);
+	pgjq_lookup_queue(opts.queue_name, &queue, true);
 	for (int i = 0; i < nelems; i++)
 		pgjq_check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
 						   &queue, opts.queue_name, i + 1);

@@ -85,7 +85,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	pgjq_init_materialized_srf(fcinfo);
 
 	SPI_connect();
-	pgjq_lookup_queue(queue_name, &queue);
+	pgjq_lookup_queue(queue_name, &queue, false);
 
 	lease_seconds = PG_ARGISNULL(2) ? queue.lease_seconds : PG_GETARG_INT32(2);
 	if (lease_seconds < 1 || lease_seconds > PGJQ_LEASE_SECONDS_MAX)

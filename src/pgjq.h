@@ -23,6 +23,7 @@
 #include "compat.h"
 
 /* limits of the SQL API, documented in README.md */
+#define PGJQ_SCHEMA				"jq"
 #define PGJQ_QUEUE_NAME_MAXLEN	48
 #define PGJQ_PRIORITY_MIN		(-100)
 #define PGJQ_PRIORITY_MAX		100
@@ -78,7 +79,7 @@ typedef struct PgjqQueue
 extern SPIPlanPtr pgjq_get_plan(PgjqPlanId id);
 extern void pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
 							  int expected_rc);
-extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue);
+extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert);
 extern void pgjq_check_queue_name(const char *name);
 extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
 extern int	pgjq_cmp_int64(const void *a, const void *b);
