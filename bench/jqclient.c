@@ -13,6 +13,8 @@
 #include <sys/select.h>
 #include <time.h>
 
+const char *jqc_progname = "jqbench";
+
 int64_t
 jqc_now_us(void)
 {
@@ -38,7 +40,7 @@ jqc_sleep_us(int64_t us)
 static void
 die_res(jqc_client *c, PGresult *res, const char *what)
 {
-	fprintf(stderr, "jqbench: %s failed: %s", what,
+	fprintf(stderr, "%s: %s failed: %s", jqc_progname, what,
 			res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn));
 	if (res)
 		PQclear(res);
@@ -72,12 +74,11 @@ jqc_exec(jqc_client *c, const char *sql)
 	PQclear(res);
 }
 
-void
-jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
-			const char *queue, int floor_notify)
+/* checks the queue name, fills in c and connects; no statements prepared */
+static void
+open_conn(jqc_client *c, const char *conninfo, jqc_backend backend,
+		  const char *queue, int floor_notify)
 {
-	char		sql[1024];
-
 	memset(c, 0, sizeof(*c));
 	c->backend = backend;
 	c->floor_notify = floor_notify;
@@ -86,7 +87,7 @@ jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 	for (const char *p = queue; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
 		{
-			fprintf(stderr, "jqbench: bad queue name \"%s\"\n", queue);
+			fprintf(stderr, "%s: bad queue name \"%s\"\n", jqc_progname, queue);
 			exit(2);
 		}
 	if (backend == JQC_PGJQ)
@@ -97,10 +98,19 @@ jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 	c->conn = PQconnectdb(conninfo);
 	if (PQstatus(c->conn) != CONNECTION_OK)
 	{
-		fprintf(stderr, "jqbench: connection failed: %s", PQerrorMessage(c->conn));
+		fprintf(stderr, "%s: connection failed: %s", jqc_progname,
+				PQerrorMessage(c->conn));
 		exit(1);
 	}
+}
 
+void
+jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
+			const char *queue, int floor_notify)
+{
+	char		sql[1024];
+
+	open_conn(c, conninfo, backend, queue, floor_notify);
 	if (backend == JQC_PGJQ)
 	{
 		snprintf(sql, sizeof(sql),
@@ -153,6 +163,12 @@ jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 }
 
 void
+jqc_connect_plain(jqc_client *c, const char *conninfo, const char *queue)
+{
+	open_conn(c, conninfo, JQC_PGJQ, queue, 0);
+}
+
+void
 jqc_close(jqc_client *c)
 {
 	if (c->conn)
@@ -186,6 +202,12 @@ drain_notifies(jqc_client *c)
 int
 jqc_wait_notify(jqc_client *c, int timeout_ms)
 {
+	return jqc_wait_notify_fd(c, timeout_ms, -1);
+}
+
+int
+jqc_wait_notify_fd(jqc_client *c, int timeout_ms, int wake_fd)
+{
 	int			sock = PQsocket(c->conn);
 	int			got;
 	fd_set		rfds;
@@ -200,17 +222,19 @@ jqc_wait_notify(jqc_client *c, int timeout_ms)
 
 	FD_ZERO(&rfds);
 	FD_SET(sock, &rfds);
+	if (wake_fd >= 0)
+		FD_SET(wake_fd, &rfds);
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
-	r = select(sock + 1, &rfds, NULL, NULL, &tv);
+	r = select((wake_fd > sock ? wake_fd : sock) + 1, &rfds, NULL, NULL, &tv);
 	if (r < 0)
 	{
 		if (errno == EINTR)
 			return 0;
-		perror("jqbench: select");
+		fprintf(stderr, "%s: select: %s\n", jqc_progname, strerror(errno));
 		exit(1);
 	}
-	if (r > 0)
+	if (r > 0 && FD_ISSET(sock, &rfds))
 	{
 		if (!PQconsumeInput(c->conn))
 			die_res(c, NULL, "PQconsumeInput");
@@ -252,7 +276,7 @@ buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 		*buf = realloc(*buf, ncap);
 		if (!*buf)
 		{
-			perror("jqbench: realloc");
+			fprintf(stderr, "%s: realloc: %s\n", jqc_progname, strerror(errno));
 			exit(1);
 		}
 		*cap = ncap;

@@ -39,9 +39,20 @@ typedef struct jqc_job
 int64_t		jqc_now_us(void);
 void		jqc_sleep_us(int64_t us);
 
+/* the program name that starts the error messages (default "jqbench") */
+extern const char *jqc_progname;
+
 /* connect and prepare the statements; exits the process on error */
 void		jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 						const char *queue, int floor_notify);
+
+/*
+ * connect to pgjq's queue (for jqc_listen and jqc_wait_notify) without
+ * preparing the statements above, for a client that prepares its own
+ * (docs/workers/c); exits the process on error
+ */
+void		jqc_connect_plain(jqc_client *c, const char *conninfo, const char *queue);
+
 void		jqc_close(jqc_client *c);
 
 /* plain statement without results; exits on error */
@@ -57,6 +68,14 @@ void		jqc_listen(jqc_client *c);
  * dequeue is not lost.
  */
 int			jqc_wait_notify(jqc_client *c, int timeout_ms);
+
+/*
+ * The same, and also returns (with the notifications consumed, often 0) as
+ * soon as wake_fd is readable, without reading it: the read end of a
+ * self-pipe that a signal handler writes to, so that a signal arriving just
+ * before the wait still ends it.  wake_fd < 0: none.
+ */
+int			jqc_wait_notify_fd(jqc_client *c, int timeout_ms, int wake_fd);
 
 /* one job in its own transaction; returns its id */
 int64_t		jqc_enqueue(jqc_client *c, const char *payload, int priority);
