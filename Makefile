@@ -31,10 +31,14 @@ OBJS = \
 	src/worker.o \
 	src/stats.o
 
-# sql/pgjq.sql is the one editable install script; released upgrade
-# deltas (sql/pgjq--A--B.sql) are frozen
+# sql/pgjq.sql is the one editable install script: the build copies it to
+# sql/pgjq--<default_version>.sql.  Released versions are frozen: their
+# install scripts (sql/pgjq--0.1.0.sql) and the upgrade deltas between them
+# (sql/pgjq--A--B.sql) are committed and never edited.  When releasing,
+# bump default_version in pgjq.control, add the delta from the previous
+# version, and move the /sql/pgjq--<version>.sql line of .gitignore.
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -279,6 +279,21 @@ AS $$
     END
 $$;
 
+-- Raises 22023 when an interval setting exceeds 100 years.
+CREATE FUNCTION jq.check_interval_bound(setting text, value interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value > interval '100 years' THEN
+        RAISE EXCEPTION '% must be at most 100 years', setting
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', value);
+    END IF;
+END
+$$;
+
 -- Validates queue settings with friendly errors; used by create and alter.
 CREATE FUNCTION jq.check_queue_settings(q jq.queue)
 RETURNS void
@@ -325,6 +340,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
     END IF;
+    -- at most 100 years, so that the clock plus or minus any of them stays a
+    -- valid timestamp (retention, idempotency and retry times are computed
+    -- that way) instead of failing later, in the worker or in jq_fail
+    PERFORM jq.check_interval_bound(v.setting, v.value)
+       FROM (VALUES ('backoff_base', q.backoff_base), ('backoff_cap', q.backoff_cap),
+                    ('result_retention', q.result_retention),
+                    ('dead_letter_retention', q.dead_letter_retention),
+                    ('idempotency_window', q.idempotency_window)) AS v(setting, value);
     IF q.alert_depth_warning < 1 OR q.alert_depth_critical < 1
        OR q.alert_depth_critical < q.alert_depth_warning THEN
         RAISE EXCEPTION 'alert depths must be positive, and critical not below warning'
@@ -723,9 +746,13 @@ AS $$
                CASE WHEN j.cancel_requested THEN 'c'
                     WHEN $3 OR j.attempt >= q.max_attempts THEN 'x'
                     ELSE 's' END AS outcome,
-               coalesce($4, $5 + least(q.backoff_cap,
-                                       q.backoff_base * power(2, least(greatest(j.attempt - 1, 0), 40)))
-                                 * random()) AS retry_at
+               -- in seconds, as doubles: base x 2^(n-1) as an interval
+               -- overflows long before the cap applies (1 day x 2^31)
+               coalesce($4, $5 + pg_catalog.make_interval(secs =>
+                   least(extract(epoch FROM q.backoff_cap)::float8,
+                         extract(epoch FROM q.backoff_base)::float8
+                         * power(2, least(greatest(j.attempt - 1, 0), 40)))
+                   * random())) AS retry_at
           FROM jq.job j JOIN jq.queue q USING (queue_id)
          WHERE j.id = ANY ($1) AND j.state = 'l'
     ), retried AS (

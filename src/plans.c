@@ -29,6 +29,8 @@
 #include "funcapi.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -354,6 +356,15 @@ static HTAB *queue_cache = NULL;
 static Oid	queue_relid = InvalidOid;	/* jq.queue, found on first use */
 static uint64 queue_cache_generation = 0;	/* bumped by every reset */
 
+/*
+ * A schema of version 0.1.0 (the library is new, ALTER EXTENSION UPDATE
+ * has not run yet) has neither the invalidating trigger nor jq.lock_queue:
+ * then nothing is cached and nothing is locked, as in 0.1.0.  Known from
+ * the existence of jq.queue_changed(); creating it invalidates jq.queue,
+ * so the answer is looked up again after the update.
+ */
+static bool queue_cache_usable = false;
+
 static void
 queue_cache_reset(Datum arg, Oid relid)
 {
@@ -381,8 +392,16 @@ queue_cache_init(void)
 		callback_registered = true;
 	}
 	if (queue_relid == InvalidOid)
+	{
+		Oid			argtypes[1];
+
 		queue_relid = get_relname_relid("queue",
 										get_namespace_oid(PGJQ_SCHEMA, false));
+		queue_cache_usable =
+			OidIsValid(LookupFuncName(list_make2(makeString(PGJQ_SCHEMA),
+												 makeString("queue_changed")),
+									  0, argtypes, true));
+	}
 	if (queue_cache == NULL)
 	{
 		info.keysize = PGJQ_QUEUE_NAME_MAXLEN + 1;
@@ -464,11 +483,14 @@ pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert)
 						 errhint("Create it with jq_create_queue('%s').", name)));
 			/* read_queue may have processed invalidations: init again */
 			queue_cache_init();
-			entry = hash_search(queue_cache, name, HASH_ENTER, &found);
-			entry->queue = *queue;
+			if (queue_cache_usable)
+			{
+				entry = hash_search(queue_cache, name, HASH_ENTER, &found);
+				entry->queue = *queue;
+			}
 		}
 
-		if (!for_insert)
+		if (!for_insert || !queue_cache_usable)
 			return;
 
 		/*

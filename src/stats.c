@@ -288,12 +288,14 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 	const char *table;
 	bool		isnull;
 
+	/*
+	 * BEFORE or AFTER both count right; version 0.1.0 declared every one of
+	 * these triggers BEFORE, and this library must keep serving a 0.1.0
+	 * schema until ALTER EXTENSION pgjq UPDATE runs.
+	 */
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs != 1 ||
-		(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ?
-		 !TRIGGER_FIRED_BEFORE(trigdata->tg_event) :
-		 !TRIGGER_FIRED_AFTER(trigdata->tg_event)))
-		elog(ERROR, "pgjq: count_trigger must be a BEFORE INSERT or AFTER UPDATE or DELETE row trigger with one argument");
+		trigdata->tg_trigger->tgnargs != 1)
+		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
 
 	desc = RelationGetDescr(trigdata->tg_relation);
 	table = trigdata->tg_trigger->tgargs[0];

@@ -1,0 +1,229 @@
+/*
+ * pgjq 0.1.0 -> 0.2.0
+ *
+ * - jq.job loses its two CHECK constraints: the count trigger checks the
+ *   same invariants in C (the executor parsed the CHECKs for every
+ *   statement: 5% of an enqueue).
+ * - The count triggers on UPDATE and DELETE become AFTER triggers (a
+ *   BEFORE ROW trigger made every ack WAL-log a row lock).
+ * - Queue settings are cached per backend: a statement trigger on jq.queue
+ *   invalidates the caches; enqueues take a share lock on their queue and
+ *   jq_drop_queue an exclusive one (jq.lock_queue), so a drop can no longer
+ *   orphan the jobs of a concurrent enqueue.
+ * - Interval settings of a queue are bounded at 100 years, and the retry
+ *   delay is computed without overflowing (jq.fail_leased).
+ *
+ * The library of 0.2.0 still serves a 0.1.0 schema until this script runs.
+ */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION pgjq UPDATE TO '0.2.0'" to load this file. \quit
+
+ALTER TABLE jq.job DROP CONSTRAINT job_state_check, DROP CONSTRAINT job_lease_check;
+
+DROP TRIGGER job_count ON jq.job;
+DROP TRIGGER dead_letter_count ON jq.dead_letter;
+CREATE TRIGGER job_count_insert BEFORE INSERT
+    ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority OR DELETE
+    ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
+CREATE TRIGGER dead_letter_count_insert BEFORE INSERT
+    ON jq.dead_letter FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('dead_letter');
+CREATE TRIGGER dead_letter_count AFTER DELETE
+    ON jq.dead_letter FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('dead_letter');
+
+CREATE FUNCTION jq.queue_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_queue_changed';
+
+CREATE TRIGGER queue_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON jq.queue FOR EACH STATEMENT EXECUTE FUNCTION jq.queue_changed();
+
+CREATE FUNCTION jq.lock_queue(queue_id integer)
+RETURNS void
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'pgjq_lock_queue';
+
+CREATE FUNCTION jq.check_interval_bound(setting text, value interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value > interval '100 years' THEN
+        RAISE EXCEPTION '% must be at most 100 years', setting
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', value);
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION jq.queue_changed(), jq.lock_queue(integer),
+    jq.check_interval_bound(text, interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION jq.check_queue_settings(q jq.queue)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF q.lease_seconds IS NULL OR q.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and 86400'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.lease_seconds::text, 'NULL')),
+                  HINT = 'Long jobs should extend their lease with jq_extend rather than take a long one.';
+    END IF;
+    IF q.max_attempts IS NULL OR q.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.max_attempts::text, 'NULL'));
+    END IF;
+    IF q.backoff_base IS NULL OR q.backoff_base <= interval '0' THEN
+        RAISE EXCEPTION 'backoff_base must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.backoff_base::text, 'NULL'));
+    END IF;
+    IF q.backoff_cap IS NULL OR q.backoff_cap < q.backoff_base THEN
+        RAISE EXCEPTION 'backoff_cap must not be less than backoff_base'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got backoff_base %s and backoff_cap %s.',
+                                  q.backoff_base, coalesce(q.backoff_cap::text, 'NULL'));
+    END IF;
+    IF q.result_retention IS NULL OR q.result_retention < interval '0' THEN
+        RAISE EXCEPTION 'result_retention must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.result_retention::text, 'NULL'));
+    END IF;
+    IF q.dead_letter_retention IS NULL OR q.dead_letter_retention < q.result_retention THEN
+        RAISE EXCEPTION 'dead_letter_retention must not be less than result_retention'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got result_retention %s and dead_letter_retention %s.',
+                                  q.result_retention, coalesce(q.dead_letter_retention::text, 'NULL')),
+                  HINT = 'Dead letters are kept at least as long as results, so failures can be examined after successes are gone.';
+    END IF;
+    IF q.idempotency_window IS NULL OR q.idempotency_window < interval '0' THEN
+        RAISE EXCEPTION 'idempotency_window must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
+    END IF;
+    -- at most 100 years, so that the clock plus or minus any of them stays a
+    -- valid timestamp (retention, idempotency and retry times are computed
+    -- that way) instead of failing later, in the worker or in jq_fail
+    PERFORM jq.check_interval_bound(v.setting, v.value)
+       FROM (VALUES ('backoff_base', q.backoff_base), ('backoff_cap', q.backoff_cap),
+                    ('result_retention', q.result_retention),
+                    ('dead_letter_retention', q.dead_letter_retention),
+                    ('idempotency_window', q.idempotency_window)) AS v(setting, value);
+    IF q.alert_depth_warning < 1 OR q.alert_depth_critical < 1
+       OR q.alert_depth_critical < q.alert_depth_warning THEN
+        RAISE EXCEPTION 'alert depths must be positive, and critical not below warning'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got warning %s and critical %s.',
+                                  coalesce(q.alert_depth_warning::text, 'NULL'),
+                                  coalesce(q.alert_depth_critical::text, 'NULL'));
+    END IF;
+    IF q.alert_age_warning <= interval '0' THEN
+        RAISE EXCEPTION 'alert_age_warning must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', q.alert_age_warning);
+    END IF;
+    IF q.max_payload_bytes IS NULL OR q.max_payload_bytes NOT BETWEEN 16 AND 67108864 THEN
+        RAISE EXCEPTION 'max_payload_bytes must be between 16 and 67108864'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.max_payload_bytes::text, 'NULL'));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.jq_drop_queue(name text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    live bigint;
+BEGIN
+    qid := jq.queue_id(jq_drop_queue.name, lock => true);
+    -- wait for the transactions adding jobs to the queue, keep new ones out
+    PERFORM jq.lock_queue(qid);
+
+    IF NOT coalesce(force, false) THEN
+        SELECT count(*) INTO live FROM jq.job WHERE queue_id = qid;
+        IF live > 0 THEN
+            RAISE EXCEPTION 'queue "%" has unfinished jobs', jq_drop_queue.name
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('Unfinished jobs (ready, scheduled or leased): %s.', live),
+                      HINT = 'Drain the queue first, or pass force => true to drop its jobs too.';
+        END IF;
+    END IF;
+
+    DELETE FROM jq.job WHERE queue_id = qid;
+    DELETE FROM jq.job_result WHERE queue_id = qid;
+    DELETE FROM jq.dead_letter WHERE queue_id = qid;
+    DELETE FROM jq.idempotency_key WHERE queue_id = qid;
+    DELETE FROM jq.stats_history WHERE queue_id = qid;
+    UPDATE jq.alert SET cleared_at = clock_timestamp()
+     WHERE queue_id = qid AND cleared_at IS NULL;
+    DELETE FROM jq.queue WHERE queue_id = qid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
+                               retry_at timestamptz, now timestamptz)
+RETURNS TABLE (job_id bigint, state text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH target AS (
+        SELECT j.id, j.attempt, j.cancel_requested, q.max_attempts, q.name,
+               jsonb_build_array(jsonb_build_object(
+                   'attempt', j.attempt, 'error', $2, 'at', $5)) AS err,
+               CASE WHEN j.cancel_requested THEN 'c'
+                    WHEN $3 OR j.attempt >= q.max_attempts THEN 'x'
+                    ELSE 's' END AS outcome,
+               -- in seconds, as doubles: base x 2^(n-1) as an interval
+               -- overflows long before the cap applies (1 day x 2^31)
+               coalesce($4, $5 + pg_catalog.make_interval(secs =>
+                   least(extract(epoch FROM q.backoff_cap)::float8,
+                         extract(epoch FROM q.backoff_base)::float8
+                         * power(2, least(greatest(j.attempt - 1, 0), 40)))
+                   * random())) AS retry_at
+          FROM jq.job j JOIN jq.queue q USING (queue_id)
+         WHERE j.id = ANY ($1) AND j.state = 'l'
+    ), retried AS (
+        UPDATE jq.job j
+           SET state = CASE WHEN t.retry_at <= $5 THEN 'r' ELSE 's' END,
+               run_at = t.retry_at,
+               lease_expires_at = NULL,
+               errors = coalesce(j.errors, '[]') || t.err
+          FROM target t
+         WHERE j.id = t.id AND t.outcome = 's'
+        RETURNING j.id, j.state, j.run_at
+    ), removed AS (
+        DELETE FROM jq.job j USING target t
+         WHERE j.id = t.id AND t.outcome IN ('x', 'c')
+        RETURNING j.*, t.outcome, t.name AS queue_name,
+                  coalesce(j.errors, '[]') || t.err AS all_errors
+    ), dead AS (
+        INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
+                                    errors, last_error, lease_token, run_at,
+                                    enqueued_at, failed_at)
+        SELECT id, queue_id, queue_name, priority, attempt, payload, all_errors, $2,
+               lease_token, run_at, enqueued_at, $5
+          FROM removed WHERE outcome = 'x'
+        RETURNING job_id
+    ), cancelled AS (
+        INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
+                                   last_error, run_at, enqueued_at, started_at, finished_at)
+        SELECT id, queue_id, 'c', priority, attempt, NULL, $2, run_at, enqueued_at,
+               started_at, $5
+          FROM removed WHERE outcome = 'c'
+        RETURNING job_id
+    )
+    SELECT id, jq.state_name(state, run_at) FROM retried
+    UNION ALL SELECT job_id, 'dead' FROM dead
+    UNION ALL SELECT job_id, 'cancelled' FROM cancelled
+$$;
