@@ -12,6 +12,8 @@
  *   orphan the jobs of a concurrent enqueue.
  * - Interval settings of a queue are bounded at 100 years, and the retry
  *   delay is computed without overflowing (jq.fail_leased).
+ * - jq_redrive refuses NULL elements, more than one dimension and more
+ *   than 10,000 ids in job_ids.
  *
  * The library of 0.2.0 still serves a 0.1.0 schema until this script runs.
  */
@@ -226,4 +228,52 @@ AS $$
     SELECT id, jq.state_name(state, run_at) FROM retried
     UNION ALL SELECT job_id, 'dead' FROM dead
     UNION ALL SELECT job_id, 'cancelled' FROM cancelled
+$$;
+
+CREATE OR REPLACE FUNCTION public.jq_redrive(queue text, job_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    moved integer;
+BEGIN
+    qid := jq.queue_id(jq_redrive.queue);
+    IF array_ndims(job_ids) > 1 THEN
+        RAISE EXCEPTION 'job_ids must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job_ids must not contain nulls'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('Element %s is null.', array_position(job_ids, NULL));
+    END IF;
+    IF cardinality(job_ids) > 10000 THEN
+        RAISE EXCEPTION 'a batch may hold at most 10000 jobs'
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('Got %s.', cardinality(job_ids)),
+                  HINT = 'Pass NULL to redrive every dead letter of the queue, or redrive in batches.';
+    END IF;
+
+    -- back to ready under the same id, with fresh attempts; the error
+    -- history and the lease token's delivery count are kept
+    WITH moved AS (
+        DELETE FROM jq.dead_letter d
+         WHERE d.queue_id = qid
+           AND (jq_redrive.job_ids IS NULL OR d.job_id = ANY (jq_redrive.job_ids))
+        RETURNING d.*
+    )
+    INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
+                        enqueued_at, errors, payload)
+    SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
+           enqueued_at, errors, payload
+      FROM moved;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM jq.wake_at_commit(qid);
+    END IF;
+    RETURN moved;
+END
 $$;

@@ -956,6 +956,21 @@ DECLARE
     moved integer;
 BEGIN
     qid := jq.queue_id(jq_redrive.queue);
+    IF array_ndims(job_ids) > 1 THEN
+        RAISE EXCEPTION 'job_ids must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job_ids must not contain nulls'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('Element %s is null.', array_position(job_ids, NULL));
+    END IF;
+    IF cardinality(job_ids) > 10000 THEN
+        RAISE EXCEPTION 'a batch may hold at most 10000 jobs'
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('Got %s.', cardinality(job_ids)),
+                  HINT = 'Pass NULL to redrive every dead letter of the queue, or redrive in batches.';
+    END IF;
 
     -- back to ready under the same id, with fresh attempts; the error
     -- history and the lease token's delivery count are kept

@@ -420,8 +420,8 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
 
     -- job ids and lease tokens: a stale or unknown one is refused, not an error
     (1, 'jq_ack|jq_fail|jq_extend|jq_cancel', 'job_id', 'null', '22004', NULL),
-    (1, 'jq_result', 'job_id', 'null', 'noop|22004',
-        'README: 22004 for a NULL job id; jq_result(NULL) gives no row, like an unknown id. Either is accepted'),
+    (1, 'jq_result', 'job_id', 'null', 'noop',
+        'documented: jq_result(NULL) gives no row, like an unknown id'),
     (1, 'jq_ack|jq_fail|jq_extend|jq_result|jq_cancel', 'job_id',
         'zero|neg1|unknown|int4max_plus|int8max|int8min', 'noop', NULL),
     (1, 'jq_ack|jq_fail|jq_extend', 'job_id', 'ready|scheduled|done|dead', 'noop', NULL),
@@ -450,12 +450,9 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (1, 'jq_redrive', 'job_ids', 'null|lbshift|longer', 'ok', NULL),
     (1, 'jq_redrive', 'job_ids',
         'empty|elem:(zero|neg1|unknown|int4max_plus|int8max|int8min|ready|other_queue)', 'noop', NULL),
-    (1, 'jq_redrive', 'job_ids', 'elem:null', 'noop|22004',
-        'README: 22004 for NULL array elements; jq_redrive ignores them like unknown ids. Either is accepted'),
-    (1, 'jq_redrive', 'job_ids', 'twodim', 'ok|2202E',
-        'README: 2202E for arrays of more than one dimension; jq_redrive flattens them. Either is accepted'),
-    (1, 'jq_redrive', 'job_ids', 'n10001', 'ok|54000',
-        'README: batches up to 10,000; jq_redrive takes more. Either is accepted'),
+    (1, 'jq_redrive', 'job_ids', 'elem:null', '22004', 'fixed in 0.2.0: NULL elements were ignored'),
+    (1, 'jq_redrive', 'job_ids', 'twodim', '2202E', 'fixed in 0.2.0: two-dimensional arrays were flattened'),
+    (1, 'jq_redrive', 'job_ids', 'n10001', '54000', 'fixed in 0.2.0: more than 10,000 ids were taken'),
 
     -- batches: labels up to 512 bytes
     (1, 'jq_create_batch|jq_submit_batch', 'label', 'len1000|1mb|lbl513|utf8_514', '54000', NULL),
