@@ -17,6 +17,8 @@
  * an idempotency key, or one inside a savepoint that is rolled back; they
  * sleep inside the transaction (so that it can be terminated there), then
  * commit, or deliberately roll back.  They log
+ * (C, R and U lines carry, as their token, the start of the server that
+ * gave out the id: see Actor.server_start)
  *   C id   COMMIT succeeded: the job must exist exactly once
  *   R id   never committed (rolled back, savepoint rolled back, or an error
  *          before COMMIT was sent): the job must not exist anywhere
@@ -102,6 +104,14 @@ typedef struct Actor
 	PGconn	   *conn;
 	char		appname[64];
 	pthread_t	thread;
+	/*
+	 * producers: the start of the server the connection reaches
+	 * (pg_postmaster_start_time, us since the epoch), logged with each id.
+	 * A sequence value that only a transaction which never committed had
+	 * used can come again after a crash (its WAL was never flushed), so an
+	 * id is unique only together with the server's start.
+	 */
+	int64_t		server_start;
 	/* what it did, for the summary */
 	long		events;
 } Actor;
@@ -266,6 +276,17 @@ ensure_conn(Actor *a)
 		{
 			int			ok = 1;
 
+			if (a->role == ROLE_PRODUCER)
+			{
+				PGresult   *res = PQexec(a->conn,
+										 "SELECT (extract(epoch FROM pg_postmaster_start_time())"
+										 " * 1000000)::bigint");
+
+				ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+				if (ok)
+					a->server_start = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+				PQclear(res);
+			}
 			if (a->role == ROLE_WORKER)
 			{
 				/* half the workers hit lock_timeout, the others statement_timeout */
@@ -511,7 +532,7 @@ static void
 log_ids(Actor *a, const PendingId *ids, int nids, const char *kind, const char *why)
 {
 	for (int i = 0; i < nids; i++)
-		logev(a, ids[i].savepoint_rolled_back ? "R" : kind, ids[i].id, 0,
+		logev(a, ids[i].savepoint_rolled_back ? "R" : kind, ids[i].id, a->server_start,
 			  ids[i].savepoint_rolled_back ? "savepoint" : why);
 }
 

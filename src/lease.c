@@ -20,8 +20,10 @@
  */
 #include "pgjq.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -56,8 +58,8 @@ put_spi_result(FunctionCallInfo fcinfo)
  * jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
  * jobs of the queue, most urgent first (priority descending, then run_at,
  * then id), and returns one row per job.  The lease runs from the clock
- * at the call (clock_timestamp(), not the start of the caller's
- * transaction); all jobs of one call share that start.
+ * once the call holds its table lock (not the start of the caller's
+ * transaction or statement); all jobs of one call share that start.
  */
 Datum
 pgjq_dequeue(PG_FUNCTION_ARGS)
@@ -67,7 +69,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	int32		max_jobs;
 	int32		lease_seconds;
 	Datum		values[4];
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -96,6 +98,16 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 				 errdetail("Got %d.", lease_seconds),
 				 errhint("Pass NULL for the queue's default lease of %d seconds; extend a long job's lease as it runs.",
 						 queue.lease_seconds)));
+
+	/*
+	 * Take the lock the statements below need on jq.job before reading the
+	 * clock that starts the lease: a dequeue that waits for a lock (behind
+	 * the counter rebuild's SHARE lock after a start, or DDL) must not hand
+	 * out a lease shortened by the wait, or one that expired while it
+	 * waited.  Row locks need no such care: SKIP LOCKED never waits.
+	 */
+	(void) RangeVarGetRelid(makeRangeVar(PGJQ_SCHEMA, "job", -1), RowExclusiveLock, false);
+	now = GetCurrentTimestamp();
 
 	values[0] = Int32GetDatum(queue.queue_id);
 	values[1] = TimestampTzGetDatum(now);
