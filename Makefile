@@ -77,7 +77,7 @@ all install installcheck:
 	@exit 1
 endif
 
-.PHONY: demo test bench bench-quick
+.PHONY: demo test bench bench-quick soak
 
 demo:
 	bash test/bin/demo.sh
@@ -90,3 +90,6 @@ bench:
 
 bench-quick:
 	bash bench/run.sh quick
+
+soak:
+	bash bench/soak.sh
