@@ -12,6 +12,10 @@
  *   orphan the jobs of a concurrent enqueue.
  * - Interval settings of a queue are bounded at 100 years, and the retry
  *   delay is computed without overflowing (jq.fail_leased).
+ * - The API functions that write jq.job and jq.job_result or
+ *   jq.dead_letter lock jq.job first, and the counter rebuild gives up
+ *   before the deadlock detector would cancel a client: an ack could
+ *   deadlock with the rebuild (it locked jq.job_result first).
  * - jq_redrive refuses NULL elements, more than one dimension and more
  *   than 10,000 ids in job_ids.
  *
@@ -241,6 +245,9 @@ DECLARE
     moved integer;
 BEGIN
     qid := jq.queue_id(jq_redrive.queue);
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
     IF array_ndims(job_ids) > 1 THEN
         RAISE EXCEPTION 'job_ids must be a one-dimensional array'
             USING ERRCODE = 'array_subscript_error';
@@ -275,5 +282,126 @@ BEGIN
         PERFORM jq.wake_at_commit(qid);
     END IF;
     RETURN moved;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.jq_fail(
+    job_id bigint,
+    lease_token bigint,
+    error text,
+    retry_in interval DEFAULT NULL,
+    permanent boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now timestamptz := clock_timestamp();
+    new_state text;
+    msg text := jq_fail.error;
+    n integer := 8000;
+BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the job_id and lease_token columns that jq_dequeue returned.';
+    END IF;
+    IF jq_fail.error IS NULL THEN
+        RAISE EXCEPTION 'error must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
+    END IF;
+    IF retry_in IS NOT NULL AND (retry_in < interval '0' OR retry_in > interval '366 days') THEN
+        RAISE EXCEPTION 'retry_in must be between 0 and 366 days'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', retry_in);
+    END IF;
+
+    -- keep errors bounded: a stack trace is welcome, a core dump is not.
+    -- Cut at a character boundary to at most 8000 bytes.
+    IF octet_length(msg) > 8192 THEN
+        WHILE octet_length(left(msg, n)) > 8000 LOOP
+            n := n * 3 / 4;
+        END LOOP;
+        msg := left(msg, n) || ' ... (truncated)';
+    END IF;
+
+    -- lock the job only if this lease is still its current one
+    PERFORM FROM jq.job j
+      WHERE j.id = jq_fail.job_id AND j.lease_token = jq_fail.lease_token AND j.state = 'l'
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;        -- stale token: refused, nothing changed
+    END IF;
+
+    SELECT f.state INTO new_state
+      FROM jq.fail_leased(ARRAY[jq_fail.job_id], msg,
+                          coalesce(permanent, false),
+                          now + retry_in, now) f;
+    IF new_state = 'ready' THEN
+        PERFORM jq.wake_at_commit(j.queue_id) FROM jq.job j WHERE j.id = jq_fail.job_id;
+    END IF;
+    RETURN new_state;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.jq_cancel(job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    IF jq_cancel.job_id IS NULL THEN
+        RAISE EXCEPTION 'job_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    -- a ready or scheduled job is cancelled at once
+    WITH gone AS (
+        DELETE FROM jq.job j
+         WHERE j.id = jq_cancel.job_id AND j.state IN ('r', 's')
+        RETURNING j.*
+    )
+    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
+                               last_error, run_at, enqueued_at, started_at, finished_at)
+    SELECT id, queue_id, 'c', priority, attempt, NULL, errors -> -1 ->> 'error',
+           run_at, enqueued_at, started_at, clock_timestamp()
+      FROM gone;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+
+    -- a leased one is marked: its ack returns false, it is never retried
+    UPDATE jq.job j SET cancel_requested = true
+     WHERE j.id = jq_cancel.job_id AND j.state = 'l' AND NOT j.cancel_requested;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.lock_for_rebuild(timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- give up before the deadlock detector would cancel a client: every
+    -- API function locks jq.job first, so no cycle should form, but an
+    -- operator's own transaction may lock these tables in another order
+    PERFORM set_config('lock_timeout',
+        least(timeout_ms, greatest(10, (SELECT setting::integer / 2 FROM pg_settings
+                                         WHERE name = 'deadlock_timeout')))::text, true);
+    LOCK TABLE jq.job, jq.job_result, jq.dead_letter IN SHARE MODE;
+    PERFORM set_config('lock_timeout', '0', true);
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
 END
 $$;

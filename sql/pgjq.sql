@@ -807,6 +807,9 @@ DECLARE
     msg text := jq_fail.error;
     n integer := 8000;
 BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
     IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
         RAISE EXCEPTION 'job_id and lease_token must not be null'
             USING ERRCODE = 'null_value_not_allowed',
@@ -916,6 +919,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
     IF jq_cancel.job_id IS NULL THEN
         RAISE EXCEPTION 'job_id must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -956,6 +962,9 @@ DECLARE
     moved integer;
 BEGIN
     qid := jq.queue_id(jq_redrive.queue);
+    -- jq.job before jq.job_result and jq.dead_letter, as every API function
+    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
     IF array_ndims(job_ids) > 1 THEN
         RAISE EXCEPTION 'job_ids must be a one-dimensional array'
             USING ERRCODE = 'array_subscript_error';
@@ -1160,7 +1169,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM set_config('lock_timeout', timeout_ms::text, true);
+    -- give up before the deadlock detector would cancel a client: every
+    -- API function locks jq.job first, so no cycle should form, but an
+    -- operator's own transaction may lock these tables in another order
+    PERFORM set_config('lock_timeout',
+        least(timeout_ms, greatest(10, (SELECT setting::integer / 2 FROM pg_settings
+                                         WHERE name = 'deadlock_timeout')))::text, true);
     LOCK TABLE jq.job, jq.job_result, jq.dead_letter IN SHARE MODE;
     PERFORM set_config('lock_timeout', '0', true);
     RETURN true;

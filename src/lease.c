@@ -20,10 +20,8 @@
  */
 #include "pgjq.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
-#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -106,7 +104,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	 * out a lease shortened by the wait, or one that expired while it
 	 * waited.  Row locks need no such care: SKIP LOCKED never waits.
 	 */
-	(void) RangeVarGetRelid(makeRangeVar(PGJQ_SCHEMA, "job", -1), RowExclusiveLock, false);
+	pgjq_lock_job_table();
 	now = GetCurrentTimestamp();
 
 	values[0] = Int32GetDatum(queue.queue_id);
@@ -155,6 +153,7 @@ pgjq_ack(PG_FUNCTION_ARGS)
 		values[2] = PG_GETARG_DATUM(2);
 
 	SPI_connect();
+	pgjq_lock_job_table();		/* before jq.job_result: see the function */
 	pgjq_execute_plan(PGJQ_PLAN_ACK, values, nulls, SPI_OK_INSERT_RETURNING);
 	acked = false;
 	if (SPI_processed == 1)
@@ -280,6 +279,7 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(ids_arr);
 	values[1] = PointerGetDatum(tokens_arr);
 	SPI_connect();
+	pgjq_lock_job_table();		/* before jq.job_result: see the function */
 	pgjq_execute_plan(PGJQ_PLAN_ACK_BATCH, values, nulls, SPI_OK_SELECT);
 	put_spi_result(fcinfo);
 	SPI_finish();

@@ -31,6 +31,7 @@
 #include "commands/trigger.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "storage/lockdefs.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -502,6 +503,20 @@ pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert)
 		if (generation == queue_cache_generation)
 			return;
 	}
+}
+
+/*
+ * pgjq_lock_job_table takes ROW EXCLUSIVE on jq.job.  Every API function
+ * that writes jq.job, jq.job_result or jq.dead_letter takes it first, so
+ * that it never waits for jq.job while holding one of the others: the
+ * counter rebuild takes SHARE locks on the three tables in that order, and
+ * a writer that had jq.job_result already (an ack's plan locks its INSERT
+ * target first) and then waited for jq.job would deadlock with it.
+ */
+void
+pgjq_lock_job_table(void)
+{
+	(void) RangeVarGetRelid(makeRangeVar(PGJQ_SCHEMA, "job", -1), RowExclusiveLock, false);
 }
 
 /*
