@@ -74,3 +74,17 @@ SELECT lease_token AS t1 FROM jq_dequeue('work') \gset
 UPDATE jq.job SET state = 'r', lease_expires_at = NULL WHERE id = :r;
 SELECT lease_token AS t2, attempt FROM jq_dequeue('work') \gset
 SELECT :t2 > :t1 AS token_grew, :attempt AS attempt, (:t2 >> 32) AS deliveries;
+
+-- a scheduled job that falls due is promoted by the dequeue itself (here in
+-- the same transaction, where the background worker cannot see it), and a
+-- dequeue with nothing due promotes nothing
+SELECT 1 FROM jq_create_queue('due');
+SELECT jq_enqueue('due', '{"later": 1}', run_at => now() + interval '1 hour') > 0 AS scheduled;
+BEGIN;
+SELECT count(*) AS nothing_due FROM jq_dequeue('due', 5);
+UPDATE jq.job SET run_at = now() - interval '1 second'
+ WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'due');
+SELECT payload FROM jq_dequeue('due', 5);
+ROLLBACK;
+SELECT state FROM jq.job WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'due');
+SELECT jq_drop_queue('due', force => true);

@@ -20,8 +20,16 @@
  */
 #include "pgjq.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -53,6 +61,44 @@ put_spi_result(FunctionCallInfo fcinfo)
 }
 
 /*
+ * due_scheduled_job tells whether the queue has a scheduled job whose
+ * run_at has come, by one probe of jq.job_scheduled_idx through the index
+ * access method: far cheaper than running the promotion statement, which
+ * nearly every dequeue would run for nothing (the background worker
+ * promotes due jobs on time; this catches what it has not yet done).  It
+ * was 5-7% of a one-job dequeue and ack.  The probe reads with the latest
+ * snapshot; an entry whose row is no longer scheduled is not visible
+ * through it (changing state is never a HOT update: state is in the
+ * index's predicate).
+ */
+static bool
+due_scheduled_job(Oid job_relid, int32 queue_id, TimestampTz now)
+{
+	Relation	heap = table_open(job_relid, NoLock);	/* locked by the caller */
+	Relation	index = index_open(pgjq_scheduled_index(), AccessShareLock);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(queue_id));
+	ScanKeyInit(&keys[1], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+				TimestampTzGetDatum(now));
+	scan = index_beginscan(heap, index, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+	return found;
+}
+
+/*
  * jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
  * jobs of the queue, most urgent first (priority descending, then run_at,
  * then id), and returns one row per job.  The lease runs from the clock
@@ -68,6 +114,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	int32		lease_seconds;
 	Datum		values[4];
 	TimestampTz now;
+	Oid			job_relid;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -104,12 +151,13 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	 * out a lease shortened by the wait, or one that expired while it
 	 * waited.  Row locks need no such care: SKIP LOCKED never waits.
 	 */
-	pgjq_lock_job_table();
+	job_relid = pgjq_lock_job_table();
 	now = GetCurrentTimestamp();
 
 	values[0] = Int32GetDatum(queue.queue_id);
 	values[1] = TimestampTzGetDatum(now);
-	pgjq_execute_plan(PGJQ_PLAN_PROMOTE, values, NULL, SPI_OK_UPDATE);
+	if (due_scheduled_job(job_relid, queue.queue_id, now))
+		pgjq_execute_plan(PGJQ_PLAN_PROMOTE, values, NULL, SPI_OK_UPDATE);
 
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = Float8GetDatum((float8) lease_seconds);

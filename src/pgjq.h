@@ -81,7 +81,8 @@ extern void pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
 							  int expected_rc);
 extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert);
 extern void pgjq_check_queue_name(const char *name);
-extern void pgjq_lock_job_table(void);
+extern Oid	pgjq_lock_job_table(void);
+extern Oid	pgjq_scheduled_index(void);
 extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
 extern int	pgjq_cmp_int64(const void *a, const void *b);
 

@@ -366,9 +366,14 @@ static uint64 queue_cache_generation = 0;	/* bumped by every reset */
  */
 static bool queue_cache_usable = false;
 
+/* jq.job_scheduled_idx, for jq_dequeue's probe (pgjq_scheduled_index) */
+static Oid	scheduled_idx_oid = InvalidOid;
+
 static void
 queue_cache_reset(Datum arg, Oid relid)
 {
+	if (relid == InvalidOid || relid == scheduled_idx_oid)
+		scheduled_idx_oid = InvalidOid;
 	if (relid != InvalidOid && relid != queue_relid)
 		return;
 	if (queue_cache != NULL)
@@ -513,10 +518,27 @@ pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert)
  * a writer that had jq.job_result already (an ack's plan locks its INSERT
  * target first) and then waited for jq.job would deadlock with it.
  */
-void
+Oid
 pgjq_lock_job_table(void)
 {
-	(void) RangeVarGetRelid(makeRangeVar(PGJQ_SCHEMA, "job", -1), RowExclusiveLock, false);
+	return RangeVarGetRelid(makeRangeVar(PGJQ_SCHEMA, "job", -1), RowExclusiveLock, false);
+}
+
+/*
+ * pgjq_scheduled_index returns the OID of jq.job_scheduled_idx, looked up
+ * once and forgotten when the relcache drops the index.  The caller holds
+ * a lock on jq.job, so the index cannot go away meanwhile.
+ */
+Oid
+pgjq_scheduled_index(void)
+{
+	queue_cache_init();			/* registers the invalidation callback */
+	if (scheduled_idx_oid == InvalidOid)
+		scheduled_idx_oid = get_relname_relid("job_scheduled_idx",
+											  get_namespace_oid(PGJQ_SCHEMA, false));
+	if (scheduled_idx_oid == InvalidOid)
+		elog(ERROR, "pgjq: index jq.job_scheduled_idx not found");
+	return scheduled_idx_oid;
 }
 
 /*
