@@ -16,6 +16,9 @@
  *   jq.dead_letter lock jq.job first, and the counter rebuild gives up
  *   before the deadlock detector would cancel a client: an ack could
  *   deadlock with the rebuild (it locked jq.job_result first).
+ * - jq.queue_stats.counters_valid comes from jq.counters_valid(): it said
+ *   true while no counters were built yet (after a start, before the
+ *   worker's rebuild), with every depth at 0.
  * - jq_redrive refuses NULL elements, more than one dimension and more
  *   than 10,000 ids in job_ids.
  *
@@ -405,3 +408,53 @@ EXCEPTION WHEN lock_not_available THEN
     RETURN false;
 END
 $$;
+
+CREATE FUNCTION jq.counters_valid()
+RETURNS boolean
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_counters_valid';
+REVOKE ALL ON FUNCTION jq.counters_valid() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jq.counters_valid() TO jq_reader;
+
+CREATE OR REPLACE VIEW jq.queue_stats AS
+WITH c AS MATERIALIZED (SELECT * FROM jq.counters())
+SELECT q.name AS queue,
+       coalesce(sum(c.ready), 0)::bigint AS ready,
+       coalesce(sum(c.scheduled), 0)::bigint AS scheduled,
+       coalesce(sum(c.leased), 0)::bigint AS in_flight,
+       coalesce(sum(c.dead), 0)::bigint AS dead,
+       coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
+                    FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
+       (SELECT clock_timestamp() - min(o.run_at)
+          FROM c c2 CROSS JOIN LATERAL
+               (SELECT j.run_at FROM jq.job j
+                 WHERE j.queue_id = c2.queue_id AND j.state = 'r'
+                   AND j.priority = c2.priority
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
+         WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
+       coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
+       coalesce(sum(c.succeeded_total), 0)::bigint AS succeeded_total,
+       coalesce(sum(c.failed_total), 0)::bigint AS failed_total,
+       coalesce(sum(c.dead_lettered_total), 0)::bigint AS dead_lettered_total,
+       coalesce(sum(c.cancelled_total), 0)::bigint AS cancelled_total,
+       round((coalesce(sum(c.enqueued_total), 0) - h.enqueued_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS enqueued_per_min,
+       round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS succeeded_per_min,
+       jq.counters_valid() AS counters_valid
+  FROM jq.queue q
+  LEFT JOIN c ON c.queue_id = q.queue_id
+  LEFT JOIN LATERAL
+       (SELECT s.sampled_at, s.enqueued_total, s.succeeded_total
+          FROM jq.stats_history s
+         WHERE s.queue_id = q.queue_id
+           AND s.sampled_at >= clock_timestamp() - interval '90 seconds'
+           AND s.counters_since IS NOT DISTINCT FROM
+               (SELECT max(c3.since) FROM c c3 WHERE c3.queue_id = q.queue_id)
+         ORDER BY s.sampled_at
+         LIMIT 1) h ON true
+ GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+

@@ -1044,6 +1044,16 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_counters';
 
+-- Whether this database's counters are built and exact: false after a
+-- start, a crash or CREATE EXTENSION until the worker has rebuilt them,
+-- and without shared_preload_libraries.  (Not derived from the rows of
+-- jq.counters(): before a rebuild there are none.)
+CREATE FUNCTION jq.counters_valid()
+RETURNS boolean
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_counters_valid';
+
 -- Forgets this database's counters (left over from a dropped pgjq, say)
 -- and has the worker rebuild them.
 CREATE FUNCTION jq.reset_counters()
@@ -1140,7 +1150,7 @@ SELECT q.name AS queue,
        round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
              / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
            AS succeeded_per_min,
-       coalesce(bool_and(c.valid), true) AS counters_valid
+       jq.counters_valid() AS counters_valid
   FROM jq.queue q
   LEFT JOIN c ON c.queue_id = q.queue_id
   LEFT JOIN LATERAL
@@ -1476,7 +1486,7 @@ TO jq_worker;
 GRANT EXECUTE ON FUNCTION public.jq_list_queues(), public.jq_worker_status() TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
                  jq.batch_progress, jq.dead_letter_errors TO jq_reader;
-GRANT EXECUTE ON FUNCTION jq.counters() TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid() TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 

@@ -47,6 +47,7 @@
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 PG_FUNCTION_INFO_V1(pgjq_counters);
+PG_FUNCTION_INFO_V1(pgjq_counters_valid);
 PG_FUNCTION_INFO_V1(pgjq_reset_counters);
 
 /* counter slots */
@@ -606,6 +607,26 @@ pgjq_counters(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(stats_shared->lock);
 	return (Datum) 0;
+}
+
+/*
+ * jq.counters_valid() tells whether this database's counters are built and
+ * exact.
+ */
+Datum
+pgjq_counters_valid(PG_FUNCTION_ARGS)
+{
+	StatsDb    *db;
+	bool		valid = false;
+
+	if (stats_shared == NULL)
+		PG_RETURN_BOOL(false);
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	db = stats_db(MyDatabaseId, false);
+	if (db != NULL)
+		valid = db->valid && !db->stale;
+	LWLockRelease(stats_shared->lock);
+	PG_RETURN_BOOL(valid);
 }
 
 /*

@@ -502,6 +502,13 @@ pgjq_worker_main(Datum main_arg)
 		{
 			TimestampTz due;
 
+			/*
+			 * Counters that are not valid (after a start, a crash, CREATE
+			 * EXTENSION) are rebuilt at the first pass, not at the next
+			 * statistics tick; the rebuild gives up quickly when writers
+			 * hold the tables, and the next pass tries again.
+			 */
+			rebuild_counters();
 			reclaim_expired();
 			promote_due();
 			next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),

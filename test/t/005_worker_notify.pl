@@ -34,6 +34,24 @@ $node->safe_psql('postgres', q{
 ok($node->poll_query_until('postgres',
 		q{SELECT status = 'ok' FROM jq_worker_status()}),
 	'the pgjq worker runs');
+# counters that lose their validity (here reset by hand, as CREATE
+# EXTENSION does) are rebuilt at the worker's next pass (pgjq.naptime,
+# 1 s), not at its next statistics tick, stretched here to a minute
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET pgjq.stats_interval = '60s';
+	SELECT pg_reload_conf();
+});
+sleep 1;
+my $t0 = time;
+$node->safe_psql('postgres', 'SELECT jq.reset_counters()');
+ok($node->poll_query_until('postgres', q{SELECT bool_and(counters_valid) FROM jq.queue_stats}),
+	'counters become valid again after a reset');
+cmp_ok(time - $t0, '<', 5, sprintf('within a few seconds (%.1f s), not at the next statistics tick',
+		time - $t0));
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET pgjq.stats_interval;
+	SELECT pg_reload_conf();
+});
 my $worker = $node->safe_psql('postgres', 'SELECT worker_pid FROM jq_worker_status()');
 is($node->safe_psql('postgres', 'SHOW pgjq.notify_interval'),
 	'10ms', 'pgjq.notify_interval has its default, 10ms');
