@@ -84,14 +84,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# the settings of the run, the same for pgjq and the floor
-SETTINGS="shared_buffers = 1GB
-synchronous_commit = on
-fsync = on
-max_connections = 100
-wal_buffers = 16MB
-checkpoint_timeout = 15min
-max_wal_size = 4GB
+# the settings of the run, the same for pgjq and the floor (bench/cluster.conf
+# holds the durable, tuned ones that make soak uses too)
+SETTINGS="$(cat "$TOP/bench/cluster.conf")
 pgjq.database = 'bench'"
 # logging only, for a look at what happened (the server log is kept as
 # bench/results/server-<mode>.log.tmp): autovacuum runs, checkpoints, lock

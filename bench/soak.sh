@@ -144,14 +144,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# the settings of make bench, and the soak's own (below)
-SETTINGS="shared_buffers = 1GB
-synchronous_commit = on
-fsync = on
-max_connections = 100
-wal_buffers = 16MB
-checkpoint_timeout = 15min
-max_wal_size = 4GB"
+# the settings of make bench (bench/cluster.conf), and the soak's own (below)
+SETTINGS=$(cat "$TOP/bench/cluster.conf")
 SOAK_SETTINGS="pgjq.database = '$DB'
 pgjq.stats_interval = '1s'          # purge of expired results every second (default 10s)
 track_functions = 'all'             # calls of jq_dequeue, jq_ack, jq_ack_batch

@@ -365,8 +365,6 @@ periodic_work(void)
 	int			purged;
 	int			rounds = 0;
 
-	rebuild_counters();
-
 	if (!begin_step("pgjq: sample statistics and check alerts"))
 		return;
 	values[0] = Int32GetDatum(pgjq_history_retention);

@@ -105,23 +105,7 @@ is((expected_score('Miracle cure for every winner, guaranteed. No need to act.')
 
 # the payloads of one queue, valid and malformed interleaved; returns
 # [payload SQL literal, copy or undef] pairs
-my @jobs;
-{
-	my ($v, $m) = (0, 0);
-	for my $i (1 .. 30)
-	{
-		if ($i % 5 == 3 && $m < @malformed)
-		{
-			push @jobs, [ $malformed[ $m++ ], undef ];
-		}
-		else
-		{
-			my $copy = $copies[ $v++ ];
-			push @jobs, [ qq({"n": $i, "copy": ) . json_string($copy) . '}', $copy ];
-		}
-	}
-	die 'bad job mix' unless $v == 24 && $m == 6;
-}
+my @jobs = job_mix(30, 5, \@copies, \@malformed);
 
 # --- the cluster -------------------------------------------------------------------------
 

@@ -114,23 +114,7 @@ is((expected_score($copies[26]))[1],
 
 # the payloads of one queue, valid and malformed interleaved:
 # [payload JSON, copy or undef] pairs
-my @jobs;
-{
-	my ($v, $m) = (0, 0);
-	for my $i (1 .. 36)
-	{
-		if ($i % 4 == 3 && $m < @malformed)
-		{
-			push @jobs, [ $malformed[ $m++ ], undef ];
-		}
-		else
-		{
-			my $copy = $copies[ $v++ ];
-			push @jobs, [ qq({"n": $i, "copy": ) . json_string($copy) . '}', $copy ];
-		}
-	}
-	die 'bad job mix' unless $v == 28 && $m == 8;
-}
+my @jobs = job_mix(36, 4, \@copies, \@malformed);
 
 # --- the cluster -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ use strict;
 use warnings;
 use Exporter 'import';
 
-our @EXPORT = qw(expected_score json_string);
+our @EXPORT = qw(expected_score json_string job_mix);
 
 my @banned = qw(guaranteed miracle cure winner);
 my @cta = qw(buy shop order book);
@@ -54,6 +54,30 @@ sub json_string
 		else { $out .= sprintf('\\u%04x', $o) }
 	}
 	return "$out\"";
+}
+
+# job_mix(N, EVERY, \@copies, \@malformed): the payloads of one queue, N
+# jobs with a malformed one at every position i where i % EVERY == 3 (until
+# they run out) and the copies in order elsewhere; returns
+# [payload JSON, copy or undef] pairs
+sub job_mix
+{
+	my ($n, $every, $copies, $malformed) = @_;
+	my ($v, $m, @jobs) = (0, 0);
+	for my $i (1 .. $n)
+	{
+		if ($i % $every == 3 && $m < @$malformed)
+		{
+			push @jobs, [ $malformed->[ $m++ ], undef ];
+		}
+		else
+		{
+			my $copy = $copies->[ $v++ ];
+			push @jobs, [ qq({"n": $i, "copy": ) . json_string($copy) . '}', $copy ];
+		}
+	}
+	die 'bad job mix' unless $v == @$copies && $m == @$malformed;
+	return @jobs;
 }
 
 1;
