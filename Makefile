@@ -24,12 +24,17 @@ EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*
 MODULE_big = pgjq
 OBJS = \
 	src/pgjq.o \
-	src/plans.o \
+	src/vocabulary.o \
+	src/statements.o \
+	src/queue.o \
 	src/enqueue.o \
 	src/lease.o \
+	src/counters.o \
+	src/wakeup.o \
 	src/shmem.o \
-	src/worker.o \
-	src/stats.o
+	src/launcher.o \
+	src/utility.o \
+	src/worker.o
 
 # sql/pgjq.sql is the one editable install script: the build copies it to
 # sql/pgjq--<default_version>.sql.  Released versions are frozen: their
@@ -40,8 +45,10 @@ OBJS = \
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
-PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-PG_CPPFLAGS = -I$(srcdir)/src
+# Warnings are errors in the test command and CI (test/bin/common.sh adds
+# -Werror), not in a packager's plain "make".
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 
 # pg_regress: tests run in this order against a temporary instance that
 # preloads pgjq (test/pgjq.conf)
@@ -68,8 +75,9 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-# every source file includes both headers: rebuild all when one changes
-$(OBJS): src/pgjq.h src/compat.h
+# every source file includes pgjq.h and compat.h; the module headers are
+# few and small: rebuild all when any header changes
+$(OBJS): $(wildcard src/*.h) $(EXTENSION).control
 else
 # Without pg_config only the entry points below can run; they install it.
 all install installcheck:

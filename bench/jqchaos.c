@@ -26,7 +26,7 @@
  *          job may exist, at most once
  *   K id token   a resubmitted idempotency key returned id; token holds the
  *          id the key's committed job has (they must be equal)
- *   X id - - t|f|u   jq_cancel(id) returned true / false / unknown
+ *   X id - - t|f|u   jq.jq_cancel(id) returned true / false / unknown
  *
  * Workers (application_name chaos_worker_<n>) dequeue with a short lease,
  * "work" a random time and ack with the result
@@ -422,7 +422,7 @@ producer_enqueue(Actor *a, PendingId *ids, int *nids, KeyedJob *keyed, int nkeye
 		params[0] = queue;
 		params[1] = arr;
 		params[2] = prio;
-		res = exec_params(a, "SELECT unnest(jq_enqueue_batch($1, $2::jsonb[], $3::int))",
+		res = exec_params(a, "SELECT unnest(jq.jq_enqueue_batch($1, $2::jsonb[], $3::int))",
 						  3, params);
 		k = classify(a, res);
 		if (k == RES_OK)
@@ -443,7 +443,7 @@ producer_enqueue(Actor *a, PendingId *ids, int *nids, KeyedJob *keyed, int nkeye
 		params[0] = queue;
 		params[1] = payload;
 		params[2] = kj->key;
-		res = exec_params(a, "SELECT jq_enqueue($1, $2::jsonb, idempotency_key => $3)",
+		res = exec_params(a, "SELECT jq.jq_enqueue($1, $2::jsonb, idempotency_key => $3)",
 						  3, params);
 		k = classify(a, res);
 		if (k == RES_OK)
@@ -464,7 +464,7 @@ producer_enqueue(Actor *a, PendingId *ids, int *nids, KeyedJob *keyed, int nkeye
 		params[1] = payload;
 		params[2] = prio;
 		params[3] = key;
-		res = exec_params(a, "SELECT jq_enqueue($1, $2::jsonb, $3::int, idempotency_key => $4)",
+		res = exec_params(a, "SELECT jq.jq_enqueue($1, $2::jsonb, $3::int, idempotency_key => $4)",
 						  4, params);
 		k = classify(a, res);
 		if (k == RES_OK)
@@ -488,7 +488,7 @@ producer_enqueue(Actor *a, PendingId *ids, int *nids, KeyedJob *keyed, int nkeye
 		params[0] = queue;
 		params[1] = payload;
 		params[2] = prio;
-		res = exec_params(a, "SELECT jq_enqueue($1, $2::jsonb, $3::int)", 3, params);
+		res = exec_params(a, "SELECT jq.jq_enqueue($1, $2::jsonb, $3::int)", 3, params);
 		k = classify(a, res);
 		if (k != RES_OK)
 		{
@@ -514,10 +514,10 @@ producer_enqueue(Actor *a, PendingId *ids, int *nids, KeyedJob *keyed, int nkeye
 	params[1] = payload;
 	params[2] = prio;
 	if (rnd(a) < 0.10)
-		res = exec_params(a, "SELECT jq_enqueue($1, $2::jsonb, $3::int,"
+		res = exec_params(a, "SELECT jq.jq_enqueue($1, $2::jsonb, $3::int,"
 						  " run_at => clock_timestamp() + interval '1 second')", 3, params);
 	else
-		res = exec_params(a, "SELECT jq_enqueue($1, $2::jsonb, $3::int)", 3, params);
+		res = exec_params(a, "SELECT jq.jq_enqueue($1, $2::jsonb, $3::int)", 3, params);
 	k = classify(a, res);
 	if (k == RES_OK)
 	{
@@ -624,7 +624,7 @@ producer_main(void *arg)
 			ResKind		ck;
 
 			snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
-			res = exec_params(a, "SELECT jq_cancel($1::bigint)", 1, params);
+			res = exec_params(a, "SELECT jq.jq_cancel($1::bigint)", 1, params);
 			ck = classify(a, res);
 			if (ck == RES_OK)
 				logev(a, "X", id, 0, PQgetvalue(res, 0, 0));
@@ -653,15 +653,15 @@ static const char *SQL_DEQUEUE =
 "SELECT job_id, lease_token,"
 "       (extract(epoch FROM lease_expires_at) * 1000000)::bigint,"
 "       (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::int"
-"  FROM jq_dequeue($1, $2::int, $3::int)";
+"  FROM jq.jq_dequeue($1, $2::int, $3::int)";
 
 static const char *SQL_ACK =
-"SELECT jq_ack($1::bigint, $2::bigint,"
+"SELECT jq.jq_ack($1::bigint, $2::bigint,"
 "              jsonb_build_object('job', $1::bigint, 'worker', $3::int, 'token', $2::bigint))";
 
 static const char *SQL_ACK_BATCH =
 "SELECT job_id, acked"
-"  FROM jq_ack_batch($1::bigint[], $2::bigint[],"
+"  FROM jq.jq_ack_batch($1::bigint[], $2::bigint[],"
 "       ARRAY(SELECT jsonb_build_object('job', i, 'worker', $3::int, 'token', t)"
 "               FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(i, t, o)"
 "              ORDER BY o))";
@@ -766,10 +766,10 @@ worker_fail(Actor *a, const HeldJob *j, int permanent)
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, j->id);
 	snprintf(tokbuf, sizeof(tokbuf), "%" PRId64, j->token);
 	if (permanent)
-		res = exec_params(a, "SELECT jq_fail($1::bigint, $2::bigint, 'chaos: permanent',"
+		res = exec_params(a, "SELECT jq.jq_fail($1::bigint, $2::bigint, 'chaos: permanent',"
 						  " permanent => true)", 2, params);
 	else
-		res = exec_params(a, "SELECT jq_fail($1::bigint, $2::bigint, 'chaos: retry',"
+		res = exec_params(a, "SELECT jq.jq_fail($1::bigint, $2::bigint, 'chaos: retry',"
 						  " retry_in => interval '100 milliseconds')", 2, params);
 	k = classify(a, res);
 	if (k == RES_OK)

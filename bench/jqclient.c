@@ -114,18 +114,18 @@ jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 	if (backend == JQC_PGJQ)
 	{
 		snprintf(sql, sizeof(sql),
-				 "SELECT jq_enqueue('%s', $1::jsonb, $2::int)", queue);
+				 "SELECT jq.jq_enqueue('%s', $1::jsonb, $2::int)", queue);
 		prepare(c, "enq", sql, 2);
 		snprintf(sql, sizeof(sql),
-				 "SELECT unnest(jq_enqueue_batch('%s', $1::jsonb[], $2::int))", queue);
+				 "SELECT unnest(jq.jq_enqueue_batch('%s', $1::jsonb[], $2::int))", queue);
 		prepare(c, "enqb", sql, 2);
 		snprintf(sql, sizeof(sql),
-				 "SELECT job_id, lease_token, payload FROM jq_dequeue('%s', $1::int)", queue);
+				 "SELECT job_id, lease_token, payload FROM jq.jq_dequeue('%s', $1::int)", queue);
 		prepare(c, "deq", sql, 1);
-		prepare(c, "ack", "SELECT jq_ack($1::bigint, $2::bigint)", 2);
+		prepare(c, "ack", "SELECT jq.jq_ack($1::bigint, $2::bigint)", 2);
 		prepare(c, "ackb",
 				"SELECT count(*) FILTER (WHERE acked) "
-				"FROM jq_ack_batch($1::bigint[], $2::bigint[])", 2);
+				"FROM jq.jq_ack_batch($1::bigint[], $2::bigint[])", 2);
 	}
 	else
 	{

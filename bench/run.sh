@@ -110,7 +110,7 @@ as_pg pg_ctl -D "$PGDIR/data" -l "$PGDIR/server.log" -w restart >/dev/null
 pg -d bench <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION pgjq;
-SELECT 1 FROM jq_create_queue('bench');
+SELECT 1 FROM jq.jq_create_queue('bench');
 -- the floor: the minimal plain-SQL queue (see bench/jqclient.c for its statements)
 CREATE TABLE floor_job (
     id bigserial PRIMARY KEY,
@@ -121,7 +121,7 @@ CREATE TABLE floor_job (
 );
 CREATE INDEX floor_job_ready_idx ON floor_job (priority DESC, id) WHERE state = 'ready';
 SQL
-WORKER_STATUS=$(pg -d bench -At -c "SELECT status FROM jq_worker_status()")
+WORKER_STATUS=$(pg -d bench -At -c "SELECT status FROM jq.jq_worker_status()")
 echo "pgjq background worker: $WORKER_STATUS"
 CONNINFO="host=$PGDIR port=$PORT user=postgres dbname=bench"
 
@@ -130,8 +130,8 @@ CONNINFO="host=$PGDIR port=$PORT user=postgres dbname=bench"
 reset_state() {
     pg -d bench >/dev/null <<'SQL'
 SET client_min_messages = warning;
-SELECT jq_drop_queue('bench', force => true);
-SELECT 1 FROM jq_create_queue('bench');
+SELECT jq.jq_drop_queue('bench', force => true);
+SELECT 1 FROM jq.jq_create_queue('bench');
 TRUNCATE floor_job;
 VACUUM ANALYZE jq.job, jq.job_result, floor_job;
 CHECKPOINT;

@@ -165,7 +165,7 @@ as_pg pg_ctl -D "$PGDIR/data" -l "$PGDIR/server.log" -w restart >/dev/null
 pg -d "$DB" <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION pgjq;
-SELECT 1 FROM jq_create_queue('$QUEUE', result_retention => '$RETENTION');
+SELECT 1 FROM jq.jq_create_queue('$QUEUE', result_retention => '$RETENTION');
 -- what the xmin holder reads: a table of its own, so that it holds no lock
 -- on pgjq's tables, only the snapshot
 CREATE TABLE soak_hold (x int);
@@ -173,7 +173,7 @@ INSERT INTO soak_hold VALUES (1);
 VACUUM ANALYZE;
 CHECKPOINT;
 SQL
-WORKER_STATUS=$(pg -d "$DB" -At -c "SELECT status FROM jq_worker_status()")
+WORKER_STATUS=$(pg -d "$DB" -At -c "SELECT status FROM jq.jq_worker_status()")
 echo "pgjq background worker: $WORKER_STATUS"
 PGJQ_VERSION=$(pg -d "$DB" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pgjq'")
 AV_SETTINGS=$(pg -d "$DB" -At -F ' = ' -c "SELECT name, setting || coalesce(unit, '') FROM pg_settings
@@ -187,9 +187,9 @@ CONN="host=$PGDIR port=$PORT user=postgres dbname=$DB"
 # on an empty queue, sleep 10 ms (it has no LISTEN).  count(*) makes an
 # empty dequeue a row too (\gset needs exactly one)
 cat >"$WORK/single.sql" <<SQL
-SELECT count(*) AS n, coalesce(min(job_id), 0) AS id, coalesce(min(lease_token), 0) AS tok FROM jq_dequeue('$QUEUE', 1) \gset
+SELECT count(*) AS n, coalesce(min(job_id), 0) AS id, coalesce(min(lease_token), 0) AS tok FROM jq.jq_dequeue('$QUEUE', 1) \gset
 \if :n > 0
-SELECT jq_ack(:id, :tok);
+SELECT jq.jq_ack(:id, :tok);
 \else
 \sleep 10 ms
 \endif
@@ -583,7 +583,7 @@ echo '```'
 echo
 echo "## Load"
 echo
-echo "One queue, created with \`jq_create_queue('$QUEUE', result_retention => '$RETENTION')\`, so that the"
+echo "One queue, created with \`jq.jq_create_queue('$QUEUE', result_retention => '$RETENTION')\`, so that the"
 echo "background worker's purge (every pgjq.stats_interval, 1 s here) deletes results $RETENTION old and"
 echo "jq.job_result holds about $RETENTION of jobs (a minute for runs of 6 minutes and more; a sixth of"
 echo "the expected time, at least 10 s, for shorter ones). Payloads are ~120-byte JSON objects."

@@ -1,66 +1,66 @@
 -- ack: complete a leased job with its lease token; stale tokens are refused
 \set SHOW_CONTEXT never
-SELECT 1 FROM jq_create_queue('acks');
-SELECT jq_enqueue('acks', '{"n": 1}') AS j1 \gset
-SELECT job_id, lease_token AS tok FROM jq_dequeue('acks') \gset
+SELECT 1 FROM jq.jq_create_queue('acks');
+SELECT jq.jq_enqueue('acks', '{"n": 1}') AS j1 \gset
+SELECT job_id, lease_token AS tok FROM jq.jq_dequeue('acks') \gset
 
 -- a wrong token is refused and changes nothing
-SELECT jq_ack(:j1, :tok + 1) AS wrong_token;
-SELECT jq_ack(:j1, 0) AS zero_token;
-SELECT state FROM jq_result(:j1);
+SELECT jq.jq_ack(:j1, :tok + 1) AS wrong_token;
+SELECT jq.jq_ack(:j1, 0) AS zero_token;
+SELECT state FROM jq.jq_result(:j1);
 
 -- the right token completes the job and stores the result
-SELECT jq_ack(:j1, :tok, '{"score": 0.93}') AS acked;
+SELECT jq.jq_ack(:j1, :tok, '{"score": 0.93}') AS acked;
 SELECT state, result, attempts, finished_at >= started_at AS finished_after_start
-  FROM jq_result(:j1);
+  FROM jq.jq_result(:j1);
 -- the job left the hot table
 SELECT count(*) AS in_hot_table FROM jq.job WHERE id = :j1;
 
 -- acking twice: false the second time, the result stays
-SELECT jq_ack(:j1, :tok, '{"score": 0}') AS second_ack;
-SELECT result FROM jq_result(:j1);
+SELECT jq.jq_ack(:j1, :tok, '{"score": 0}') AS second_ack;
+SELECT result FROM jq.jq_result(:j1);
 
 -- a stale token after the lease expired and another worker took the job
-SELECT jq_enqueue('acks', '{"n": 2}') AS j2 \gset
-SELECT lease_token AS old_tok FROM jq_dequeue('acks') \gset
+SELECT jq.jq_enqueue('acks', '{"n": 2}') AS j2 \gset
+SELECT lease_token AS old_tok FROM jq.jq_dequeue('acks') \gset
 UPDATE jq.job SET state = 'r', lease_expires_at = NULL WHERE id = :j2;  -- as reclaim does
-SELECT lease_token AS new_tok FROM jq_dequeue('acks') \gset
-SELECT jq_ack(:j2, :old_tok, '{"from": "late worker"}') AS late_worker;
-SELECT jq_ack(:j2, :new_tok, '{"from": "current worker"}') AS current_worker;
-SELECT result->>'from' AS completed_by FROM jq_result(:j2);
+SELECT lease_token AS new_tok FROM jq.jq_dequeue('acks') \gset
+SELECT jq.jq_ack(:j2, :old_tok, '{"from": "late worker"}') AS late_worker;
+SELECT jq.jq_ack(:j2, :new_tok, '{"from": "current worker"}') AS current_worker;
+SELECT result->>'from' AS completed_by FROM jq.jq_result(:j2);
 
 -- a job that was handed back but not yet re-leased cannot be acked either
-SELECT jq_enqueue('acks', '{"n": 3}') AS j3 \gset
-SELECT lease_token AS tok3 FROM jq_dequeue('acks') \gset
+SELECT jq.jq_enqueue('acks', '{"n": 3}') AS j3 \gset
+SELECT lease_token AS tok3 FROM jq.jq_dequeue('acks') \gset
 UPDATE jq.job SET state = 'r', lease_expires_at = NULL WHERE id = :j3;
-SELECT jq_ack(:j3, :tok3) AS ack_of_ready_job;
-SELECT state FROM jq_result(:j3);
-SELECT lease_token AS tok3 FROM jq_dequeue('acks') \gset
-SELECT jq_ack(:j3, :tok3) AS acked;
+SELECT jq.jq_ack(:j3, :tok3) AS ack_of_ready_job;
+SELECT state FROM jq.jq_result(:j3);
+SELECT lease_token AS tok3 FROM jq.jq_dequeue('acks') \gset
+SELECT jq.jq_ack(:j3, :tok3) AS acked;
 
 -- unknown job: false, not an error
-SELECT jq_ack(987654321, 1) AS unknown_job;
+SELECT jq.jq_ack(987654321, 1) AS unknown_job;
 -- a NULL result is allowed
-SELECT jq_enqueue('acks', '{"n": 4}') AS j4 \gset
-SELECT lease_token AS tok4 FROM jq_dequeue('acks') \gset
-SELECT jq_ack(:j4, :tok4) AS acked, (SELECT result IS NULL FROM jq_result(:j4)) AS null_result;
+SELECT jq.jq_enqueue('acks', '{"n": 4}') AS j4 \gset
+SELECT lease_token AS tok4 FROM jq.jq_dequeue('acks') \gset
+SELECT jq.jq_ack(:j4, :tok4) AS acked, (SELECT result IS NULL FROM jq.jq_result(:j4)) AS null_result;
 
 -- an ack that rolls back leaves the job leased
-SELECT jq_enqueue('acks', '{"n": 5}') AS j5 \gset
-SELECT lease_token AS tok5 FROM jq_dequeue('acks') \gset
+SELECT jq.jq_enqueue('acks', '{"n": 5}') AS j5 \gset
+SELECT lease_token AS tok5 FROM jq.jq_dequeue('acks') \gset
 BEGIN;
-SELECT jq_ack(:j5, :tok5) AS acked_in_xact;
+SELECT jq.jq_ack(:j5, :tok5) AS acked_in_xact;
 ROLLBACK;
-SELECT state FROM jq_result(:j5);
-SELECT jq_ack(:j5, :tok5) AS acked;
+SELECT state FROM jq.jq_result(:j5);
+SELECT jq.jq_ack(:j5, :tok5) AS acked;
 
 -- batch ack: one row per job, in input order; each stands on its own token
-SELECT cardinality(jq_enqueue_batch('acks',
+SELECT cardinality(jq.jq_enqueue_batch('acks',
          (SELECT array_agg(jsonb_build_object('b', g)) FROM generate_series(1, 4) g))) AS n;
-CREATE TEMP TABLE leased AS SELECT * FROM jq_dequeue('acks', 4);
+CREATE TEMP TABLE leased AS SELECT * FROM jq.jq_dequeue('acks', 4);
 SELECT count(*) FROM leased;
 SELECT a.acked, l.payload->>'b' AS b
-  FROM jq_ack_batch(
+  FROM jq.jq_ack_batch(
          (SELECT array_agg(job_id ORDER BY job_id DESC) FROM leased),
          (SELECT array_agg(CASE WHEN payload->>'b' = '2' THEN lease_token + 1 ELSE lease_token END
                            ORDER BY job_id DESC) FROM leased),
@@ -69,17 +69,17 @@ SELECT a.acked, l.payload->>'b' AS b
   JOIN leased l USING (job_id)
  ORDER BY a.ord;
 SELECT payload->>'b' AS b, r.state, r.result
-  FROM leased l, jq_result(l.job_id) r ORDER BY 1;
+  FROM leased l, jq.jq_result(l.job_id) r ORDER BY 1;
 -- the refused one can still be acked with its right token
-SELECT acked FROM jq_ack_batch((SELECT array_agg(job_id) FROM leased WHERE payload->>'b' = '2'),
+SELECT acked FROM jq.jq_ack_batch((SELECT array_agg(job_id) FROM leased WHERE payload->>'b' = '2'),
                                (SELECT array_agg(lease_token) FROM leased WHERE payload->>'b' = '2'));
 -- acking the batch again: all false
 SELECT bool_or(acked) AS any_acked
-  FROM jq_ack_batch((SELECT array_agg(job_id) FROM leased),
+  FROM jq.jq_ack_batch((SELECT array_agg(job_id) FROM leased),
                     (SELECT array_agg(lease_token) FROM leased));
 -- empty batch: no rows
-SELECT count(*) FROM jq_ack_batch('{}', '{}');
+SELECT count(*) FROM jq.jq_ack_batch('{}', '{}');
 -- results may hold NULL elements
-SELECT jq_enqueue('acks', '{"n": 6}') AS j6 \gset
-SELECT lease_token AS tok6 FROM jq_dequeue('acks') \gset
-SELECT acked FROM jq_ack_batch(ARRAY[:j6]::bigint[], ARRAY[:tok6]::bigint[], ARRAY[NULL]::jsonb[]);
+SELECT jq.jq_enqueue('acks', '{"n": 6}') AS j6 \gset
+SELECT lease_token AS tok6 FROM jq.jq_dequeue('acks') \gset
+SELECT acked FROM jq.jq_ack_batch(ARRAY[:j6]::bigint[], ARRAY[:tok6]::bigint[], ARRAY[NULL]::jsonb[]);

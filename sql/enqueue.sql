@@ -1,48 +1,49 @@
 -- enqueue: jobs enter a queue inside the caller's transaction
-\set SHOW_CONTEXT never
-SELECT 1 FROM jq_create_queue('ads');
+-- the context of an error in a batch names the element at fault
+\set SHOW_CONTEXT errors
+SELECT 1 FROM jq.jq_create_queue('ads');
 
 -- one job: the id comes back at once
-SELECT jq_enqueue('ads', '{"copy": "Buy now"}') > 0 AS got_id;
+SELECT jq.jq_enqueue('ads', '{"copy": "Buy now"}') > 0 AS got_id;
 
 -- defaults: priority 0, ready at once, attempt 0, no lease
 SELECT state, priority, attempts, run_at = enqueued_at AS run_now, started_at IS NULL AS not_started
-  FROM jq_result(currval('jq.job_id_seq'));
+  FROM jq.jq_result(currval('jq.job_id_seq'));
 
 -- a job exists iff its transaction commits
 BEGIN;
-SELECT jq_enqueue('ads', '{"copy": "rolled back"}') AS rb_job \gset
-SELECT state FROM jq_result(:rb_job);
+SELECT jq.jq_enqueue('ads', '{"copy": "rolled back"}') AS rb_job \gset
+SELECT state FROM jq.jq_result(:rb_job);
 ROLLBACK;
-SELECT count(*) AS after_rollback FROM jq_result(:rb_job);
+SELECT count(*) AS after_rollback FROM jq.jq_result(:rb_job);
 SELECT count(*) AS rows_left FROM jq.job WHERE payload @> '{"copy": "rolled back"}';
 
 -- a savepoint rolled back takes its jobs with it, the rest commit
 BEGIN;
-SELECT jq_enqueue('ads', '{"copy": "kept"}') AS kept_job \gset
+SELECT jq.jq_enqueue('ads', '{"copy": "kept"}') AS kept_job \gset
 SAVEPOINT s;
-SELECT jq_enqueue('ads', '{"copy": "dropped"}') AS dropped_job \gset
+SELECT jq.jq_enqueue('ads', '{"copy": "dropped"}') AS dropped_job \gset
 ROLLBACK TO SAVEPOINT s;
 COMMIT;
-SELECT (SELECT count(*) FROM jq_result(:kept_job)) AS kept,
-       (SELECT count(*) FROM jq_result(:dropped_job)) AS dropped;
+SELECT (SELECT count(*) FROM jq.jq_result(:kept_job)) AS kept,
+       (SELECT count(*) FROM jq.jq_result(:dropped_job)) AS dropped;
 
 -- priority and run_at; a future run_at makes the job scheduled
-SELECT jq_enqueue('ads', '{"copy": "urgent"}', priority => 10) AS urgent_job \gset
-SELECT state, priority FROM jq_result(:urgent_job);
-SELECT jq_enqueue('ads', '{"copy": "later"}', run_at => '2999-01-01 00:00:00+00') AS later_job \gset
-SELECT state, run_at = '2999-01-01 00:00:00+00' AS run_at_kept FROM jq_result(:later_job);
-SELECT jq_enqueue('ads', '{"copy": "past"}', run_at => now() - interval '1 hour') AS past_job \gset
-SELECT state FROM jq_result(:past_job);
+SELECT jq.jq_enqueue('ads', '{"copy": "urgent"}', priority => 10) AS urgent_job \gset
+SELECT state, priority FROM jq.jq_result(:urgent_job);
+SELECT jq.jq_enqueue('ads', '{"copy": "later"}', run_at => '2999-01-01 00:00:00+00') AS later_job \gset
+SELECT state, run_at = '2999-01-01 00:00:00+00' AS run_at_kept FROM jq.jq_result(:later_job);
+SELECT jq.jq_enqueue('ads', '{"copy": "past"}', run_at => now() - interval '1 hour') AS past_job \gset
+SELECT state FROM jq.jq_result(:past_job);
 -- NULL priority and run_at mean the defaults
-SELECT jq_enqueue('ads', '{}', priority => NULL, run_at => NULL) AS j \gset
-SELECT state, priority FROM jq_result(:j);
+SELECT jq.jq_enqueue('ads', '{}', priority => NULL, run_at => NULL) AS j \gset
+SELECT state, priority FROM jq.jq_result(:j);
 -- arrays are payloads too
-SELECT jq_enqueue('ads', '[1, 2, 3]') AS j \gset
-SELECT state FROM jq_result(:j);
+SELECT jq.jq_enqueue('ads', '[1, 2, 3]') AS j \gset
+SELECT state FROM jq.jq_result(:j);
 
 -- batch: ids in the order of the payloads, all in one transaction
-SELECT jq_enqueue_batch('ads', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[],
+SELECT jq.jq_enqueue_batch('ads', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[],
                         priority => 5) AS ids \gset
 SELECT cardinality(:'ids'::bigint[]) AS n,
        (:'ids'::bigint[])[1] < (:'ids'::bigint[])[2]
@@ -52,26 +53,27 @@ SELECT o AS position, j.payload->>'n' AS payload_n, j.priority
   JOIN jq.job j ON j.id = u.id
  ORDER BY o;
 
--- a batch that fails on one element enqueues nothing
+-- a batch that fails on one element enqueues nothing; the error's context
+-- names the element
 SELECT count(*) AS before FROM jq.job \gset
-SELECT jq_enqueue_batch('ads', ARRAY['{"n": 1}', '7', '{"n": 3}']::jsonb[]);
-SELECT jq_enqueue_batch('ads', ARRAY['{"n": 1}', NULL]::jsonb[]);
+SELECT jq.jq_enqueue_batch('ads', ARRAY['{"n": 1}', '7', '{"n": 3}']::jsonb[]);
+SELECT jq.jq_enqueue_batch('ads', ARRAY['{"n": 1}', NULL]::jsonb[]);
 SELECT count(*) = :before AS unchanged FROM jq.job;
 
 -- a batch that rolls back leaves nothing
 BEGIN;
-SELECT cardinality(jq_enqueue_batch('ads', ARRAY['{"rb": 1}', '{"rb": 2}']::jsonb[])) AS n;
+SELECT cardinality(jq.jq_enqueue_batch('ads', ARRAY['{"rb": 1}', '{"rb": 2}']::jsonb[])) AS n;
 ROLLBACK;
 SELECT count(*) AS rows_left FROM jq.job WHERE payload ? 'rb';
 
 -- batches of 1,000 (the bench's size) work, in order
 SELECT cardinality(ids) AS n,
        ids = (SELECT array_agg(x ORDER BY x) FROM unnest(ids) x) AS in_order
-  FROM jq_enqueue_batch('ads',
+  FROM jq.jq_enqueue_batch('ads',
          (SELECT array_agg(jsonb_build_object('i', g)) FROM generate_series(1, 1000) g)) AS ids;
 
 -- the payload size limit is the jsonb size of each payload
-SELECT 1 FROM jq_create_queue('small', max_payload_bytes => 64);
-SELECT jq_enqueue('small', '{"k": "short"}') > 0 AS fits;
-SELECT jq_enqueue('small', jsonb_build_object('k', repeat('x', 100)));
-SELECT jq_enqueue_batch('small', ARRAY['{}', jsonb_build_object('k', repeat('x', 100))]);
+SELECT 1 FROM jq.jq_create_queue('small', max_payload_bytes => 64);
+SELECT jq.jq_enqueue('small', '{"k": "short"}') > 0 AS fits;
+SELECT jq.jq_enqueue('small', jsonb_build_object('k', repeat('x', 100)));
+SELECT jq.jq_enqueue_batch('small', ARRAY['{}', jsonb_build_object('k', repeat('x', 100))]);

@@ -1,5 +1,5 @@
--- install: CREATE EXTENSION lays out schema jq, the public jq_* API and the
--- four roles
+-- install: CREATE EXTENSION lays out schema jq (tables, views and the jq_*
+-- API) and the four roles
 CREATE EXTENSION pgjq;
 
 SELECT extname, extversion, extrelocatable, n.nspname AS schema
@@ -12,19 +12,27 @@ SELECT c.relname, c.relkind
  WHERE c.relnamespace = 'jq'::regnamespace AND c.relkind IN ('r', 'v', 'S')
  ORDER BY 1;
 
--- the API lives in public, so the default search_path finds it
+-- the API lives in jq and is called qualified (jq.jq_enqueue); nothing of
+-- pgjq is in public
 SELECT p.proname, p.prosecdef AS security_definer, p.proconfig
   FROM pg_proc p
- WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'jq\_%'
+ WHERE p.pronamespace = 'jq'::regnamespace AND p.proname LIKE 'jq\_%'
  ORDER BY 1;
+SELECT count(*) AS pgjq_objects_in_public
+  FROM pg_depend d
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgjq')
+   AND d.deptype = 'e'
+   AND pg_describe_object(d.classid, d.objid, 0) ~ '\mpublic\.';
 
 -- every SQL, PL/pgSQL and C function of the API pins its search_path
 SELECT p.oid::regprocedure AS function_without_pinned_search_path
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgjq')
    -- C functions that run no SQL: nothing to resolve, and the row trigger
-   -- must stay cheap (a SET clause costs a GUC save and restore per row)
-   AND p.proname NOT IN ('check_queue_name', 'count_trigger', 'queue_changed', 'lock_queue')
+   -- and the functions called per row must stay cheap (a SET clause costs a
+   -- GUC save and restore per call)
+   AND p.proname NOT IN ('check_queue_name', 'count_trigger', 'queue_changed', 'lock_queue',
+                         'limit', 'state_name', 'clip_error')
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 
 -- the roles exist and cannot log in

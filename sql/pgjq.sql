@@ -3,16 +3,30 @@
  * versioned script pgjq--<version>.sql.  Released scripts and the frozen
  * pgjq--A--B.sql upgrade deltas are never edited.
  *
- * Layout: tables, sequences and views live in schema jq (the extension's
- * schema, created by CREATE EXTENSION from pgjq.control).  The SQL API, the
- * jq_* functions, lives in schema public, so that a worker or producer with
- * the default search_path calls jq_enqueue(...) with no schema gymnastics;
- * the jq_ prefix keeps them apart from the application's own functions.
+ * Everything lives in schema jq, the extension's schema (pgjq.control):
+ * the tables, the views, and the SQL API.  The API is the functions named
+ * jq_* (jq.jq_enqueue, jq.jq_dequeue, jq.jq_ack, ...); every other
+ * function in jq is internal and granted to nobody.
+ *
+ * The calling convention is schema-qualified: jq.jq_enqueue(...), never a
+ * bare jq_enqueue(...).  PostgreSQL picks among the functions of every
+ * schema on the caller's search_path the one whose argument types match
+ * best, whatever the order of the schemas, so a look-alike with a closer
+ * signature in a schema where others may create (public, in databases
+ * created before PostgreSQL 15) captures an unqualified call, with the
+ * caller's rights.  A qualified call only looks in jq, where nobody but
+ * the extension's owner creates anything.  jq.jq_security_check() and a
+ * WARNING at CREATE EXTENSION point at schemas where PUBLIC may create.
  *
  * Every function that touches the tables is SECURITY DEFINER with
  * search_path pinned to pg_catalog, pg_temp, and all SQL inside is
  * schema-qualified.  PUBLIC gets nothing; four NOLOGIN roles carry the
  * privileges (see the GRANT section at the end).
+ *
+ * Sections, by concern: roles; tables; the vocabulary (states, limits,
+ * names); queues; wakeups; enqueue and batches; leases; the failure path
+ * and the other cold transitions; results; counters, statistics, alerts and
+ * retention; the background worker; the security check; privileges.
  */
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
@@ -36,69 +50,49 @@ END
 $roles$;
 
 /* ------------------------------------------------------------------------
- * Tables
+ * Tables, each registered with pg_extension_config_dump so that pg_dump
+ * keeps its rows.  Job states are one-byte codes (src/pgjq.h PGJQ_STATES,
+ * named by jq.state_name()):
+ *   jq.job         'r' ready, 's' scheduled, 'l' leased
+ *   jq.job_result  'd' succeeded, 'c' cancelled
+ *   jq.dead_letter dead ('x' where a code is needed)
+ * Row invariants are checked by triggers (jq.queue_check, jq.count_trigger)
+ * rather than CHECK constraints, so that each rule is written once.
  * ------------------------------------------------------------------------ */
 
--- Queues and their settings.  Read on every enqueue and dequeue (one index
--- probe by name), written only by the admin functions.
+-- Queues and their settings, written only by the queue functions below.
+-- The defaults of the settings are those of jq_create_queue.
 CREATE TABLE jq.queue (
     queue_id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name              text NOT NULL UNIQUE,
-    lease_seconds     integer NOT NULL DEFAULT 300,
-    max_attempts      integer NOT NULL DEFAULT 5,
-    backoff_base      interval NOT NULL DEFAULT '2 seconds',
-    backoff_cap       interval NOT NULL DEFAULT '10 minutes',
-    result_retention  interval NOT NULL DEFAULT '7 days',
-    max_payload_bytes integer NOT NULL DEFAULT 1048576,
-    dead_letter_retention interval NOT NULL DEFAULT '30 days',
-    idempotency_window interval NOT NULL DEFAULT '24 hours',
+    lease_seconds     integer NOT NULL,
+    max_attempts      integer NOT NULL,
+    backoff_base      interval NOT NULL,
+    backoff_cap       interval NOT NULL,
+    result_retention  interval NOT NULL,
+    max_payload_bytes integer NOT NULL,
+    dead_letter_retention interval NOT NULL,
+    idempotency_window interval NOT NULL,
     -- alert thresholds on ready depth and oldest-ready age; NULL: no alert
     alert_depth_warning  bigint,
     alert_depth_critical bigint,
     alert_age_warning    interval,
-    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- backstops only: jq_create_queue/jq_alter_queue raise the friendly errors
-    CONSTRAINT queue_name_check CHECK (name ~ '^[a-z][a-z0-9_]{0,47}$'),
-    CONSTRAINT queue_lease_check CHECK (lease_seconds BETWEEN 1 AND 86400),
-    CONSTRAINT queue_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
-    CONSTRAINT queue_backoff_check CHECK (backoff_base > '0' AND backoff_cap >= backoff_base),
-    CONSTRAINT queue_retention_check CHECK (result_retention >= '0'
-                                            AND dead_letter_retention >= result_retention),
-    CONSTRAINT queue_idempotency_check CHECK (idempotency_window >= '0'),
-    CONSTRAINT queue_payload_check CHECK (max_payload_bytes BETWEEN 16 AND 67108864)
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
-COMMENT ON TABLE jq.queue IS 'pgjq queues and their settings; change them with jq_create_queue, jq_alter_queue and jq_drop_queue';
+COMMENT ON TABLE jq.queue IS 'pgjq queues and their settings; change them with jq.jq_create_queue, jq.jq_alter_queue and jq.jq_drop_queue';
 
--- Each backend caches the queues' settings (src/plans.c); any change of
--- jq.queue empties every backend's cache when it commits.
-CREATE FUNCTION jq.queue_changed()
-RETURNS trigger
-LANGUAGE C
-AS 'MODULE_PATHNAME', 'pgjq_queue_changed';
-
-CREATE TRIGGER queue_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON jq.queue FOR EACH STATEMENT EXECUTE FUNCTION jq.queue_changed();
-
--- The queue's lock in exclusive mode, to the end of the transaction: waits
--- for the transactions that are adding jobs to the queue (they hold it in
--- share mode) and keeps new ones out.  Used by jq_drop_queue.
-CREATE FUNCTION jq.lock_queue(queue_id integer)
-RETURNS void
-LANGUAGE C STRICT
-AS 'MODULE_PATHNAME', 'pgjq_lock_queue';
+SELECT pg_catalog.pg_extension_config_dump('jq.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.queue_queue_id_seq', '');
 
 CREATE SEQUENCE jq.job_id_seq AS bigint;
 
 /*
  * The hot table: only jobs that are not finished (ready, scheduled, leased).
- * A job leaves it at ack (to jq.job_result), so dequeue never walks finished
- * rows.  state is a one-byte code:
- *   'r' ready: may be dequeued now
- *   's' scheduled: run_at in the future (delayed job or retry backoff)
- *   'l' leased: a worker holds it until lease_expires_at
- * No foreign key to jq.queue: the RI check would take a KEY SHARE lock on
- * the queue row in every enqueue and serialise producers on it.
+ * A job leaves it when it finishes (to jq.job_result or jq.dead_letter), so
+ * dequeue never walks finished rows.  No foreign key to jq.queue: the RI
+ * check would take a KEY SHARE lock on the queue row in every enqueue and
+ * serialise producers on it.
  */
 CREATE TABLE jq.job (
     id               bigint NOT NULL DEFAULT pg_catalog.nextval('jq.job_id_seq'),
@@ -117,16 +111,16 @@ CREATE TABLE jq.job (
     errors           jsonb,
     payload          jsonb NOT NULL,
     CONSTRAINT job_pkey PRIMARY KEY (id)
-    -- Two invariants are checked by jq.count_trigger (src/stats.c) rather
-    -- than by CHECK constraints, which the executor parses anew for every
-    -- statement (5% of the CPU of an enqueue):
-    --   state IN ('r', 's', 'l')
+    -- Two invariants are checked by jq.count_trigger (src/counters.c)
+    -- rather than by CHECK constraints, which the executor parses anew for
+    -- every statement (5% of the CPU of an enqueue):
+    --   state is one of jq.job's states
     --   (state = 'l') = (lease_expires_at IS NOT NULL)
 ) WITH (fillfactor = 90);
 
 ALTER SEQUENCE jq.job_id_seq OWNED BY jq.job.id;
 
-COMMENT ON TABLE jq.job IS 'pgjq unfinished jobs (ready, scheduled, leased); use jq_result() or the views rather than reading it directly';
+COMMENT ON TABLE jq.job IS 'pgjq unfinished jobs (ready, scheduled, leased); use jq.jq_result() or the views rather than reading it directly';
 
 -- dequeue: the head of this index is the next job to hand out; it holds
 -- ready jobs only, so leased, scheduled and finished jobs are never walked
@@ -142,9 +136,13 @@ CREATE INDEX job_scheduled_idx ON jq.job (queue_id, run_at)
 CREATE INDEX job_leased_idx ON jq.job (lease_expires_at)
     WHERE lease_expires_at IS NOT NULL;
 
+SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
+
 /*
- * Finished jobs and their results.  Written once at ack; read by
- * jq_result(); purged by result retention.
+ * Finished jobs and their results.  Written once when a job finishes (one
+ * statement, src/statements.c SQL_INSERT_FINISHED); read by jq_result();
+ * purged by result retention.
  */
 CREATE TABLE jq.job_result (
     job_id      bigint NOT NULL,
@@ -158,13 +156,14 @@ CREATE TABLE jq.job_result (
     enqueued_at timestamptz NOT NULL,
     started_at  timestamptz,
     finished_at timestamptz NOT NULL,
-    CONSTRAINT job_result_pkey PRIMARY KEY (job_id),
-    CONSTRAINT job_result_state_check CHECK (state IN ('d', 'c'))
+    CONSTRAINT job_result_pkey PRIMARY KEY (job_id)
 );
 
 COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d) and cancelled (c) jobs with their results, kept for the queue''s result_retention';
 
 CREATE INDEX job_result_finished_idx ON jq.job_result (queue_id, finished_at);
+
+SELECT pg_catalog.pg_extension_config_dump('jq.job_result', '');
 
 /*
  * Dead letters: jobs that failed their last attempt, failed permanently, or
@@ -189,9 +188,11 @@ CREATE TABLE jq.dead_letter (
     CONSTRAINT dead_letter_pkey PRIMARY KEY (job_id)
 );
 
-COMMENT ON TABLE jq.dead_letter IS 'pgjq dead letters: jobs out of attempts or failed permanently, with every error; jq_redrive puts them back';
+COMMENT ON TABLE jq.dead_letter IS 'pgjq dead letters: jobs out of attempts or failed permanently, with every error; jq.jq_redrive puts them back';
 
 CREATE INDEX dead_letter_queue_idx ON jq.dead_letter (queue_id, failed_at);
+
+SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
 
 /*
  * Idempotency keys: (queue, key) -> job.  The primary key makes two
@@ -206,6 +207,10 @@ CREATE TABLE jq.idempotency_key (
     created_at timestamptz NOT NULL,
     CONSTRAINT idempotency_key_pkey PRIMARY KEY (queue_id, key)
 );
+
+COMMENT ON TABLE jq.idempotency_key IS 'pgjq idempotency keys: a resubmission with the same key returns the same job';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.idempotency_key', '');
 
 /*
  * Batches: a group of jobs submitted together (500 chunks of one audience
@@ -228,87 +233,145 @@ CREATE TABLE jq.batch_job (
 
 COMMENT ON TABLE jq.batch IS 'pgjq batches: groups of jobs submitted together; see jq.batch_progress';
 
-COMMENT ON TABLE jq.idempotency_key IS 'pgjq idempotency keys: a resubmission with the same key returns the same job';
-
--- keep queued jobs, settings and results in pg_dump output
-SELECT pg_catalog.pg_extension_config_dump('jq.queue', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.job_result', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.idempotency_key', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.batch', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.batch_batch_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.batch_job', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.queue_queue_id_seq', '');
+
+/*
+ * Depth samples, one row per queue every pgjq.stats_interval, written by
+ * the worker and pruned after pgjq.history_retention.
+ */
+CREATE TABLE jq.stats_history (
+    sampled_at          timestamptz NOT NULL,
+    queue_id            integer NOT NULL,
+    queue               text NOT NULL,
+    ready               bigint NOT NULL,
+    scheduled           bigint NOT NULL,
+    leased              bigint NOT NULL,
+    dead                bigint NOT NULL,
+    enqueued_total      bigint NOT NULL,
+    succeeded_total     bigint NOT NULL,
+    failed_total        bigint NOT NULL,
+    dead_lettered_total bigint NOT NULL,
+    cancelled_total     bigint NOT NULL,
+    oldest_ready_age    interval,
+    counters_since      timestamptz,
+    CONSTRAINT stats_history_pkey PRIMARY KEY (queue_id, sampled_at)
+);
+
+CREATE INDEX stats_history_sampled_idx ON jq.stats_history (sampled_at);
+
+COMMENT ON TABLE jq.stats_history IS 'pgjq depth samples per queue, for charting depth over time';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.stats_history', '');
+
+/*
+ * Alerts: a row per crossing of a queue's thresholds, cleared when the
+ * queue is back under them.  At most one open alert per queue and kind.
+ */
+CREATE TABLE jq.alert (
+    alert_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_id   integer NOT NULL,
+    queue      text NOT NULL,
+    kind       text NOT NULL,
+    level      text NOT NULL,
+    value      text NOT NULL,
+    threshold  text NOT NULL,
+    raised_at  timestamptz NOT NULL,
+    cleared_at timestamptz,
+    CONSTRAINT alert_kind_check CHECK (kind IN ('depth', 'age')),
+    CONSTRAINT alert_level_check CHECK (level IN ('warning', 'critical'))
+);
+
+CREATE UNIQUE INDEX alert_open_idx ON jq.alert (queue_id, kind, level)
+    WHERE cleared_at IS NULL;
+
+COMMENT ON TABLE jq.alert IS 'pgjq alerts: queue depth or oldest-ready age over its thresholds';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.alert', '');
+SELECT pg_catalog.pg_extension_config_dump('jq.alert_alert_id_seq', '');
 
 /* ------------------------------------------------------------------------
- * Internal helpers
+ * The vocabulary: states, limits and the queue-name rule are defined once,
+ * in C (src/pgjq.h); these functions give them to the SQL below.
  * ------------------------------------------------------------------------ */
 
--- Raises 42602 unless name is a valid queue name.  The same C check guards
--- the hot path, so the rule lives in one place.
+-- Every limit of the API: name, value, description.
+CREATE FUNCTION jq.limits(OUT name text, OUT value bigint, OUT description text)
+RETURNS SETOF record
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_limits';
+
+COMMENT ON FUNCTION jq.limits IS 'the limits of the pgjq API (queue names, priorities, batch sizes, lease lengths, ...)';
+
+-- One limit by name; immutable, so that plans fold it to a constant.
+CREATE FUNCTION jq.limit(name text)
+RETURNS bigint
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgjq_limit';
+
+COMMENT ON FUNCTION jq.limit IS 'one limit of the pgjq API by name; see jq.limits()';
+
+-- Text name of a state code, as jq_result() and the views show it; a
+-- scheduled job whose time has come shows as ready.
+CREATE FUNCTION jq.state_name(state "char", run_at timestamptz)
+RETURNS text
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgjq_state_name';
+
+-- Raises 42602 unless name is a valid queue name (src/queue.c has the rule).
 CREATE FUNCTION jq.check_queue_name(name text)
 RETURNS void
 LANGUAGE C PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgjq_check_queue_name_sql';
 
--- Wakes the queue's listeners when the current transaction commits (see
--- src/shmem.c); a no-op without shared_preload_libraries.
-CREATE FUNCTION jq.wake_at_commit(queue_id integer)
-RETURNS void
-LANGUAGE C VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'pgjq_wake_at_commit_sql';
-
--- Text name of a state code, as jq_result() and the views show it.
-CREATE FUNCTION jq.state_name(state "char", run_at timestamptz)
+-- The error text kept with a job: whole up to jq.limit('error_maxlen')
+-- bytes, longer ones cut at a character boundary and marked.
+CREATE FUNCTION jq.clip_error(message text)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE state
-        WHEN 'r' THEN 'ready'
-        -- a scheduled job whose time has come is ready: the next dequeue
-        -- promotes it
-        WHEN 's' THEN CASE WHEN run_at <= now() THEN 'ready' ELSE 'scheduled' END
-        WHEN 'l' THEN 'leased'
-        WHEN 'd' THEN 'succeeded'
-        WHEN 'c' THEN 'cancelled'
-        WHEN 'x' THEN 'dead'
-    END
-$$;
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgjq_clip_error';
 
--- Raises 22023 when an interval setting exceeds 100 years.
+-- Raises 22023 when an interval setting exceeds jq.limit('interval_max_years').
 CREATE FUNCTION jq.check_interval_bound(setting text, value interval)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF value > interval '100 years' THEN
-        RAISE EXCEPTION '% must be at most 100 years', setting
+    IF value > make_interval(years => jq.limit('interval_max_years')::integer) THEN
+        RAISE EXCEPTION '% must be at most % years', setting, jq.limit('interval_max_years')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', value);
     END IF;
 END
 $$;
 
--- Validates queue settings with friendly errors; used by create and alter.
+/* ------------------------------------------------------------------------
+ * Queues
+ * ------------------------------------------------------------------------ */
+
+/*
+ * The rules of a queue's settings, with friendly errors.  jq.queue_check,
+ * a trigger on jq.queue, applies them to every row written, whoever writes
+ * it: jq_create_queue, jq_alter_queue or an operator's own SQL.
+ */
 CREATE FUNCTION jq.check_queue_settings(q jq.queue)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF q.lease_seconds IS NULL OR q.lease_seconds NOT BETWEEN 1 AND 86400 THEN
-        RAISE EXCEPTION 'lease_seconds must be between 1 and 86400'
+    PERFORM jq.check_queue_name(q.name);
+    IF q.lease_seconds IS NULL OR q.lease_seconds NOT BETWEEN 1 AND jq.limit('lease_seconds_max') THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and %', jq.limit('lease_seconds_max')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.lease_seconds::text, 'NULL')),
-                  HINT = 'Long jobs should extend their lease with jq_extend rather than take a long one.';
+                  HINT = 'Long jobs should extend their lease with jq.jq_extend rather than take a long one.';
     END IF;
-    IF q.max_attempts IS NULL OR q.max_attempts NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'max_attempts must be between 1 and 1000'
+    IF q.max_attempts IS NULL OR q.max_attempts NOT BETWEEN 1 AND jq.limit('max_attempts_max') THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and %', jq.limit('max_attempts_max')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.max_attempts::text, 'NULL'));
     END IF;
@@ -340,9 +403,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
     END IF;
-    -- at most 100 years, so that the clock plus or minus any of them stays a
-    -- valid timestamp (retention, idempotency and retry times are computed
-    -- that way) instead of failing later, in the worker or in jq_fail
+    -- bounded, so that the clock plus or minus any of them stays a valid
+    -- timestamp (retention, idempotency and retry times are computed that
+    -- way) instead of failing later, in the worker or in jq_fail
     PERFORM jq.check_interval_bound(v.setting, v.value)
        FROM (VALUES ('backoff_base', q.backoff_base), ('backoff_cap', q.backoff_cap),
                     ('result_retention', q.result_retention),
@@ -361,17 +424,51 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', q.alert_age_warning);
     END IF;
-    IF q.max_payload_bytes IS NULL OR q.max_payload_bytes NOT BETWEEN 16 AND 67108864 THEN
-        RAISE EXCEPTION 'max_payload_bytes must be between 16 and 67108864'
+    IF q.max_payload_bytes IS NULL
+       OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
+        RAISE EXCEPTION 'max_payload_bytes must be between % and %',
+                jq.limit('payload_bytes_min'), jq.limit('payload_bytes_max')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', coalesce(q.max_payload_bytes::text, 'NULL'));
     END IF;
 END
 $$;
 
+CREATE FUNCTION jq.queue_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM jq.check_queue_settings(NEW);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER queue_check BEFORE INSERT OR UPDATE
+    ON jq.queue FOR EACH ROW EXECUTE FUNCTION jq.queue_check();
+
+-- Each backend caches the queues' settings (src/queue.c); any change of
+-- jq.queue empties every backend's cache when it commits.
+CREATE FUNCTION jq.queue_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_queue_changed';
+
+CREATE TRIGGER queue_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON jq.queue FOR EACH STATEMENT EXECUTE FUNCTION jq.queue_changed();
+
+-- The queue's lock in exclusive mode, to the end of the transaction: waits
+-- for the transactions that are adding jobs to the queue (they hold it in
+-- share mode) and keeps new ones out.  Used by jq_drop_queue.
+CREATE FUNCTION jq.lock_queue(queue_id integer)
+RETURNS void
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'pgjq_lock_queue';
+
 /*
- * jq.queue_id(name, lock) resolves a queue name for the PL/pgSQL API, with
- * the hot path's errors (src/plans.c pgjq_lookup_queue): 42602 for an
+ * jq.queue_id(name, lock) resolves a queue name for the SQL functions,
+ * with the hot path's errors (src/queue.c pgjq_lookup_queue): 42602 for an
  * invalid name, 42704 with a hint for an unknown queue.  With lock, the
  * queue row is locked FOR UPDATE until the transaction ends, so alter and
  * drop do not race each other.
@@ -393,17 +490,14 @@ BEGIN
     IF qid IS NULL THEN
         RAISE EXCEPTION 'queue "%" does not exist', queue_id.name
             USING ERRCODE = 'undefined_object',
-                  HINT = format('Create it with jq_create_queue(%L).', queue_id.name);
+                  HINT = format('Create it with jq.jq_create_queue(%L).', queue_id.name);
     END IF;
     RETURN qid;
 END
 $$;
 
-/* ------------------------------------------------------------------------
- * Queue management (jq_admin)
- * ------------------------------------------------------------------------ */
-
-CREATE FUNCTION public.jq_create_queue(
+-- The defaults of every queue setting are the defaults of this function.
+CREATE FUNCTION jq.jq_create_queue(
     name text,
     lease_seconds integer DEFAULT 300,
     max_attempts integer DEFAULT 5,
@@ -426,59 +520,41 @@ DECLARE
     q jq.queue;
 BEGIN
     PERFORM jq.check_queue_name(jq_create_queue.name);
-
     SELECT * INTO q FROM jq.queue WHERE queue.name = jq_create_queue.name;
-    IF FOUND THEN
-        IF if_not_exists THEN
-            RAISE NOTICE 'queue "%" already exists, skipping', jq_create_queue.name;
-            RETURN q;
-        END IF;
-        RAISE EXCEPTION 'queue "%" already exists', jq_create_queue.name
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'Use jq_alter_queue to change its settings, or pass if_not_exists => true.';
-    END IF;
-
-    q.name := jq_create_queue.name;
-    q.lease_seconds := jq_create_queue.lease_seconds;
-    q.max_attempts := jq_create_queue.max_attempts;
-    q.backoff_base := jq_create_queue.backoff_base;
-    q.backoff_cap := jq_create_queue.backoff_cap;
-    q.result_retention := jq_create_queue.result_retention;
-    q.max_payload_bytes := jq_create_queue.max_payload_bytes;
-    q.dead_letter_retention := jq_create_queue.dead_letter_retention;
-    q.idempotency_window := jq_create_queue.idempotency_window;
-    q.alert_depth_warning := jq_create_queue.alert_depth_warning;
-    q.alert_depth_critical := jq_create_queue.alert_depth_critical;
-    q.alert_age_warning := jq_create_queue.alert_age_warning;
-    PERFORM jq.check_queue_settings(q);
-
-    BEGIN
+    IF NOT FOUND THEN
+        -- jq.queue_check checks the settings; when a concurrent call
+        -- creates the queue first, the insert is a no-op
         INSERT INTO jq.queue (name, lease_seconds, max_attempts, backoff_base,
                               backoff_cap, result_retention, max_payload_bytes,
                               dead_letter_retention, idempotency_window,
                               alert_depth_warning, alert_depth_critical, alert_age_warning)
-        VALUES (q.name, q.lease_seconds, q.max_attempts, q.backoff_base,
-                q.backoff_cap, q.result_retention, q.max_payload_bytes,
-                q.dead_letter_retention, q.idempotency_window,
-                q.alert_depth_warning, q.alert_depth_critical, q.alert_age_warning)
+        VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
+                jq_create_queue.max_attempts, jq_create_queue.backoff_base,
+                jq_create_queue.backoff_cap, jq_create_queue.result_retention,
+                jq_create_queue.max_payload_bytes, jq_create_queue.dead_letter_retention,
+                jq_create_queue.idempotency_window, jq_create_queue.alert_depth_warning,
+                jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning)
+        ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
         RETURNING * INTO q;
-    EXCEPTION WHEN unique_violation THEN
-        -- a concurrent jq_create_queue won the race
-        IF if_not_exists THEN
-            SELECT * INTO q FROM jq.queue WHERE queue.name = jq_create_queue.name;
+        IF FOUND THEN
             RETURN q;
         END IF;
-        RAISE EXCEPTION 'queue "%" already exists', jq_create_queue.name
-            USING ERRCODE = 'duplicate_object';
-    END;
-    RETURN q;
+        SELECT * INTO q FROM jq.queue WHERE queue.name = jq_create_queue.name;
+    END IF;
+    IF if_not_exists THEN
+        RAISE NOTICE 'queue "%" already exists, skipping', jq_create_queue.name;
+        RETURN q;
+    END IF;
+    RAISE EXCEPTION 'queue "%" already exists', jq_create_queue.name
+        USING ERRCODE = 'duplicate_object',
+              HINT = 'Use jq.jq_alter_queue to change its settings, or pass if_not_exists => true.';
 END
 $$;
 
-COMMENT ON FUNCTION public.jq_create_queue IS 'create a pgjq queue with its settings';
+COMMENT ON FUNCTION jq.jq_create_queue IS 'create a pgjq queue with its settings';
 
 -- NULL arguments leave a setting unchanged.
-CREATE FUNCTION public.jq_alter_queue(
+CREATE FUNCTION jq.jq_alter_queue(
     name text,
     lease_seconds integer DEFAULT NULL,
     max_attempts integer DEFAULT NULL,
@@ -498,57 +574,41 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    qid integer := jq.queue_id(jq_alter_queue.name, lock => true);
     q jq.queue;
 BEGIN
-    SELECT * INTO q FROM jq.queue
-     WHERE queue_id = jq.queue_id(jq_alter_queue.name, lock => true);
-
-    q.lease_seconds := coalesce(jq_alter_queue.lease_seconds, q.lease_seconds);
-    q.max_attempts := coalesce(jq_alter_queue.max_attempts, q.max_attempts);
-    q.backoff_base := coalesce(jq_alter_queue.backoff_base, q.backoff_base);
-    q.backoff_cap := coalesce(jq_alter_queue.backoff_cap, q.backoff_cap);
-    q.result_retention := coalesce(jq_alter_queue.result_retention, q.result_retention);
-    q.max_payload_bytes := coalesce(jq_alter_queue.max_payload_bytes, q.max_payload_bytes);
-    q.dead_letter_retention := coalesce(jq_alter_queue.dead_letter_retention, q.dead_letter_retention);
-    q.idempotency_window := coalesce(jq_alter_queue.idempotency_window, q.idempotency_window);
-    IF clear_alerts THEN
-        -- thresholds can only be removed explicitly, NULL means "unchanged"
-        q.alert_depth_warning := NULL;
-        q.alert_depth_critical := NULL;
-        q.alert_age_warning := NULL;
-    END IF;
-    q.alert_depth_warning := coalesce(jq_alter_queue.alert_depth_warning, q.alert_depth_warning);
-    q.alert_depth_critical := coalesce(jq_alter_queue.alert_depth_critical, q.alert_depth_critical);
-    q.alert_age_warning := coalesce(jq_alter_queue.alert_age_warning, q.alert_age_warning);
-    PERFORM jq.check_queue_settings(q);
-
-    UPDATE jq.queue
-       SET lease_seconds = q.lease_seconds,
-           max_attempts = q.max_attempts,
-           backoff_base = q.backoff_base,
-           backoff_cap = q.backoff_cap,
-           result_retention = q.result_retention,
-           max_payload_bytes = q.max_payload_bytes,
-           dead_letter_retention = q.dead_letter_retention,
-           idempotency_window = q.idempotency_window,
-           alert_depth_warning = q.alert_depth_warning,
-           alert_depth_critical = q.alert_depth_critical,
-           alert_age_warning = q.alert_age_warning
-     WHERE queue_id = q.queue_id
+    -- thresholds can only be removed explicitly (clear_alerts): NULL
+    -- means "unchanged"; the new row is checked by jq.queue_check
+    UPDATE jq.queue AS t
+       SET lease_seconds = coalesce(jq_alter_queue.lease_seconds, t.lease_seconds),
+           max_attempts = coalesce(jq_alter_queue.max_attempts, t.max_attempts),
+           backoff_base = coalesce(jq_alter_queue.backoff_base, t.backoff_base),
+           backoff_cap = coalesce(jq_alter_queue.backoff_cap, t.backoff_cap),
+           result_retention = coalesce(jq_alter_queue.result_retention, t.result_retention),
+           max_payload_bytes = coalesce(jq_alter_queue.max_payload_bytes, t.max_payload_bytes),
+           dead_letter_retention = coalesce(jq_alter_queue.dead_letter_retention,
+                                            t.dead_letter_retention),
+           idempotency_window = coalesce(jq_alter_queue.idempotency_window, t.idempotency_window),
+           alert_depth_warning = coalesce(jq_alter_queue.alert_depth_warning,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_depth_warning END),
+           alert_depth_critical = coalesce(jq_alter_queue.alert_depth_critical,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_depth_critical END),
+           alert_age_warning = coalesce(jq_alter_queue.alert_age_warning,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_age_warning END)
+     WHERE t.queue_id = qid
     RETURNING * INTO q;
     RETURN q;
 END
 $$;
 
-COMMENT ON FUNCTION public.jq_alter_queue IS 'change settings of a pgjq queue; NULL leaves a setting as it is';
+COMMENT ON FUNCTION jq.jq_alter_queue IS 'change settings of a pgjq queue; NULL leaves a setting as it is';
 
 /*
  * Drops a queue.  Refuses while it has unfinished jobs unless force; with
  * force, its jobs and results go too.  The queue row is locked first so a
- * concurrent drop or alter waits; enqueues that slip in between the check
- * and the delete are removed by the delete itself.
+ * concurrent drop or alter waits, and the queue's lock keeps enqueues out.
  */
-CREATE FUNCTION public.jq_drop_queue(name text, force boolean DEFAULT false)
+CREATE FUNCTION jq.jq_drop_queue(name text, force boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -583,9 +643,9 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION public.jq_drop_queue IS 'drop a pgjq queue; refuses while it has unfinished jobs unless force';
+COMMENT ON FUNCTION jq.jq_drop_queue IS 'drop a pgjq queue; refuses while it has unfinished jobs unless force';
 
-CREATE FUNCTION public.jq_list_queues()
+CREATE FUNCTION jq.jq_list_queues()
 RETURNS SETOF jq.queue
 LANGUAGE sql STABLE
 SECURITY DEFINER
@@ -594,13 +654,46 @@ AS $$
     SELECT * FROM jq.queue ORDER BY name
 $$;
 
-COMMENT ON FUNCTION public.jq_list_queues IS 'list pgjq queues with their settings';
+COMMENT ON FUNCTION jq.jq_list_queues IS 'list pgjq queues with their settings';
 
 /* ------------------------------------------------------------------------
- * The hot path: C functions running kept SPI plans (src/)
+ * Wakeups (src/wakeup.c).  Every transition that makes jobs ready marks
+ * its queue when the transaction commits; the worker sends one coalesced
+ * NOTIFY jq_<queue> per queue.  Producers never NOTIFY.
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION public.jq_enqueue(
+-- Wakes the queue's listeners when the current transaction commits; a
+-- no-op without shared_preload_libraries.
+CREATE FUNCTION jq.wake_at_commit(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_wake_at_commit_sql';
+
+-- NOTIFY jq_<queue> for the queues given (all when NULL); the worker
+-- calls it.  Returns how many queues were notified.
+CREATE FUNCTION jq.notify_queues(queue_ids integer[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM pg_notify('jq_' || q.name, '')
+       FROM jq.queue q
+      WHERE queue_ids IS NULL OR q.queue_id = ANY (queue_ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Enqueue and batches.  Enqueue is C running kept SPI plans
+ * (src/enqueue.c, src/statements.c).
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION jq.jq_enqueue(
     queue text,
     payload jsonb,
     priority integer DEFAULT 0,
@@ -613,9 +706,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_enqueue';
 
-COMMENT ON FUNCTION public.jq_enqueue IS 'enqueue one job in the caller''s transaction; returns its id';
+COMMENT ON FUNCTION jq.jq_enqueue IS 'enqueue one job in the caller''s transaction; returns its id';
 
-CREATE FUNCTION public.jq_enqueue_batch(
+CREATE FUNCTION jq.jq_enqueue_batch(
     queue text,
     payloads jsonb[],
     priority integer DEFAULT 0,
@@ -628,9 +721,61 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_enqueue_batch';
 
-COMMENT ON FUNCTION public.jq_enqueue_batch IS 'enqueue many jobs in one call; returns their ids in the order of payloads';
+COMMENT ON FUNCTION jq.jq_enqueue_batch IS 'enqueue many jobs in one call; returns their ids in the order of payloads';
 
-CREATE FUNCTION public.jq_dequeue(
+CREATE FUNCTION jq.jq_create_batch(queue text, label text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    bid bigint;
+BEGIN
+    qid := jq.queue_id(jq_create_batch.queue);
+    IF octet_length(label) > jq.limit('label_maxlen') THEN
+        RAISE EXCEPTION 'batch label of % bytes is too long', octet_length(label)
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('The limit is %s bytes.', jq.limit('label_maxlen'));
+    END IF;
+    INSERT INTO jq.batch (queue_id, label) VALUES (qid, jq_create_batch.label)
+    RETURNING batch_id INTO bid;
+    RETURN bid;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_create_batch IS 'create a batch in a queue; pass its id to jq.jq_enqueue or jq.jq_enqueue_batch';
+
+-- one call: a new batch with all its jobs; returns the batch id
+CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
+                                   priority integer DEFAULT 0,
+                                   run_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bid bigint := jq.jq_create_batch(jq_submit_batch.queue, jq_submit_batch.label);
+BEGIN
+    PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
+                                jq_submit_batch.priority, jq_submit_batch.run_at,
+                                NULL, bid);
+    RETURN bid;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_submit_batch IS 'create a batch and enqueue its jobs in one call; returns the batch id';
+
+/* ------------------------------------------------------------------------
+ * Leases: dequeue and ack are C running kept SPI plans (src/lease.c).
+ * The fence (which lease is current) and the finishing of a job are
+ * statements of src/statements.c, which jq_fail, jq_extend and jq_cancel
+ * reach through jq.lock_lease and jq.finish_cancelled.
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION jq.jq_dequeue(
     queue text,
     max_jobs integer DEFAULT 1,
     lease_seconds integer DEFAULT NULL)
@@ -647,9 +792,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_dequeue';
 
-COMMENT ON FUNCTION public.jq_dequeue IS 'lease up to max_jobs ready jobs, most urgent first';
+COMMENT ON FUNCTION jq.jq_dequeue IS 'lease up to max_jobs ready jobs, most urgent first';
 
-CREATE FUNCTION public.jq_ack(
+CREATE FUNCTION jq.jq_ack(
     job_id bigint,
     lease_token bigint,
     result jsonb DEFAULT NULL)
@@ -659,9 +804,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_ack';
 
-COMMENT ON FUNCTION public.jq_ack IS 'complete a leased job; false when the lease token is stale';
+COMMENT ON FUNCTION jq.jq_ack IS 'complete a leased job; false when the lease token is stale';
 
-CREATE FUNCTION public.jq_ack_batch(
+CREATE FUNCTION jq.jq_ack_batch(
     job_ids bigint[],
     lease_tokens bigint[],
     results jsonb[] DEFAULT NULL)
@@ -671,13 +816,378 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_ack_batch';
 
-COMMENT ON FUNCTION public.jq_ack_batch IS 'complete many leased jobs in one call; one row per job, in input order';
+COMMENT ON FUNCTION jq.jq_ack_batch IS 'complete many leased jobs in one call; one row per job, in input order';
+
+-- Locks the job and returns true when (job_id, lease_token) is its
+-- current lease; false, locking nothing, when the token is stale.
+CREATE FUNCTION jq.lock_lease(job_id bigint, lease_token bigint)
+RETURNS boolean
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_lock_lease';
+
+-- Finishes jobs the caller has locked as cancelled (to jq.job_result).
+CREATE FUNCTION jq.finish_cancelled(job_ids bigint[])
+RETURNS integer
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_finish_cancelled';
+
+/* ------------------------------------------------------------------------
+ * The cold transitions, each in one function that the worker and the
+ * tests both call: promotion of due jobs, failure of an attempt (and lease
+ * reclaim, which is the failure of an expired attempt), extension,
+ * cancellation and redrive.  Every transition that makes jobs ready wakes
+ * their queue at commit.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * jq.promote_due(queue_id, max_jobs) makes the scheduled jobs whose run_at
+ * has come ready: of one queue, or of every queue when queue_id is NULL,
+ * at most max_jobs per queue.  SKIP LOCKED: concurrent callers share the
+ * work instead of waiting for each other.  The worker calls it every
+ * pass; jq_dequeue calls it for its queue when a due job is waiting.
+ * Returns how many jobs it promoted.
+ */
+CREATE FUNCTION jq.promote_due(queue_id integer, max_jobs integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN
+        WITH promoted AS (
+            UPDATE jq.job j SET state = 'r'
+             WHERE j.id IN (SELECT d.id FROM jq.queue q CROSS JOIN LATERAL
+                              (SELECT x.id FROM jq.job x
+                                WHERE x.queue_id = q.queue_id AND x.state = 's'
+                                  AND x.run_at <= clock_timestamp()
+                                ORDER BY x.run_at
+                                LIMIT greatest(promote_due.max_jobs, 1)
+                                  FOR UPDATE SKIP LOCKED) d
+                             WHERE promote_due.queue_id IS NULL
+                                OR q.queue_id = promote_due.queue_id)
+            RETURNING j.queue_id
+        )
+        SELECT p.queue_id, count(*)::integer AS jobs FROM promoted p GROUP BY p.queue_id
+    LOOP
+        PERFORM jq.wake_at_commit(r.queue_id);
+        n := n + r.jobs;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+/*
+ * jq.fail_leased(job_ids, error, permanent, retry_at, now) is the one state
+ * transition of a failed attempt, shared by jq_fail and lease reclaim.  The
+ * caller has locked the jobs and checked they are leased by the attempt
+ * that failed.  For each job:
+ *   - a cancel was requested  -> cancelled (jq.finish_cancelled), never retried;
+ *   - permanent, or it was the last attempt -> dead (jq.dead_letter);
+ *   - otherwise -> back to the queue at retry_at: when retry_at is NULL,
+ *     exponential backoff with full jitter, a uniform delay in
+ *     [0, min(backoff_cap, backoff_base * 2^(attempt-1))).
+ * Every error is appended to the job's errors with its attempt and time.
+ * Returns each job's new state.
+ */
+CREATE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
+                               retry_at timestamptz, now timestamptz)
+RETURNS TABLE (job_id bigint, state text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    cancelled bigint[] := '{}';
+BEGIN
+    FOR r IN
+        WITH target AS (
+            SELECT j.id, j.attempt, q.name,
+                   jsonb_build_array(jsonb_build_object(
+                       'attempt', j.attempt, 'error', fail_leased.error,
+                       'at', fail_leased.now)) AS err,
+                   CASE WHEN j.cancel_requested THEN 'c'
+                        WHEN fail_leased.permanent OR j.attempt >= q.max_attempts THEN 'x'
+                        ELSE 's' END AS outcome,
+                   -- in seconds, as doubles: base x 2^(n-1) as an interval
+                   -- overflows long before the cap applies (1 day x 2^31)
+                   coalesce(fail_leased.retry_at, fail_leased.now + make_interval(secs =>
+                       least(extract(epoch FROM q.backoff_cap)::float8,
+                             extract(epoch FROM q.backoff_base)::float8
+                             * power(2, least(greatest(j.attempt - 1, 0), 40)))
+                       * random())) AS retry_at
+              FROM jq.job j JOIN jq.queue q USING (queue_id)
+             WHERE j.id = ANY (fail_leased.job_ids) AND j.state = 'l'
+        ), retried AS (
+            UPDATE jq.job j
+               SET state = CASE WHEN t.retry_at <= fail_leased.now THEN 'r' ELSE 's' END,
+                   run_at = t.retry_at,
+                   lease_expires_at = NULL,
+                   errors = coalesce(j.errors, '[]') || t.err
+              FROM target t
+             WHERE j.id = t.id AND t.outcome = 's'
+            RETURNING j.id, j.queue_id, j.state, j.run_at
+        ), removed AS (
+            DELETE FROM jq.job j USING target t
+             WHERE j.id = t.id AND t.outcome = 'x'
+            RETURNING j.*, t.name AS queue_name, coalesce(j.errors, '[]') || t.err AS all_errors
+        ), dead AS (
+            INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
+                                        errors, last_error, lease_token, run_at,
+                                        enqueued_at, failed_at)
+            SELECT d.id, d.queue_id, d.queue_name, d.priority, d.attempt, d.payload,
+                   d.all_errors, fail_leased.error, d.lease_token, d.run_at, d.enqueued_at,
+                   fail_leased.now
+              FROM removed d
+            RETURNING dead_letter.job_id
+        ), noted AS (
+            -- a cancelled job keeps its last error for its result row
+            UPDATE jq.job j SET errors = coalesce(j.errors, '[]') || t.err
+              FROM target t
+             WHERE j.id = t.id AND t.outcome = 'c'
+            RETURNING j.id
+        )
+        SELECT x.id, 's' AS outcome, x.queue_id, x.state, x.run_at FROM retried x
+        UNION ALL SELECT x.job_id, 'x', NULL, NULL, NULL FROM dead x
+        UNION ALL SELECT x.id, 'c', NULL, NULL, NULL FROM noted x
+    LOOP
+        IF r.outcome = 'c' THEN
+            cancelled := cancelled || r.id;
+            CONTINUE;
+        END IF;
+        job_id := r.id;
+        state := CASE WHEN r.outcome = 'x' THEN 'dead' ELSE jq.state_name(r.state, r.run_at) END;
+        RETURN NEXT;
+        IF r.state = 'r' THEN
+            PERFORM jq.wake_at_commit(r.queue_id);
+        END IF;
+    END LOOP;
+
+    IF cardinality(cancelled) > 0 THEN
+        PERFORM jq.finish_cancelled(cancelled);
+        RETURN QUERY SELECT c.id, 'cancelled'::text FROM unnest(cancelled) AS c(id);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION jq.jq_fail(
+    job_id bigint,
+    lease_token bigint,
+    error text,
+    retry_in interval DEFAULT NULL,
+    permanent boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now timestamptz := clock_timestamp();
+    new_state text;
+BEGIN
+    IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the job_id and lease_token columns that jq.jq_dequeue returned.';
+    END IF;
+    IF jq_fail.error IS NULL THEN
+        RAISE EXCEPTION 'error must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
+    END IF;
+    IF retry_in < interval '0'
+       OR retry_in > make_interval(days => jq.limit('retry_in_max_days')::integer) THEN
+        RAISE EXCEPTION 'retry_in must be between 0 and % days', jq.limit('retry_in_max_days')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', retry_in);
+    END IF;
+
+    -- lock the job only if this lease is still its current one
+    IF NOT jq.lock_lease(jq_fail.job_id, jq_fail.lease_token) THEN
+        RETURN NULL;        -- stale token: refused, nothing changed
+    END IF;
+
+    SELECT f.state INTO new_state
+      FROM jq.fail_leased(ARRAY[jq_fail.job_id], jq.clip_error(jq_fail.error),
+                          coalesce(permanent, false), now + retry_in, now) f;
+    RETURN new_state;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_fail IS 'fail a leased job: retry with backoff, or dead-letter it on its last attempt or when permanent; NULL when the token is stale';
+
+/*
+ * jq.reclaim_expired_leases(max_jobs) fails the attempts whose lease has
+ * expired ("lease expired"): each goes back to ready at once, or to the
+ * dead letters if it was the last attempt, or to cancelled if a cancel was
+ * requested.  Jobs locked by a worker acking or failing them right now are
+ * skipped (SKIP LOCKED) and picked up next time.  Returns how many moved.
+ * The background worker calls this in batches of pgjq.reclaim_batch.
+ */
+CREATE FUNCTION jq.reclaim_expired_leases(max_jobs integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    SELECT count(*)::integer INTO n
+      FROM jq.fail_leased(
+             ARRAY(SELECT j.id FROM jq.job j
+                    WHERE j.lease_expires_at < clock_timestamp()
+                    ORDER BY j.lease_expires_at
+                    LIMIT greatest(max_jobs, 1)
+                      FOR UPDATE SKIP LOCKED),
+             'lease expired', false, clock_timestamp(), clock_timestamp());
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION jq.jq_extend(job_id bigint, lease_token bigint,
+                             lease_seconds integer DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expires timestamptz;
+BEGIN
+    IF jq_extend.job_id IS NULL OR jq_extend.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jq_extend.lease_seconds NOT BETWEEN 1 AND jq.limit('lease_seconds_max') THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and %', jq.limit('lease_seconds_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', jq_extend.lease_seconds);
+    END IF;
+
+    IF NOT jq.lock_lease(jq_extend.job_id, jq_extend.lease_token) THEN
+        RETURN NULL;        -- the lease is lost: stop working on the job
+    END IF;
+    UPDATE jq.job j
+       SET lease_expires_at = clock_timestamp()
+               + make_interval(secs => coalesce(jq_extend.lease_seconds, q.lease_seconds))
+      FROM jq.queue q
+     WHERE j.id = jq_extend.job_id AND NOT j.cancel_requested AND q.queue_id = j.queue_id
+    RETURNING j.lease_expires_at INTO expires;
+    RETURN expires;     -- NULL: the job was cancelled; stop working on it
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_extend IS 'extend a lease from now (heartbeat); NULL when the token is stale or the job was cancelled';
+
+CREATE FUNCTION jq.jq_cancel(job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jq_cancel.job_id IS NULL THEN
+        RAISE EXCEPTION 'job_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+
+    -- a ready or scheduled job is cancelled at once
+    PERFORM FROM jq.job j
+      WHERE j.id = jq_cancel.job_id AND j.state IN ('r', 's')
+        FOR UPDATE;
+    IF FOUND THEN
+        PERFORM jq.finish_cancelled(ARRAY[jq_cancel.job_id]);
+        RETURN true;
+    END IF;
+
+    -- a leased one is marked: its ack returns false, it is never retried
+    UPDATE jq.job j SET cancel_requested = true
+     WHERE j.id = jq_cancel.job_id AND j.state = 'l' AND NOT j.cancel_requested;
+    RETURN FOUND;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_cancel IS 'cancel a job: at once when ready or scheduled, at its ack or failure when leased; false when nothing changed';
+
+CREATE FUNCTION jq.jq_redrive(queue text, job_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    moved integer;
+BEGIN
+    qid := jq.queue_id(jq_redrive.queue);
+    -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    IF array_ndims(job_ids) > 1 THEN
+        RAISE EXCEPTION 'job_ids must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job_ids must not contain nulls'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('Element %s is null.', array_position(job_ids, NULL));
+    END IF;
+    IF cardinality(job_ids) > jq.limit('batch_max') THEN
+        RAISE EXCEPTION 'a batch may hold at most % jobs', jq.limit('batch_max')
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('Got %s.', cardinality(job_ids)),
+                  HINT = 'Pass NULL to redrive every dead letter of the queue, or redrive in batches.';
+    END IF;
+
+    -- back to ready under the same id, with fresh attempts; the error
+    -- history and the lease token's delivery count are kept
+    WITH moved AS (
+        DELETE FROM jq.dead_letter d
+         WHERE d.queue_id = qid
+           AND (jq_redrive.job_ids IS NULL OR d.job_id = ANY (jq_redrive.job_ids))
+        RETURNING d.*
+    )
+    INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
+                        enqueued_at, errors, payload)
+    SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
+           enqueued_at, errors, payload
+      FROM moved;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM jq.wake_at_commit(qid);
+    END IF;
+    RETURN moved;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
+
+-- When the worker must look next: the earliest lease expiry or scheduled
+-- run_at, NULL when there is neither.
+CREATE FUNCTION jq.next_deadline()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST(
+        (SELECT min(j.lease_expires_at) FROM jq.job j WHERE j.lease_expires_at IS NOT NULL),
+        (SELECT min(x.run_at) FROM jq.queue q CROSS JOIN LATERAL
+            (SELECT j.run_at FROM jq.job j WHERE j.queue_id = q.queue_id AND j.state = 's'
+              ORDER BY j.run_at LIMIT 1) x))
+$$;
 
 /* ------------------------------------------------------------------------
  * Results
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION public.jq_result(job_id bigint)
+CREATE FUNCTION jq.jq_result(job_id bigint)
 RETURNS TABLE (
     job_id bigint,
     queue text,
@@ -707,310 +1217,22 @@ AS $$
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
-    SELECT d.job_id, d.queue, 'dead', NULL::jsonb, d.last_error,
+    SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
            NULL::timestamptz, d.failed_at
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
 
-COMMENT ON FUNCTION public.jq_result IS 'state, result, attempts and timestamps of a job; no row for an unknown id';
+COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts and timestamps of a job; no row for an unknown id';
 
 /* ------------------------------------------------------------------------
- * The failure path: failed attempts, retries, dead letters, leases
- * ------------------------------------------------------------------------ */
-
-/*
- * jq.fail_leased(job_ids, error, permanent, retry_at, now) is the one state
- * transition of a failed attempt, shared by jq_fail and lease reclaim.  The
- * caller has locked the jobs (FOR UPDATE) and checked they are leased by the
- * attempt that failed.  For each job:
- *   - a cancel was requested  -> cancelled (jq.job_result), never retried;
- *   - permanent, or it was the last attempt -> dead (jq.dead_letter);
- *   - otherwise -> back to the queue at retry_at: when retry_at is NULL,
- *     exponential backoff with full jitter, a uniform delay in
- *     [0, min(backoff_cap, backoff_base * 2^(attempt-1))).
- * Every error is appended to the job's errors with its attempt and time.
- * Returns each job's new state.
- */
-CREATE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
-                               retry_at timestamptz, now timestamptz)
-RETURNS TABLE (job_id bigint, state text)
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH target AS (
-        SELECT j.id, j.attempt, j.cancel_requested, q.max_attempts, q.name,
-               jsonb_build_array(jsonb_build_object(
-                   'attempt', j.attempt, 'error', $2, 'at', $5)) AS err,
-               CASE WHEN j.cancel_requested THEN 'c'
-                    WHEN $3 OR j.attempt >= q.max_attempts THEN 'x'
-                    ELSE 's' END AS outcome,
-               -- in seconds, as doubles: base x 2^(n-1) as an interval
-               -- overflows long before the cap applies (1 day x 2^31)
-               coalesce($4, $5 + pg_catalog.make_interval(secs =>
-                   least(extract(epoch FROM q.backoff_cap)::float8,
-                         extract(epoch FROM q.backoff_base)::float8
-                         * power(2, least(greatest(j.attempt - 1, 0), 40)))
-                   * random())) AS retry_at
-          FROM jq.job j JOIN jq.queue q USING (queue_id)
-         WHERE j.id = ANY ($1) AND j.state = 'l'
-    ), retried AS (
-        UPDATE jq.job j
-           SET state = CASE WHEN t.retry_at <= $5 THEN 'r' ELSE 's' END,
-               run_at = t.retry_at,
-               lease_expires_at = NULL,
-               errors = coalesce(j.errors, '[]') || t.err
-          FROM target t
-         WHERE j.id = t.id AND t.outcome = 's'
-        RETURNING j.id, j.state, j.run_at
-    ), removed AS (
-        DELETE FROM jq.job j USING target t
-         WHERE j.id = t.id AND t.outcome IN ('x', 'c')
-        RETURNING j.*, t.outcome, t.name AS queue_name,
-                  coalesce(j.errors, '[]') || t.err AS all_errors
-    ), dead AS (
-        INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
-                                    errors, last_error, lease_token, run_at,
-                                    enqueued_at, failed_at)
-        SELECT id, queue_id, queue_name, priority, attempt, payload, all_errors, $2,
-               lease_token, run_at, enqueued_at, $5
-          FROM removed WHERE outcome = 'x'
-        RETURNING job_id
-    ), cancelled AS (
-        INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
-                                   last_error, run_at, enqueued_at, started_at, finished_at)
-        SELECT id, queue_id, 'c', priority, attempt, NULL, $2, run_at, enqueued_at,
-               started_at, $5
-          FROM removed WHERE outcome = 'c'
-        RETURNING job_id
-    )
-    SELECT id, jq.state_name(state, run_at) FROM retried
-    UNION ALL SELECT job_id, 'dead' FROM dead
-    UNION ALL SELECT job_id, 'cancelled' FROM cancelled
-$$;
-
-CREATE FUNCTION public.jq_fail(
-    job_id bigint,
-    lease_token bigint,
-    error text,
-    retry_in interval DEFAULT NULL,
-    permanent boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    now timestamptz := clock_timestamp();
-    new_state text;
-    msg text := jq_fail.error;
-    n integer := 8000;
-BEGIN
-    -- jq.job before jq.job_result and jq.dead_letter, as every API function
-    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
-    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
-    IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
-        RAISE EXCEPTION 'job_id and lease_token must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass the job_id and lease_token columns that jq_dequeue returned.';
-    END IF;
-    IF jq_fail.error IS NULL THEN
-        RAISE EXCEPTION 'error must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
-    END IF;
-    IF retry_in IS NOT NULL AND (retry_in < interval '0' OR retry_in > interval '366 days') THEN
-        RAISE EXCEPTION 'retry_in must be between 0 and 366 days'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Got %s.', retry_in);
-    END IF;
-
-    -- keep errors bounded: a stack trace is welcome, a core dump is not.
-    -- Cut at a character boundary to at most 8000 bytes.
-    IF octet_length(msg) > 8192 THEN
-        WHILE octet_length(left(msg, n)) > 8000 LOOP
-            n := n * 3 / 4;
-        END LOOP;
-        msg := left(msg, n) || ' ... (truncated)';
-    END IF;
-
-    -- lock the job only if this lease is still its current one
-    PERFORM FROM jq.job j
-      WHERE j.id = jq_fail.job_id AND j.lease_token = jq_fail.lease_token AND j.state = 'l'
-        FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN NULL;        -- stale token: refused, nothing changed
-    END IF;
-
-    SELECT f.state INTO new_state
-      FROM jq.fail_leased(ARRAY[jq_fail.job_id], msg,
-                          coalesce(permanent, false),
-                          now + retry_in, now) f;
-    IF new_state = 'ready' THEN
-        PERFORM jq.wake_at_commit(j.queue_id) FROM jq.job j WHERE j.id = jq_fail.job_id;
-    END IF;
-    RETURN new_state;
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_fail IS 'fail a leased job: retry with backoff, or dead-letter it on its last attempt or when permanent; NULL when the token is stale';
-
-/*
- * jq.reclaim_expired_leases(max_jobs) fails the attempts whose lease has
- * expired ("lease expired"): each goes back to ready at once, or to the
- * dead letters if it was the last attempt, or to cancelled if a cancel was
- * requested.  Jobs locked by a worker acking or failing them right now are
- * skipped (SKIP LOCKED) and picked up next time.  Returns how many moved.
- * The background worker calls this in small batches.
- */
-CREATE FUNCTION jq.reclaim_expired_leases(max_jobs integer DEFAULT 1000)
-RETURNS integer
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT count(*)::integer
-      FROM jq.fail_leased(
-             ARRAY(SELECT j.id FROM jq.job j
-                    WHERE j.lease_expires_at < clock_timestamp()
-                    ORDER BY j.lease_expires_at
-                    LIMIT greatest($1, 1)
-                      FOR UPDATE SKIP LOCKED),
-             'lease expired', false, clock_timestamp(), clock_timestamp())
-$$;
-
-CREATE FUNCTION public.jq_extend(job_id bigint, lease_token bigint,
-                                 lease_seconds integer DEFAULT NULL)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    expires timestamptz;
-BEGIN
-    IF jq_extend.job_id IS NULL OR jq_extend.lease_token IS NULL THEN
-        RAISE EXCEPTION 'job_id and lease_token must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF jq_extend.lease_seconds IS NOT NULL AND jq_extend.lease_seconds NOT BETWEEN 1 AND 86400 THEN
-        RAISE EXCEPTION 'lease_seconds must be between 1 and 86400'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Got %s.', jq_extend.lease_seconds);
-    END IF;
-
-    UPDATE jq.job j
-       SET lease_expires_at = clock_timestamp()
-               + make_interval(secs => coalesce(jq_extend.lease_seconds, q.lease_seconds))
-      FROM jq.queue q
-     WHERE j.id = jq_extend.job_id AND j.lease_token = jq_extend.lease_token
-       AND j.state = 'l' AND NOT j.cancel_requested AND q.queue_id = j.queue_id
-    RETURNING j.lease_expires_at INTO expires;
-    RETURN expires;     -- NULL: the lease is lost or the job was cancelled; stop working on it
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_extend IS 'extend a lease from now (heartbeat); NULL when the token is stale or the job was cancelled';
-
-CREATE FUNCTION public.jq_cancel(job_id bigint)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- jq.job before jq.job_result and jq.dead_letter, as every API function
-    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
-    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
-    IF jq_cancel.job_id IS NULL THEN
-        RAISE EXCEPTION 'job_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-
-    -- a ready or scheduled job is cancelled at once
-    WITH gone AS (
-        DELETE FROM jq.job j
-         WHERE j.id = jq_cancel.job_id AND j.state IN ('r', 's')
-        RETURNING j.*
-    )
-    INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts, result,
-                               last_error, run_at, enqueued_at, started_at, finished_at)
-    SELECT id, queue_id, 'c', priority, attempt, NULL, errors -> -1 ->> 'error',
-           run_at, enqueued_at, started_at, clock_timestamp()
-      FROM gone;
-    IF FOUND THEN
-        RETURN true;
-    END IF;
-
-    -- a leased one is marked: its ack returns false, it is never retried
-    UPDATE jq.job j SET cancel_requested = true
-     WHERE j.id = jq_cancel.job_id AND j.state = 'l' AND NOT j.cancel_requested;
-    RETURN FOUND;
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_cancel IS 'cancel a job: at once when ready or scheduled, at its ack or failure when leased; false when nothing changed';
-
-CREATE FUNCTION public.jq_redrive(queue text, job_ids bigint[] DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    qid integer;
-    moved integer;
-BEGIN
-    qid := jq.queue_id(jq_redrive.queue);
-    -- jq.job before jq.job_result and jq.dead_letter, as every API function
-    -- (no deadlock with the counter rebuild: src/plans.c pgjq_lock_job_table)
-    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
-    IF array_ndims(job_ids) > 1 THEN
-        RAISE EXCEPTION 'job_ids must be a one-dimensional array'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
-    IF array_position(job_ids, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'job_ids must not contain nulls'
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = format('Element %s is null.', array_position(job_ids, NULL));
-    END IF;
-    IF cardinality(job_ids) > 10000 THEN
-        RAISE EXCEPTION 'a batch may hold at most 10000 jobs'
-            USING ERRCODE = 'program_limit_exceeded',
-                  DETAIL = format('Got %s.', cardinality(job_ids)),
-                  HINT = 'Pass NULL to redrive every dead letter of the queue, or redrive in batches.';
-    END IF;
-
-    -- back to ready under the same id, with fresh attempts; the error
-    -- history and the lease token's delivery count are kept
-    WITH moved AS (
-        DELETE FROM jq.dead_letter d
-         WHERE d.queue_id = qid
-           AND (jq_redrive.job_ids IS NULL OR d.job_id = ANY (jq_redrive.job_ids))
-        RETURNING d.*
-    )
-    INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
-                        enqueued_at, errors, payload)
-    SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
-           enqueued_at, errors, payload
-      FROM moved;
-    GET DIAGNOSTICS moved = ROW_COUNT;
-    IF moved > 0 THEN
-        PERFORM jq.wake_at_commit(qid);
-    END IF;
-    RETURN moved;
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
-
-/* ------------------------------------------------------------------------
- * Statistics, history, alerts and retention (the background worker's
- * periodic work; src/stats.c keeps the counters)
+ * Counters, statistics, alerts and retention.  src/counters.c keeps the
+ * counters; the worker samples them, checks alerts and purges.
  * ------------------------------------------------------------------------ */
 
 -- Records each change of the three tables as a counter delta, applied to
--- shared memory at commit (src/stats.c).
+-- shared memory at commit, and checks the invariants of a new row.
 CREATE FUNCTION jq.count_trigger()
 RETURNS trigger
 LANGUAGE C
@@ -1065,57 +1287,41 @@ AS 'MODULE_PATHNAME', 'pgjq_reset_counters';
 SELECT jq.reset_counters();
 
 /*
- * Depth samples, one row per queue every pgjq.stats_interval, written by
- * the worker and pruned after pgjq.history_retention.
+ * jq.lock_for_rebuild(timeout_ms) takes SHARE locks on the counted tables
+ * for a counter rebuild: they wait until every writer has finished, and
+ * hold new writers off until the rebuild commits.  Gives up, returning
+ * false, after timeout_ms, so a long open transaction cannot stall
+ * producers behind the worker for long.
  */
-CREATE TABLE jq.stats_history (
-    sampled_at          timestamptz NOT NULL,
-    queue_id            integer NOT NULL,
-    queue               text NOT NULL,
-    ready               bigint NOT NULL,
-    scheduled           bigint NOT NULL,
-    leased              bigint NOT NULL,
-    dead                bigint NOT NULL,
-    enqueued_total      bigint NOT NULL,
-    succeeded_total     bigint NOT NULL,
-    failed_total        bigint NOT NULL,
-    dead_lettered_total bigint NOT NULL,
-    cancelled_total     bigint NOT NULL,
-    oldest_ready_age    interval,
-    counters_since      timestamptz,
-    CONSTRAINT stats_history_pkey PRIMARY KEY (queue_id, sampled_at)
-);
+CREATE FUNCTION jq.lock_for_rebuild(timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- give up before the deadlock detector would cancel a client: every
+    -- API function locks jq.job first, so no cycle should form, but an
+    -- operator's own transaction may lock these tables in another order
+    PERFORM set_config('lock_timeout',
+        least(timeout_ms, greatest(10, (SELECT setting::integer / 2 FROM pg_settings
+                                         WHERE name = 'deadlock_timeout')))::text, true);
+    LOCK TABLE jq.job, jq.job_result, jq.dead_letter IN SHARE MODE;
+    PERFORM set_config('lock_timeout', '0', true);
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END
+$$;
 
-CREATE INDEX stats_history_sampled_idx ON jq.stats_history (sampled_at);
-
-COMMENT ON TABLE jq.stats_history IS 'pgjq depth samples per queue, for charting depth over time';
-
-/*
- * Alerts: a row per crossing of a queue's thresholds, cleared when the
- * queue is back under them.  At most one open alert per queue and kind.
- */
-CREATE TABLE jq.alert (
-    alert_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue_id   integer NOT NULL,
-    queue      text NOT NULL,
-    kind       text NOT NULL,
-    level      text NOT NULL,
-    value      text NOT NULL,
-    threshold  text NOT NULL,
-    raised_at  timestamptz NOT NULL,
-    cleared_at timestamptz,
-    CONSTRAINT alert_kind_check CHECK (kind IN ('depth', 'age')),
-    CONSTRAINT alert_level_check CHECK (level IN ('warning', 'critical'))
-);
-
-CREATE UNIQUE INDEX alert_open_idx ON jq.alert (queue_id, kind, level)
-    WHERE cleared_at IS NULL;
-
-COMMENT ON TABLE jq.alert IS 'pgjq alerts: queue depth or oldest-ready age over its thresholds';
-
-SELECT pg_catalog.pg_extension_config_dump('jq.stats_history', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.alert', '');
-SELECT pg_catalog.pg_extension_config_dump('jq.alert_alert_id_seq', '');
+-- Recounts this database's counters from the tables (src/counters.c);
+-- false when it could not now (locks not granted within timeout_ms, or a
+-- prepared transaction pending).  The worker calls it whenever the
+-- counters are not valid.
+CREATE FUNCTION jq.rebuild_counters(timeout_ms integer DEFAULT 2000)
+RETURNS boolean
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_rebuild_counters';
 
 /*
  * jq.queue_stats: per queue, depth by state and by priority, age of the
@@ -1165,33 +1371,6 @@ SELECT q.name AS queue,
  GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
 
 COMMENT ON VIEW jq.queue_stats IS 'pgjq queue depth, age and throughput, from shared counters (no count(*))';
-
-/*
- * jq.lock_for_rebuild(timeout_ms) takes SHARE locks on the counted tables
- * for a counter rebuild (src/stats.c): they wait until every writer has
- * finished, and hold new writers off until the rebuild commits.  Gives up,
- * returning false, after timeout_ms, so a long open transaction cannot
- * stall producers behind the worker for long.
- */
-CREATE FUNCTION jq.lock_for_rebuild(timeout_ms integer)
-RETURNS boolean
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- give up before the deadlock detector would cancel a client: every
-    -- API function locks jq.job first, so no cycle should form, but an
-    -- operator's own transaction may lock these tables in another order
-    PERFORM set_config('lock_timeout',
-        least(timeout_ms, greatest(10, (SELECT setting::integer / 2 FROM pg_settings
-                                         WHERE name = 'deadlock_timeout')))::text, true);
-    LOCK TABLE jq.job, jq.job_result, jq.dead_letter IN SHARE MODE;
-    PERFORM set_config('lock_timeout', '0', true);
-    RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
-END
-$$;
 
 /*
  * jq.sample_stats() writes one history row per queue and prunes rows
@@ -1330,54 +1509,6 @@ BEGIN
 END
 $$;
 
-/* ------------------------------------------------------------------------
- * Batches and the analysts' views
- * ------------------------------------------------------------------------ */
-
-CREATE FUNCTION public.jq_create_batch(queue text, label text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    qid integer;
-    bid bigint;
-BEGIN
-    qid := jq.queue_id(jq_create_batch.queue);
-    IF octet_length(label) > 512 THEN
-        RAISE EXCEPTION 'batch label of % bytes is too long', octet_length(label)
-            USING ERRCODE = 'program_limit_exceeded', DETAIL = 'The limit is 512 bytes.';
-    END IF;
-    INSERT INTO jq.batch (queue_id, label) VALUES (qid, jq_create_batch.label)
-    RETURNING batch_id INTO bid;
-    RETURN bid;
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_create_batch IS 'create a batch in a queue; pass its id to jq_enqueue or jq_enqueue_batch';
-
--- one call: a new batch with all its jobs; returns the batch id
-CREATE FUNCTION public.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
-                                       priority integer DEFAULT 0,
-                                       run_at timestamptz DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    bid bigint := public.jq_create_batch(jq_submit_batch.queue, jq_submit_batch.label);
-BEGIN
-    PERFORM public.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
-                                    jq_submit_batch.priority, jq_submit_batch.run_at,
-                                    NULL, bid);
-    RETURN bid;
-END
-$$;
-
-COMMENT ON FUNCTION public.jq_submit_batch IS 'create a batch and enqueue its jobs in one call; returns the batch id';
-
 /*
  * Progress per batch: one primary-key probe per member in each table, so
  * its cost follows the batch's size, not the queue's depth.  Members whose
@@ -1418,10 +1549,10 @@ SELECT d.job_id, d.queue, (e.err ->> 'attempt')::integer AS attempt,
 COMMENT ON VIEW jq.dead_letter_errors IS 'pgjq dead letters, one row per error (no payloads)';
 
 /* ------------------------------------------------------------------------
- * The background worker
+ * The background worker (src/launcher.c, src/worker.c)
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION public.jq_worker_status(
+CREATE FUNCTION jq.jq_worker_status(
     OUT preloaded boolean,
     OUT databases text,
     OUT worker_pid integer,
@@ -1431,59 +1562,119 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_worker_status';
 
-COMMENT ON FUNCTION public.jq_worker_status IS 'whether pgjq is preloaded and a worker serves this database (lease reclaim, promotion, wakeups)';
+COMMENT ON FUNCTION jq.jq_worker_status IS 'whether pgjq is preloaded and a worker serves this database (lease reclaim, promotion, wakeups)';
+
+/* ------------------------------------------------------------------------
+ * The security check: schemas where PUBLIC may create, on the search_path
+ * of the roles that call pgjq.  A look-alike created there captures every
+ * unqualified call of the API (see the header); qualified calls are safe.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * One row per such schema, with the roles and settings that put it on a
+ * path: this session's search_path, the settings of ALTER DATABASE and
+ * ALTER ROLE (for the members of the jq_* roles), and PostgreSQL's default
+ * ("$user", public).
+ */
+CREATE FUNCTION jq.jq_security_check()
+RETURNS TABLE (schema name, on_path_of text, problem text, hint text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH callers AS (
+        SELECT r.oid, r.rolname
+          FROM pg_roles r
+         WHERE r.rolname = current_user
+            OR (r.rolcanlogin
+                AND (pg_has_role(r.oid, 'jq_producer', 'MEMBER')
+                     OR pg_has_role(r.oid, 'jq_worker', 'MEMBER')
+                     OR pg_has_role(r.oid, 'jq_admin', 'MEMBER')
+                     OR pg_has_role(r.oid, 'jq_reader', 'MEMBER')))
+    ), paths AS (
+        SELECT c.rolname, 'this session' AS source, current_setting('search_path') AS path
+          FROM callers c WHERE c.rolname = current_user
+        UNION ALL
+        SELECT c.rolname,
+               CASE WHEN s.setrole = 0 THEN 'ALTER DATABASE ... SET search_path'
+                    ELSE 'ALTER ROLE ... SET search_path' END,
+               substr(cfg, length('search_path=') + 1)
+          FROM pg_db_role_setting s
+         CROSS JOIN LATERAL unnest(s.setconfig) AS cfg
+          JOIN callers c ON s.setrole IN (0, c.oid)
+         WHERE s.setdatabase IN (0, (SELECT d.oid FROM pg_database d
+                                      WHERE d.datname = current_database()))
+           AND cfg LIKE 'search_path=%'
+        UNION ALL
+        SELECT c.rolname, 'the default search_path', st.boot_val
+          FROM callers c, pg_settings st WHERE st.name = 'search_path'
+    ), schemas AS (
+        SELECT p.rolname, p.source,
+               CASE WHEN btrim(e) IN ('"$user"', '$user') THEN p.rolname::text
+                    ELSE btrim(btrim(e), '"') END AS nspname
+          FROM paths p CROSS JOIN LATERAL unnest(string_to_array(p.path, ',')) AS e
+    )
+    SELECT n.nspname,
+           string_agg(DISTINCT format('%I (%s)', s.rolname, s.source), ', '),
+           format('PUBLIC may create objects in schema %I, which is on the search_path of pgjq''s callers: a look-alike function created there captures unqualified calls of the pgjq API',
+                  n.nspname),
+           format('Call pgjq qualified, as jq.jq_enqueue(...), and run REVOKE CREATE ON SCHEMA %I FROM PUBLIC.',
+                  n.nspname)
+      FROM schemas s
+      JOIN pg_namespace n ON n.nspname = s.nspname
+     WHERE EXISTS (SELECT FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                    WHERE a.grantee = 0 AND a.privilege_type = 'CREATE')
+     GROUP BY n.nspname
+     ORDER BY n.nspname
+$$;
+
+COMMENT ON FUNCTION jq.jq_security_check IS 'schemas where PUBLIC may create objects that are on the search_path of pgjq''s callers';
+
+DO $check$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM jq.jq_security_check() LOOP
+        RAISE WARNING 'pgjq: %', r.problem
+            USING DETAIL = format('On the search_path of: %s.', r.on_path_of),
+                  HINT = r.hint;
+    END LOOP;
+END
+$check$;
 
 /* ------------------------------------------------------------------------
  * Privileges.  PUBLIC gets nothing; each role gets its own calls.
- *   jq_producer: enqueue, read results
- *   jq_worker:   dequeue, ack (and read results)
- *   jq_reader:   queue list and (later) stats views, never payloads
- *   jq_admin:    queue management, and everything the others can do
+ *   jq_producer: enqueue, batches, read results, cancel
+ *   jq_worker:   dequeue, ack, fail, extend (and read results)
+ *   jq_reader:   queue list, statistics views, limits, checks; never payloads
+ *   jq_admin:    queue management and redrive, and what the others can do
  * ------------------------------------------------------------------------ */
 REVOKE ALL ON ALL TABLES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA jq FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jq FROM PUBLIC;
-REVOKE ALL ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
-    public.jq_drop_queue(text, boolean),
-    public.jq_list_queues(),
-    public.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
-    public.jq_dequeue(text, integer, integer),
-    public.jq_ack(bigint, bigint, jsonb),
-    public.jq_ack_batch(bigint[], bigint[], jsonb[]),
-    public.jq_result(bigint),
-    public.jq_fail(bigint, bigint, text, interval, boolean),
-    public.jq_extend(bigint, bigint, integer),
-    public.jq_cancel(bigint),
-    public.jq_redrive(text, bigint[]),
-    public.jq_worker_status(),
-    public.jq_create_batch(text, text),
-    public.jq_submit_batch(text, jsonb[], text, integer, timestamptz)
-FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
-    public.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
-    public.jq_create_batch(text, text),
-    public.jq_submit_batch(text, jsonb[], text, integer, timestamptz),
-    public.jq_result(bigint),
-    public.jq_cancel(bigint)
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
+    jq.jq_create_batch(text, text),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz),
+    jq.jq_result(bigint),
+    jq.jq_cancel(bigint)
 TO jq_producer;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_dequeue(text, integer, integer),
-    public.jq_ack(bigint, bigint, jsonb),
-    public.jq_ack_batch(bigint[], bigint[], jsonb[]),
-    public.jq_fail(bigint, bigint, text, interval, boolean),
-    public.jq_extend(bigint, bigint, integer),
-    public.jq_result(bigint)
+    jq.jq_dequeue(text, integer, integer),
+    jq.jq_ack(bigint, bigint, jsonb),
+    jq.jq_ack_batch(bigint[], bigint[], jsonb[]),
+    jq.jq_fail(bigint, bigint, text, interval, boolean),
+    jq.jq_extend(bigint, bigint, integer),
+    jq.jq_result(bigint)
 TO jq_worker;
 
-GRANT EXECUTE ON FUNCTION public.jq_list_queues(), public.jq_worker_status() TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.jq_list_queues(), jq.jq_worker_status(),
+                          jq.jq_security_check(), jq.limits(), jq.limit(text)
+TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
                  jq.batch_progress, jq.dead_letter_errors TO jq_reader;
 GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid() TO jq_reader;
@@ -1491,11 +1682,10 @@ GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid() TO jq_reader;
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    public.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
-    public.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
-    public.jq_drop_queue(text, boolean),
-    public.jq_list_queues(),
-    public.jq_redrive(text, bigint[])
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
+    jq.jq_drop_queue(text, boolean),
+    jq.jq_redrive(text, bigint[])
 TO jq_admin;
 
 -- jq_admin can do what the other roles can (skip memberships that another

@@ -2,7 +2,7 @@
 -- caller's search_path are never used by the SECURITY DEFINER API
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
-SELECT 1 FROM jq_create_queue('trap');
+SELECT 1 FROM jq.jq_create_queue('trap');
 CREATE ROLE regress_trapper LOGIN IN ROLE jq_producer, jq_worker;
 CREATE SCHEMA trap AUTHORIZATION regress_trapper;
 SET ROLE regress_trapper;
@@ -44,21 +44,21 @@ SELECT 1::bigint = 1::bigint AS trap_works_for_the_caller;
 DELETE FROM trap.hits;
 
 -- the whole life of a job through the API
-SELECT public.jq_enqueue('trap', '{"n": 1}') > 0 AS enqueued;
-SELECT cardinality(public.jq_enqueue_batch('trap', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[],
+SELECT jq.jq_enqueue('trap', '{"n": 1}') > 0 AS enqueued;
+SELECT cardinality(jq.jq_enqueue_batch('trap', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[],
                                            idempotency_keys => ARRAY['a', 'b'])) AS batch;
-SELECT public.jq_enqueue('trap', '{"n": 4}', idempotency_key => 'a') > 0 AS keyed;
+SELECT jq.jq_enqueue('trap', '{"n": 4}', idempotency_key => 'a') > 0 AS keyed;
 -- (the test's own statements avoid "=": for the caller it is the trap's)
-SELECT job_id AS j1, lease_token AS t1 FROM public.jq_dequeue('trap', 1) \gset
-SELECT job_id AS j2, lease_token AS t2 FROM public.jq_dequeue('trap', 1) \gset
-SELECT job_id AS j3, lease_token AS t3 FROM public.jq_dequeue('trap', 1) \gset
-SELECT public.jq_extend(:j1, :t1) IS NOT NULL AS extended;
-SELECT public.jq_ack(:j1, :t1, '{"ok": true}') AS acked;
-SELECT public.jq_fail(:j2, :t2, 'no') AS failed;
-SELECT acked FROM public.jq_ack_batch(ARRAY[:j3]::bigint[], ARRAY[:t3]::bigint[]);
-SELECT state FROM public.jq_result(:j1);
-SELECT public.jq_cancel(:j2) AS cancelled;
-SELECT count(*) AS left_over FROM public.jq_dequeue('trap', 10);
+SELECT job_id AS j1, lease_token AS t1 FROM jq.jq_dequeue('trap', 1) \gset
+SELECT job_id AS j2, lease_token AS t2 FROM jq.jq_dequeue('trap', 1) \gset
+SELECT job_id AS j3, lease_token AS t3 FROM jq.jq_dequeue('trap', 1) \gset
+SELECT jq.jq_extend(:j1, :t1) IS NOT NULL AS extended;
+SELECT jq.jq_ack(:j1, :t1, '{"ok": true}') AS acked;
+SELECT jq.jq_fail(:j2, :t2, 'no') AS failed;
+SELECT acked FROM jq.jq_ack_batch(ARRAY[:j3]::bigint[], ARRAY[:t3]::bigint[]);
+SELECT state FROM jq.jq_result(:j1);
+SELECT jq.jq_cancel(:j2) AS cancelled;
+SELECT count(*) AS left_over FROM jq.jq_dequeue('trap', 10);
 
 -- not one look-alike ran inside the API
 RESET search_path;

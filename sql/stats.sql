@@ -34,50 +34,50 @@ SELECT * FROM mismatch;
 
 -- a mixed workload, each step also rolled back once (a volatile call in the
 -- select list runs for every row an OFFSET skips: pick rows in WHERE)
-SELECT 1 FROM jq_create_queue('mix', max_attempts => 2, backoff_base => '1 hour',
+SELECT 1 FROM jq.jq_create_queue('mix', max_attempts => 2, backoff_base => '1 hour',
                               backoff_cap => '2 hours');
-SELECT cardinality(jq_enqueue_batch('mix',
+SELECT cardinality(jq.jq_enqueue_batch('mix',
          (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 20) g))) AS std;
-SELECT cardinality(jq_enqueue_batch('mix', ARRAY['{"u": 1}', '{"u": 2}']::jsonb[],
+SELECT cardinality(jq.jq_enqueue_batch('mix', ARRAY['{"u": 1}', '{"u": 2}']::jsonb[],
                                     priority => 10)) AS urgent;
-SELECT jq_enqueue('mix', '{"later": true}', run_at => '2999-01-01') > 0 AS scheduled;
+SELECT jq.jq_enqueue('mix', '{"later": true}', run_at => '2999-01-01') > 0 AS scheduled;
 BEGIN;
-SELECT cardinality(jq_enqueue_batch('mix', ARRAY['{}', '{}']::jsonb[])) AS rolled_back;
+SELECT cardinality(jq.jq_enqueue_batch('mix', ARRAY['{}', '{}']::jsonb[])) AS rolled_back;
 ROLLBACK;
 BEGIN;
-SELECT jq_enqueue('mix', '{"kept": 1}') > 0;
+SELECT jq.jq_enqueue('mix', '{"kept": 1}') > 0;
 SAVEPOINT a;
-SELECT jq_enqueue('mix', '{"dropped": 1}', priority => 5) > 0;
+SELECT jq.jq_enqueue('mix', '{"dropped": 1}', priority => 5) > 0;
 ROLLBACK TO SAVEPOINT a;
 SAVEPOINT b;
-SELECT jq_enqueue('mix', '{"kept": 2}', priority => 5) > 0;
+SELECT jq.jq_enqueue('mix', '{"kept": 2}', priority => 5) > 0;
 RELEASE SAVEPOINT b;
 COMMIT;
-CREATE TEMP TABLE l AS SELECT * FROM jq_dequeue('mix', 10);
+CREATE TEMP TABLE l AS SELECT * FROM jq.jq_dequeue('mix', 10);
 BEGIN;
-SELECT count(*) AS dequeued_then_rolled_back FROM jq_dequeue('mix', 5);
+SELECT count(*) AS dequeued_then_rolled_back FROM jq.jq_dequeue('mix', 5);
 ROLLBACK;
 -- ack three, one of them rolled back first
 BEGIN;
-SELECT count(*) FILTER (WHERE acked) FROM jq_ack_batch(
+SELECT count(*) FILTER (WHERE acked) FROM jq.jq_ack_batch(
     (SELECT array_agg(job_id ORDER BY job_id) FROM (SELECT job_id FROM l ORDER BY job_id LIMIT 3) x),
     (SELECT array_agg(lease_token ORDER BY job_id) FROM (SELECT job_id, lease_token FROM l ORDER BY job_id LIMIT 3) x));
 ROLLBACK;
-SELECT count(*) FILTER (WHERE acked) AS acked FROM jq_ack_batch(
+SELECT count(*) FILTER (WHERE acked) AS acked FROM jq.jq_ack_batch(
     (SELECT array_agg(job_id ORDER BY job_id) FROM (SELECT job_id FROM l ORDER BY job_id LIMIT 3) x),
     (SELECT array_agg(lease_token ORDER BY job_id) FROM (SELECT job_id, lease_token FROM l ORDER BY job_id LIMIT 3) x));
 -- fail: one retried, one permanent, one rolled back
-SELECT jq_fail(job_id, lease_token, 'retry me') FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 3 LIMIT 1);
-SELECT jq_fail(job_id, lease_token, 'bad', permanent => true) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 4 LIMIT 1);
+SELECT jq.jq_fail(job_id, lease_token, 'retry me') FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 3 LIMIT 1);
+SELECT jq.jq_fail(job_id, lease_token, 'bad', permanent => true) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 4 LIMIT 1);
 BEGIN;
-SELECT jq_fail(job_id, lease_token, 'rolled back', permanent => true) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 5 LIMIT 1);
+SELECT jq.jq_fail(job_id, lease_token, 'rolled back', permanent => true) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 5 LIMIT 1);
 ROLLBACK;
 -- cancel: a ready job, a leased job (then acked), one rolled back
-SELECT jq_cancel(max(id)) FROM jq.job WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'mix') AND state = 'r';
-SELECT jq_cancel(job_id) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 6 LIMIT 1);
-SELECT jq_ack(job_id, lease_token) AS ack_of_cancelled FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 6 LIMIT 1);
+SELECT jq.jq_cancel(max(id)) FROM jq.job WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'mix') AND state = 'r';
+SELECT jq.jq_cancel(job_id) FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 6 LIMIT 1);
+SELECT jq.jq_ack(job_id, lease_token) AS ack_of_cancelled FROM l WHERE job_id = (SELECT job_id FROM l ORDER BY job_id OFFSET 6 LIMIT 1);
 BEGIN;
-SELECT jq_cancel(min(id)) FROM jq.job WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'mix') AND state = 'r';
+SELECT jq.jq_cancel(min(id)) FROM jq.job WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'mix') AND state = 'r';
 ROLLBACK;
 -- lease expiry: one expired lease reclaimed, the last-attempt one dead
 UPDATE jq.job SET lease_expires_at = clock_timestamp() - interval '1 s'
@@ -85,14 +85,14 @@ UPDATE jq.job SET lease_expires_at = clock_timestamp() - interval '1 s'
 SELECT jq.reclaim_expired_leases() AS reclaimed;
 -- redrive, once rolled back, once for real
 BEGIN;
-SELECT jq_redrive('mix') AS redriven_then_rolled_back;
+SELECT jq.jq_redrive('mix') AS redriven_then_rolled_back;
 ROLLBACK;
-SELECT jq_redrive('mix') AS redriven;
+SELECT jq.jq_redrive('mix') AS redriven;
 -- a due scheduled job promoted by dequeue
 UPDATE jq.job SET run_at = clock_timestamp() - interval '1 s'
  WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'mix') AND state = 's'
    AND payload ? 'later';
-SELECT count(*) AS promoted_and_dequeued FROM jq_dequeue('mix', 1) WHERE payload ? 'later';
+SELECT count(*) AS promoted_and_dequeued FROM jq.jq_dequeue('mix', 1) WHERE payload ? 'later';
 
 SELECT * FROM mismatch;
 
@@ -106,7 +106,7 @@ SELECT queue, ready, scheduled, in_flight, dead, ready_by_priority,
   FROM jq.queue_stats WHERE queue = 'mix';
 
 -- dropping a queue with force takes its counts with it
-SELECT jq_drop_queue('mix', force => true);
+SELECT jq.jq_drop_queue('mix', force => true);
 SELECT * FROM mismatch;
 SELECT count(*) AS mix_counters FROM jq.counters() c
  WHERE c.queue_id NOT IN (SELECT queue_id FROM jq.queue)
@@ -115,8 +115,8 @@ SELECT count(*) AS mix_counters FROM jq.counters() c
 -- the invariants of jq.job that the count trigger enforces (in place of
 -- CHECK constraints): a state outside r/s/l, and a lease without the
 -- leased state or the leased state without a lease, are refused
-SELECT (jq_create_queue('inv')).name;
-SELECT jq_enqueue('inv', '{}') > 0 AS enqueued;
+SELECT (jq.jq_create_queue('inv')).name;
+SELECT jq.jq_enqueue('inv', '{}') > 0 AS enqueued;
 \set VERBOSITY default
 INSERT INTO jq.job (queue_id, state, priority, run_at, enqueued_at, payload)
 SELECT queue_id, 'x', 0, now(), now(), '{}' FROM jq.queue WHERE name = 'inv';
@@ -127,4 +127,4 @@ UPDATE jq.job SET state = 's', lease_expires_at = now()
 \set VERBOSITY terse
 SELECT count(*) AS inv_jobs, min(state) AS inv_state FROM jq.job
  WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'inv');
-SELECT jq_drop_queue('inv', force => true);
+SELECT jq.jq_drop_queue('inv', force => true);

@@ -25,13 +25,16 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "queue.h"
+#include "statements.h"
+#include "wakeup.h"
+
 PG_FUNCTION_INFO_V1(pgjq_enqueue);
 PG_FUNCTION_INFO_V1(pgjq_enqueue_batch);
-PG_FUNCTION_INFO_V1(pgjq_check_queue_name_sql);
-PG_FUNCTION_INFO_V1(pgjq_wake_at_commit_sql);
 
 /* the options shared by both forms of enqueue */
 typedef struct EnqueueOptions
@@ -62,11 +65,11 @@ read_enqueue_options(FunctionCallInfo fcinfo, EnqueueOptions *opts)
 
 	if (!PG_ARGISNULL(2))
 		priority = PG_GETARG_INT32(2);
-	if (priority < PGJQ_PRIORITY_MIN || priority > PGJQ_PRIORITY_MAX)
+	if (priority < PGJQ_LIMIT_PRIORITY_MIN || priority > PGJQ_LIMIT_PRIORITY_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("priority must be between %d and %d",
-						PGJQ_PRIORITY_MIN, PGJQ_PRIORITY_MAX),
+						PGJQ_LIMIT_PRIORITY_MIN, PGJQ_LIMIT_PRIORITY_MAX),
 				 errdetail("Got %d.", priority),
 				 errhint("Higher priorities are served first; the default is 0.")));
 	opts->priority = (int16) priority;
@@ -100,64 +103,75 @@ set_enqueue_params(Datum *values, const PgjqQueue *queue,
 }
 
 /*
- * pgjq_check_payload enforces the payload rules: not null, a JSON object
- * or array (so a worker can always add fields to it and a stray scalar is
- * caught at the door), and at most the queue's max_payload_bytes in
- * jsonb's binary form.  element is the 1-based position in a batch, or 0.
+ * The position of the array element being checked, for the error context
+ * of a batch: "element 3 of payloads".
  */
-void
-pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
-				   const char *queue_name, int element)
+typedef struct ElementContext
 {
-	char		where[64] = "";
-	Size		size;
+	const char *array;
+	int			element;		/* 1-based; 0 while no element is checked */
+} ElementContext;
 
-	if (element > 0)
-		snprintf(where, sizeof(where), " (element %d of payloads)", element);
+static void
+element_errcontext(void *arg)
+{
+	ElementContext *c = (ElementContext *) arg;
+
+	if (c->element > 0)
+		errcontext("element %d of %s", c->element, c->array);
+}
+
+/*
+ * check_payload enforces the payload rules: not null, a JSON object or
+ * array (so a worker can always add fields to it and a stray scalar is
+ * caught at the door), and at most the queue's max_payload_bytes in
+ * jsonb's binary form.
+ */
+static void
+check_payload(Jsonb *payload, const PgjqQueue *queue, const char *queue_name)
+{
+	Size		size;
 
 	if (payload == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("payload must not be null%s", where),
+				 errmsg("payload must not be null"),
 				 errhint("Pass '{}' for a job that needs no input.")));
 
 	if (JB_ROOT_IS_SCALAR(payload))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("payload must be a JSON object or array%s", where),
+				 errmsg("payload must be a JSON object or array"),
 				 errhint("Wrap the value in an object, for example '{\"value\": 42}'.")));
 
 	size = VARSIZE(payload) - VARHDRSZ;
 	if (size > (Size) queue->max_payload_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("payload of %zu bytes exceeds the limit of queue \"%s\"%s",
-						size, queue_name, where),
+				 errmsg("payload of %zu bytes exceeds the limit of queue \"%s\"",
+						size, queue_name),
 				 errdetail("The limit is %d bytes.", queue->max_payload_bytes),
-				 errhint("Store large inputs elsewhere and enqueue a reference, or raise the limit with jq_alter_queue(max_payload_bytes => ...).")));
+				 errhint("Store large inputs elsewhere and enqueue a reference, or raise the limit with jq.jq_alter_queue(max_payload_bytes => ...).")));
 }
 
 /*
  * check_key raises an error unless key is a usable idempotency key.
  */
 static void
-check_key(text *key, int element)
+check_key(text *key)
 {
 	int			len = VARSIZE_ANY_EXHDR(key);
-	char		where[64] = "";
 
-	if (element > 0)
-		snprintf(where, sizeof(where), " (element %d of idempotency_keys)", element);
 	if (len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("idempotency key must not be empty%s", where),
+				 errmsg("idempotency key must not be empty"),
 				 errhint("Pass NULL for a job without a key.")));
-	if (len > PGJQ_KEY_MAXLEN)
+	if (len > PGJQ_LIMIT_KEY_MAXLEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("idempotency key of %d bytes is too long%s", len, where),
-				 errdetail("The limit is %d bytes.", PGJQ_KEY_MAXLEN),
+				 errmsg("idempotency key of %d bytes is too long", len),
+				 errdetail("The limit is %d bytes.", PGJQ_LIMIT_KEY_MAXLEN),
 				 errhint("Use a digest of the request, for example md5 or sha256 in hex.")));
 }
 
@@ -183,28 +197,23 @@ resolve_key(const PgjqQueue *queue, text *key, TimestampTz now, int64 *job_id)
 
 	for (int tries = 0; tries < 3; tries++)
 	{
-		pgjq_execute_plan(PGJQ_PLAN_KEY_CLAIM, values, NULL, SPI_OK_INSERT_RETURNING);
+		pgjq_stmt_execute(PGJQ_STMT_KEY_CLAIM, values, NULL, SPI_OK_INSERT_RETURNING);
 		if (SPI_processed == 1)
 		{
-			*job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 1, &isnull));
+			*job_id = DatumGetInt64(pgjq_stmt_value(0, KEY_JOB_ID, &isnull));
 			return true;
 		}
 
-		pgjq_execute_plan(PGJQ_PLAN_KEY_LOOKUP, values, NULL, SPI_OK_SELECT);
+		pgjq_stmt_execute(PGJQ_STMT_KEY_LOOKUP, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-
-			*job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			if (DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull)))
+			*job_id = DatumGetInt64(pgjq_stmt_value(0, KEY_JOB_ID, &isnull));
+			if (DatumGetBool(pgjq_stmt_value(0, KEY_LIVE, &isnull)))
 				return false;
 
-			pgjq_execute_plan(PGJQ_PLAN_KEY_REASSIGN, values, NULL,
+			pgjq_stmt_execute(PGJQ_STMT_KEY_REASSIGN, values, NULL,
 							  SPI_OK_UPDATE_RETURNING);
-			*job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 1, &isnull));
+			*job_id = DatumGetInt64(pgjq_stmt_value(0, KEY_JOB_ID, &isnull));
 			return true;
 		}
 	}
@@ -225,14 +234,13 @@ check_batch(int64 batch_id, const PgjqQueue *queue, const char *queue_name)
 	bool		isnull;
 
 	values[0] = Int64GetDatum(batch_id);
-	pgjq_execute_plan(PGJQ_PLAN_BATCH_LOOKUP, values, NULL, SPI_OK_SELECT);
+	pgjq_stmt_execute(PGJQ_STMT_BATCH_LOOKUP, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("batch " INT64_FORMAT " does not exist", batch_id),
-				 errhint("Create one with jq_create_batch('%s').", queue_name)));
-	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									1, &isnull)) != queue->queue_id)
+				 errhint("Create one with jq.jq_create_batch('%s').", queue_name)));
+	if (DatumGetInt32(pgjq_stmt_value(0, BATCH_LOOKUP_QUEUE_ID, &isnull)) != queue->queue_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch " INT64_FORMAT " belongs to another queue than \"%s\"",
@@ -251,11 +259,11 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = PointerGetDatum(construct_array(id_datums, n, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	pgjq_execute_plan(PGJQ_PLAN_BATCH_ADD, values, NULL, SPI_OK_INSERT);
+	pgjq_stmt_execute(PGJQ_STMT_BATCH_ADD, values, NULL, SPI_OK_INSERT);
 }
 
 /*
- * jq_enqueue(queue, payload, priority, run_at, idempotency_key, batch_id)
+ * jq.jq_enqueue(queue, payload, priority, run_at, idempotency_key, batch_id)
  * returns the
  * new job's id, or the id of the job that already holds the key.
  */
@@ -277,12 +285,12 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 	{
 		key = PG_GETARG_TEXT_PP(4);
-		check_key(key, 0);
+		check_key(key);
 	}
 
 	SPI_connect();
 	pgjq_lookup_queue(opts.queue_name, &queue, true);
-	pgjq_check_payload(payload, &queue, opts.queue_name, 0);
+	check_payload(payload, &queue, opts.queue_name);
 	if (!PG_ARGISNULL(5))
 		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
 
@@ -301,11 +309,10 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 
 	set_enqueue_params(values, &queue, &opts);
 	values[5] = JsonbPGetDatum(payload);
-	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE, values, nulls, SPI_OK_INSERT_RETURNING);
+	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE, values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows", SPI_processed);
-	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1, &isnull));
+	job_id = DatumGetInt64(pgjq_stmt_value(0, ENQUEUE_ID, &isnull));
 	if (!PG_ARGISNULL(5))
 		add_to_batch(PG_GETARG_INT64(5), &job_id, 1);
 	SPI_finish();
@@ -402,14 +409,13 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 		int			k = 0;
 
 		values[0] = Int32GetDatum(nkeyless);
-		pgjq_execute_plan(PGJQ_PLAN_NEXT_IDS, values, NULL, SPI_OK_SELECT);
+		pgjq_stmt_execute(PGJQ_STMT_NEXT_IDS, values, NULL, SPI_OK_SELECT);
 		for (int i = 0; i < n; i++)
 		{
 			bool		isnull;
 
 			if (key_nulls[i])
-				ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k++],
-													 SPI_tuptable->tupdesc, 1, &isnull));
+				ids[i] = DatumGetInt64(pgjq_stmt_value(k++, NEXT_IDS_ID, &isnull));
 		}
 	}
 
@@ -435,14 +441,14 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 	values[6] = PointerGetDatum(construct_array(ins_ids, ninsert, INT8OID,
 												sizeof(int64), FLOAT8PASSBYVAL,
 												TYPALIGN_DOUBLE));
-	pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, NULL, SPI_OK_INSERT_RETURNING);
+	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, NULL, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != (uint64) ninsert)
 		elog(ERROR, "pgjq: keyed batch enqueue inserted " UINT64_FORMAT " rows for %d jobs",
 			 SPI_processed, ninsert);
 }
 
 /*
- * jq_enqueue_batch(queue, payloads, priority, run_at, idempotency_keys)
+ * jq.jq_enqueue_batch(queue, payloads, priority, run_at, idempotency_keys)
  * enqueues one job per element of payloads with one INSERT and returns
  * their ids in the order of payloads.  Every payload and key is checked
  * before anything is inserted, so a bad element rejects the whole batch
@@ -464,6 +470,14 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
 	Datum	   *keys = NULL;
 	bool	   *key_nulls = NULL;
+	ElementContext element = {NULL, 0};
+	ErrorContextCallback errcallback;
+
+	/* an error about one element says which */
+	errcallback.callback = element_errcontext;
+	errcallback.arg = &element;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	read_enqueue_options(fcinfo, &opts);
 	if (PG_ARGISNULL(1))
@@ -481,10 +495,10 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("payloads must not be empty")));
-	if (nelems > PGJQ_BATCH_MAX)
+	if (nelems > PGJQ_LIMIT_BATCH_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("a batch may hold at most %d payloads", PGJQ_BATCH_MAX),
+				 errmsg("a batch may hold at most %d payloads", PGJQ_LIMIT_BATCH_MAX),
 				 errdetail("Got %d.", nelems),
 				 errhint("Split the batch into several calls.")));
 
@@ -506,9 +520,14 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 					 errdetail("payloads has %d elements, idempotency_keys has %d.",
 							   nelems, nkeys),
 					 errhint("Use NULL elements for payloads without a key.")));
+		element.array = "idempotency_keys";
 		for (int i = 0; i < nkeys; i++)
+		{
+			element.element = i + 1;
 			if (!key_nulls[i])
-				check_key(DatumGetTextPP(keys[i]), i + 1);
+				check_key(DatumGetTextPP(keys[i]));
+		}
+		element.element = 0;
 	}
 
 	/* allocated before SPI_connect: SPI_finish frees SPI's own memory */
@@ -516,9 +535,14 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	pgjq_lookup_queue(opts.queue_name, &queue, true);
+	element.array = "payloads";
 	for (int i = 0; i < nelems; i++)
-		pgjq_check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
-						   &queue, opts.queue_name, i + 1);
+	{
+		element.element = i + 1;
+		check_payload(elem_nulls[i] ? NULL : DatumGetJsonbP(elems[i]),
+					  &queue, opts.queue_name);
+	}
+	element.element = 0;
 	if (!PG_ARGISNULL(5))
 		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
 
@@ -528,7 +552,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	{
 		set_enqueue_params(values, &queue, &opts);
 		values[5] = PointerGetDatum(payloads);
-		pgjq_execute_plan(PGJQ_PLAN_ENQUEUE_BATCH, values, nulls,
+		pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, nulls,
 						  SPI_OK_INSERT_RETURNING);
 		if (SPI_processed != (uint64) nelems)
 			elog(ERROR, "pgjq: batch enqueue inserted " UINT64_FORMAT " rows for %d payloads",
@@ -543,8 +567,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 
-			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												 SPI_tuptable->tupdesc, 1, &isnull));
+			ids[i] = DatumGetInt64(pgjq_stmt_value(i, ENQUEUE_ID, &isnull));
 		}
 		qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
 	}
@@ -554,38 +577,11 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 
 	if (opts.state == PGJQ_STATE_READY)
 		pgjq_wake_at_commit(queue.queue_id);
+	error_context_stack = errcallback.previous;
 
 	id_datums = palloc(sizeof(Datum) * nelems);
 	for (int i = 0; i < nelems; i++)
 		id_datums[i] = Int64GetDatum(ids[i]);
 	PG_RETURN_ARRAYTYPE_P(construct_array(id_datums, nelems, INT8OID, sizeof(int64),
 										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-/*
- * jq.check_queue_name(name) is the SQL face of pgjq_check_queue_name, for
- * the queue management functions written in PL/pgSQL.
- */
-Datum
-pgjq_check_queue_name_sql(PG_FUNCTION_ARGS)
-{
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	pgjq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	PG_RETURN_VOID();
-}
-
-/*
- * jq.wake_at_commit(queue_id) lets the PL/pgSQL functions that make jobs
- * ready (jq_redrive, jq_fail without backoff) wake the queue's listeners
- * at commit, as jq_enqueue does.
- */
-Datum
-pgjq_wake_at_commit_sql(PG_FUNCTION_ARGS)
-{
-	if (!PG_ARGISNULL(0))
-		pgjq_wake_at_commit(PG_GETARG_INT32(0));
-	PG_RETURN_VOID();
 }

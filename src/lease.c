@@ -34,9 +34,14 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "queue.h"
+#include "statements.h"
+
 PG_FUNCTION_INFO_V1(pgjq_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_ack);
 PG_FUNCTION_INFO_V1(pgjq_ack_batch);
+PG_FUNCTION_INFO_V1(pgjq_lock_lease);
+PG_FUNCTION_INFO_V1(pgjq_finish_cancelled);
 
 /*
  * put_spi_result copies every row of the last SPI result into the
@@ -99,7 +104,7 @@ due_scheduled_job(Oid job_relid, int32 queue_id, TimestampTz now)
 }
 
 /*
- * jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
+ * jq.jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
  * jobs of the queue, most urgent first (priority descending, then run_at,
  * then id), and returns one row per job.  The lease runs from the clock
  * once the call holds its table lock (not the start of the caller's
@@ -123,10 +128,10 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	queue_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	max_jobs = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
-	if (max_jobs < 1 || max_jobs > PGJQ_MAX_JOBS_MAX)
+	if (max_jobs < 1 || max_jobs > PGJQ_LIMIT_MAX_JOBS_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_jobs must be between 1 and %d", PGJQ_MAX_JOBS_MAX),
+				 errmsg("max_jobs must be between 1 and %d", PGJQ_LIMIT_MAX_JOBS_MAX),
 				 errdetail("Got %d.", max_jobs)));
 
 	pgjq_init_materialized_srf(fcinfo);
@@ -135,11 +140,11 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	pgjq_lookup_queue(queue_name, &queue, false);
 
 	lease_seconds = PG_ARGISNULL(2) ? queue.lease_seconds : PG_GETARG_INT32(2);
-	if (lease_seconds < 1 || lease_seconds > PGJQ_LEASE_SECONDS_MAX)
+	if (lease_seconds < 1 || lease_seconds > PGJQ_LIMIT_LEASE_SECONDS_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease_seconds must be between 1 and %d",
-						PGJQ_LEASE_SECONDS_MAX),
+						PGJQ_LIMIT_LEASE_SECONDS_MAX),
 				 errdetail("Got %d.", lease_seconds),
 				 errhint("Pass NULL for the queue's default lease of %d seconds; extend a long job's lease as it runs.",
 						 queue.lease_seconds)));
@@ -154,15 +159,24 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	job_relid = pgjq_lock_job_table();
 	now = GetCurrentTimestamp();
 
+	/*
+	 * Due scheduled jobs that the worker has not promoted yet are made
+	 * ready by jq.promote_due, the one place that promotes, so this
+	 * dequeue can take them.
+	 */
 	values[0] = Int32GetDatum(queue.queue_id);
-	values[1] = TimestampTzGetDatum(now);
-	if (due_scheduled_job(job_relid, queue.queue_id, now))
-		pgjq_execute_plan(PGJQ_PLAN_PROMOTE, values, NULL, SPI_OK_UPDATE);
+	if (pgjq_schema_promotes() && due_scheduled_job(job_relid, queue.queue_id, now))
+	{
+		bool		isnull;
+
+		values[1] = Int32GetDatum(pgjq_reclaim_batch);
+		(void) pgjq_stmt_call(PGJQ_STMT_PROMOTE_DUE, values, NULL, &isnull);
+	}
 
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = Float8GetDatum((float8) lease_seconds);
 	values[3] = TimestampTzGetDatum(now);
-	pgjq_execute_plan(PGJQ_PLAN_DEQUEUE, values, NULL, SPI_OK_SELECT);
+	pgjq_stmt_execute(PGJQ_STMT_DEQUEUE, values, NULL, SPI_OK_SELECT);
 	put_spi_result(fcinfo);
 	SPI_finish();
 
@@ -170,7 +184,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 }
 
 /*
- * jq_ack(job_id, lease_token, result) completes a leased job: the job
+ * jq.jq_ack(job_id, lease_token, result) completes a leased job: the job
  * leaves the hot table and its result is stored, in one statement.
  * Returns true when this lease completed the job, false (changing nothing)
  * when the token is stale or the job is not leased: already acked, taken
@@ -202,14 +216,13 @@ pgjq_ack(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	pgjq_lock_job_table();		/* before jq.job_result: see the function */
-	pgjq_execute_plan(PGJQ_PLAN_ACK, values, nulls, SPI_OK_INSERT_RETURNING);
+	pgjq_stmt_execute(PGJQ_STMT_ACK, values, nulls, SPI_OK_INSERT_RETURNING);
 	acked = false;
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
 
-		acked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
+		acked = DatumGetBool(pgjq_stmt_value(0, ACK_ACKED, &isnull));
 	}
 	SPI_finish();
 
@@ -251,7 +264,7 @@ check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
 }
 
 /*
- * jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
+ * jq.jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
  * statement.  Returns one (job_id, acked) row per element, in input order;
  * each element succeeds or fails on its own token, as jq_ack would.  A job
  * id may appear only once, so that "acked" is unambiguous.
@@ -282,10 +295,10 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 				 errmsg("job_ids and lease_tokens must have the same length"),
 				 errdetail("job_ids has %d elements, lease_tokens has %d.",
 						   nids, ntokens)));
-	if (nids > PGJQ_BATCH_MAX)
+	if (nids > PGJQ_LIMIT_BATCH_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("a batch may hold at most %d jobs", PGJQ_BATCH_MAX),
+				 errmsg("a batch may hold at most %d jobs", PGJQ_LIMIT_BATCH_MAX),
 				 errdetail("Got %d.", nids)));
 	if (!PG_ARGISNULL(2))
 	{
@@ -328,9 +341,58 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	values[1] = PointerGetDatum(tokens_arr);
 	SPI_connect();
 	pgjq_lock_job_table();		/* before jq.job_result: see the function */
-	pgjq_execute_plan(PGJQ_PLAN_ACK_BATCH, values, nulls, SPI_OK_SELECT);
+	pgjq_stmt_execute(PGJQ_STMT_ACK_BATCH, values, nulls, SPI_OK_SELECT);
 	put_spi_result(fcinfo);
 	SPI_finish();
 
 	return (Datum) 0;
+}
+
+/*
+ * jq.lock_lease(job_id, lease_token) locks the job for the rest of the
+ * transaction and returns true when the lease is current, false (locking
+ * nothing) when the token is stale or the job is not leased.  jq_fail and
+ * jq_extend call it, so that every completion, failure and extension of a
+ * lease is fenced by the one predicate in statements.c.
+ */
+Datum
+pgjq_lock_lease(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	bool		current;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	SPI_connect();
+	pgjq_lock_job_table();		/* before the other tables: see queue.c */
+	pgjq_stmt_execute(PGJQ_STMT_LOCK_LEASE, values, NULL, SPI_OK_SELECT);
+	current = SPI_processed == 1;
+	SPI_finish();
+	PG_RETURN_BOOL(current);
+}
+
+/*
+ * jq.finish_cancelled(job_ids) ends jobs as cancelled: they leave jq.job
+ * for jq.job_result, by the statement that finishes every job.  The caller
+ * has locked them and decided they are cancelled (jq_cancel, and
+ * jq.fail_leased for a job whose cancel was requested while leased).
+ * Returns how many were finished.
+ */
+Datum
+pgjq_finish_cancelled(PG_FUNCTION_ARGS)
+{
+	Datum		values[1];
+	uint64		n;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT32(0);
+	values[0] = PG_GETARG_DATUM(0);
+	SPI_connect();
+	pgjq_lock_job_table();
+	pgjq_stmt_execute(PGJQ_STMT_FINISH_CANCELLED, values, NULL, SPI_OK_INSERT_RETURNING);
+	n = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT32((int32) n);
 }

@@ -4,10 +4,10 @@
  *	  Module magic, GUCs and initialisation of pgjq, SQL-native job queues.
  *
  * The SQL API works whether or not pgjq is in shared_preload_libraries.
- * Preloading adds the shared memory for commit-time wakeups and one
- * background worker per database in pgjq.database (lease reclaim,
- * promotion of due jobs, coalesced NOTIFY); jq_worker_status() tells which
- * case a session is in.
+ * Preloading adds the shared memory for commit-time wakeups and counters,
+ * and the pgjq launcher, which runs a worker in every database where pgjq
+ * is installed (lease reclaim, promotion of due jobs, coalesced NOTIFY,
+ * statistics); jq_worker_status() tells a session which case it is in.
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -19,10 +19,13 @@
 #include "pgjq.h"
 
 #include "access/xlog.h"
-#include "funcapi.h"
-#include "miscadmin.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
+#include "utils/varlena.h"
+
+#include "launcher.h"
+#include "shmem.h"
+#include "utility.h"
 
 PG_MODULE_MAGIC;
 
@@ -30,32 +33,71 @@ void		_PG_init(void);
 
 PG_FUNCTION_INFO_V1(pgjq_worker_status);
 
-static char *pgjq_databases = NULL;
+/* GUCs: the defaults are documented in README.md */
+char	   *pgjq_databases = NULL;
+int			pgjq_naptime = 1000;
+int			pgjq_notify_interval = 10;
+int			pgjq_reclaim_batch = 1000;
+int			pgjq_stats_interval = 10;
+int			pgjq_history_retention = 7 * 24 * 3600;
+int			pgjq_purge_batch = 1000;
+
+/*
+ * check_databases refuses a pgjq.database that is not a list of database
+ * names, with the reason, rather than a worker that silently serves
+ * nothing.
+ */
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *raw = pstrdup(*newval);
+	List	   *names;
+	ListCell   *lc;
+
+	if (!SplitGUCList(raw, ',', &names))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		GUC_check_errhint("Give database names separated by commas, or an empty string for every database.");
+		pfree(raw);
+		return false;
+	}
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+
+		if (strlen(name) >= NAMEDATALEN)
+		{
+			GUC_check_errdetail("Database name \"%s\" is longer than %d bytes.",
+								name, NAMEDATALEN - 1);
+			list_free(names);
+			pfree(raw);
+			return false;
+		}
+	}
+	list_free(names);
+	pfree(raw);
+	return true;
+}
 
 /*
  * _PG_init runs when a backend first loads pgjq, or in the postmaster when
- * pgjq is preloaded.  The reloadable GUCs are defined in every case, so
- * SHOW and ALTER SYSTEM know them; shared memory and the workers only
- * exist with preloading.
+ * pgjq is preloaded.  The GUCs are defined in every case, so SHOW and
+ * ALTER SYSTEM know them; shared memory, the launcher and the DDL hook
+ * only exist with preloading.
  */
 void
 _PG_init(void)
 {
-	/*
-	 * A PGC_POSTMASTER variable can only be defined while preloading; a
-	 * backend that loads pgjq later would be terminated for trying.
-	 */
-	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("pgjq.database",
-								   "Databases whose queues the pgjq background worker serves.",
-								   "A comma-separated list of database names; one worker per database.",
-								   &pgjq_databases,
-								   "postgres",
-								   PGC_POSTMASTER,
-								   GUC_SUPERUSER_ONLY,
-								   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgjq.database",
+							   "Databases the pgjq workers may serve.",
+							   "A comma-separated allow-list of database names; empty means every database where pgjq is installed.",
+							   &pgjq_databases,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_databases, NULL, NULL);
 	DefineCustomIntVariable("pgjq.naptime",
-							"Longest sleep of the pgjq worker between passes.",
+							"Longest sleep of a pgjq worker between passes.",
 							"Bounds how late an expired lease is reclaimed or a due job promoted.",
 							&pgjq_naptime,
 							1000, 10, 60000,
@@ -71,7 +113,7 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("pgjq.reclaim_batch",
-							"Jobs the pgjq worker reclaims or promotes per transaction.",
+							"Jobs a pgjq worker reclaims or promotes per transaction.",
 							NULL,
 							&pgjq_reclaim_batch,
 							1000, 1, 100000,
@@ -107,15 +149,47 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	pgjq_shmem_init();
+	pgjq_utility_init();
 	/* pg_upgrade's server must not run queue work */
 	if (!IsBinaryUpgrade)
-		pgjq_register_workers(pgjq_databases);
+		pgjq_launcher_register();
+}
+
+/*
+ * worker_status says what serves, or why nothing serves, the queues of
+ * this database: without a worker the queues work, but nobody reclaims
+ * expired leases, promotes due jobs or sends wakeups.
+ */
+static const char *
+worker_status(PgjqWorkerStatus status)
+{
+	if (!pgjq_shmem_available())
+		return "pgjq is not in shared_preload_libraries: no lease reclaim, no promotion of due jobs, no wakeups";
+	if (RecoveryInProgress())
+		return "this server is a standby: the pgjq workers start after promotion";
+	if (!pgjq_database_allowed(get_database_name(MyDatabaseId)))
+		return "this database is not in pgjq.database: add it there and reload the configuration";
+	switch (status)
+	{
+		case PGJQ_WORKER_RUNNING:
+			return "ok";
+		case PGJQ_WORKER_OLD_SCHEMA:
+			return "the pgjq worker waits for ALTER EXTENSION pgjq UPDATE: the schema is older than the library";
+		case PGJQ_WORKER_STARTING:
+			return "the pgjq worker of this database is starting";
+		case PGJQ_WORKER_EXITED:
+			return "the pgjq worker of this database stopped; the launcher starts it again within seconds";
+		case PGJQ_WORKER_NONE:
+			break;
+	}
+	if (pgjq_launcher_pid() == 0)
+		return "the pgjq launcher is not running: see the server log";
+	return "no pgjq worker runs in this database at the moment; the launcher starts one within seconds";
 }
 
 /*
  * jq_worker_status() reports whether pgjq is preloaded and whether a
- * worker serves the current database: without them the queue works, but
- * nobody reclaims expired leases, promotes due jobs or sends wakeups.
+ * worker serves the current database.
  */
 Datum
 pgjq_worker_status(PG_FUNCTION_ARGS)
@@ -123,7 +197,8 @@ pgjq_worker_status(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
-	pid_t		pid = pgjq_worker_pid(MyDatabaseId);
+	pid_t		pid;
+	PgjqWorkerStatus status = pgjq_database_worker(MyDatabaseId, &pid);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -134,13 +209,6 @@ pgjq_worker_status(PG_FUNCTION_ARGS)
 		values[2] = Int32GetDatum((int32) pid);
 	else
 		nulls[2] = true;
-	if (!pgjq_shmem_available())
-		values[3] = CStringGetTextDatum("pgjq is not in shared_preload_libraries: no lease reclaim, no promotion of due jobs, no wakeups");
-	else if (pid == 0 && RecoveryInProgress())
-		values[3] = CStringGetTextDatum("this server is a standby: the pgjq worker starts after promotion");
-	else if (pid == 0)
-		values[3] = CStringGetTextDatum("no pgjq worker serves this database: add it to pgjq.database and restart");
-	else
-		values[3] = CStringGetTextDatum("ok");
+	values[3] = CStringGetTextDatum(worker_status(status));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -1,7 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * pgjq.h
- *	  Declarations shared by the pgjq source files.
+ *	  The vocabulary every pgjq source file shares: the job states, the
+ *	  limits of the SQL API, and the GUCs.
+ *
+ * Each state and each limit is defined here once.  The C code builds its
+ * SQL text from these constants (CppAsString2 turns a state's char literal
+ * into the SQL literal), and the SQL side reads them through jq.limits(),
+ * jq.limit() and jq.state_name() (vocabulary.c), so no number or state
+ * code is repeated between C, CHECK constraints and PL/pgSQL.
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -15,108 +22,102 @@
 
 #include "postgres.h"
 
-#include "executor/spi.h"
 #include "fmgr.h"
-#include "storage/lwlock.h"
-#include "utils/jsonb.h"
 
 #include "compat.h"
 
-/* limits of the SQL API, documented in README.md */
+/* the extension's schema, where its tables and its whole SQL API live */
 #define PGJQ_SCHEMA				"jq"
-#define PGJQ_QUEUE_NAME_MAXLEN	48
-#define PGJQ_PRIORITY_MIN		(-100)
-#define PGJQ_PRIORITY_MAX		100
-#define PGJQ_MAX_JOBS_MAX		10000
-#define PGJQ_LEASE_SECONDS_MAX	86400
-#define PGJQ_BATCH_MAX			10000
-#define PGJQ_KEY_MAXLEN			512
 
-/* the background worker */
-#define PGJQ_MAX_DATABASES		16	/* databases one cluster's pgjq serves */
-#define PGJQ_MAX_WAKE_QUEUES	4096	/* queues awaiting a NOTIFY at once */
-#define PGJQ_RESTART_SECONDS	5	/* postmaster restarts a failed worker */
-#define PGJQ_MAX_COUNTERS		16384	/* (database, queue, priority) counters */
+/* the version of the SQL schema this library serves (pgjq.control) */
+#ifndef PGJQ_VERSION
+#error "PGJQ_VERSION must be defined by the Makefile"
+#endif
 
-/* one-byte job state codes stored in jq.job.state and jq.job_result.state */
+/*
+ * Job states: one-byte codes stored in jq.job.state (unfinished jobs) and
+ * jq.job_result.state (finished ones); a dead letter is a row of
+ * jq.dead_letter, which has no state column, and 'x' stands for it where a
+ * code is needed.  Each state is its code and its line in PGJQ_STATES:
+ * X(name, text, table, counter): the code is PGJQ_STATE_<name>; counter
+ * is the slot counters.c counts the state in (a gauge for the states of
+ * jq.job and for dead letters, a total for finished jobs).
+ */
+typedef enum PgjqStateTable
+{
+	PGJQ_IN_JOB,				/* jq.job: the hot table */
+	PGJQ_IN_RESULT,				/* jq.job_result */
+	PGJQ_IN_DEAD_LETTER			/* jq.dead_letter */
+} PgjqStateTable;
+
 #define PGJQ_STATE_READY		'r'
 #define PGJQ_STATE_SCHEDULED	's'
 #define PGJQ_STATE_LEASED		'l'
 #define PGJQ_STATE_SUCCEEDED	'd'
 #define PGJQ_STATE_CANCELLED	'c'
+#define PGJQ_STATE_DEAD			'x'
+
+#define PGJQ_STATES(X) \
+	X(READY,		"ready",		PGJQ_IN_JOB,			READY) \
+	X(SCHEDULED,	"scheduled",	PGJQ_IN_JOB,			SCHEDULED) \
+	X(LEASED,		"leased",		PGJQ_IN_JOB,			LEASED) \
+	X(SUCCEEDED,	"succeeded",	PGJQ_IN_RESULT,			SUCCEEDED) \
+	X(CANCELLED,	"cancelled",	PGJQ_IN_RESULT,			CANCELLED) \
+	X(DEAD,			"dead",			PGJQ_IN_DEAD_LETTER,	DEAD)
+
+/* a state as an SQL literal, for statement text: "'r'" for READY */
+#define PGJQ_SQL_STATE(name)	CppAsString2(PGJQ_STATE_##name)
 
 /*
- * The kept SPI plans of the hot path.  Each is prepared once per backend
- * on first use (plans.c) and reused; the SQL text is in plans.c.
+ * Limits of the SQL API: X(name, value, SQL name, description).
+ * jq.limits() lists them and jq.limit(name) reads one, for the PL/pgSQL
+ * functions; C uses PGJQ_LIMIT_<name>.
  */
-typedef enum PgjqPlanId
+#define PGJQ_LIMITS(X) \
+	X(QUEUE_NAME_MAXLEN,	48,		"queue_name_maxlen",	"characters of a queue name") \
+	X(PRIORITY_MIN,			-100,	"priority_min",			"lowest job priority") \
+	X(PRIORITY_MAX,			100,	"priority_max",			"highest job priority") \
+	X(MAX_JOBS_MAX,			10000,	"max_jobs_max",			"jobs one jq_dequeue call may lease") \
+	X(LEASE_SECONDS_MAX,	86400,	"lease_seconds_max",	"seconds of one lease") \
+	X(BATCH_MAX,			10000,	"batch_max",			"elements of one batch call (enqueue, ack, redrive)") \
+	X(KEY_MAXLEN,			512,	"key_maxlen",			"bytes of an idempotency key") \
+	X(LABEL_MAXLEN,			512,	"label_maxlen",			"bytes of a batch label") \
+	X(MAX_ATTEMPTS_MAX,		1000,	"max_attempts_max",		"attempts a queue may allow a job") \
+	X(PAYLOAD_BYTES_MIN,	16,		"payload_bytes_min",	"lowest max_payload_bytes of a queue") \
+	X(PAYLOAD_BYTES_MAX,	67108864, "payload_bytes_max",	"highest max_payload_bytes of a queue") \
+	X(ERROR_MAXLEN,			8192,	"error_maxlen",			"bytes of an error message kept whole with a job") \
+	X(INTERVAL_MAX_YEARS,	100,	"interval_max_years",	"years of any interval setting of a queue") \
+	X(RETRY_IN_MAX_DAYS,	366,	"retry_in_max_days",	"days of jq_fail's retry_in")
+
+#define PGJQ_LIMIT_ENUM(name, value, sqlname, description) PGJQ_LIMIT_##name = value,
+enum
 {
-	PGJQ_PLAN_QUEUE_LOOKUP,
-	PGJQ_PLAN_ENQUEUE,
-	PGJQ_PLAN_ENQUEUE_BATCH,
-	PGJQ_PLAN_NEXT_IDS,
-	PGJQ_PLAN_KEY_CLAIM,
-	PGJQ_PLAN_KEY_LOOKUP,
-	PGJQ_PLAN_KEY_REASSIGN,
-	PGJQ_PLAN_BATCH_LOOKUP,
-	PGJQ_PLAN_BATCH_ADD,
-	PGJQ_PLAN_PROMOTE,
-	PGJQ_PLAN_DEQUEUE,
-	PGJQ_PLAN_ACK,
-	PGJQ_PLAN_ACK_BATCH,
-	PGJQ_NUM_PLANS
-} PgjqPlanId;
+	PGJQ_LIMITS(PGJQ_LIMIT_ENUM)
+};
 
-/* a queue's settings as the hot path needs them */
-typedef struct PgjqQueue
-{
-	int32		queue_id;
-	int32		lease_seconds;
-	int32		max_payload_bytes;
-} PgjqQueue;
+/* process machinery */
+#define PGJQ_MAX_DATABASES		64	/* databases with a running worker at once */
+#define PGJQ_MAX_WAKE_QUEUES	4096	/* queues awaiting a NOTIFY at once */
+#define PGJQ_MAX_COUNTERS		16384	/* (database, queue, priority) counters */
+#define PGJQ_RESTART_SECONDS	5	/* a failed worker is started again after */
 
-/* plans.c */
-extern SPIPlanPtr pgjq_get_plan(PgjqPlanId id);
-extern void pgjq_execute_plan(PgjqPlanId id, Datum *values, const char *nulls,
-							  int expected_rc);
-extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert);
-extern void pgjq_check_queue_name(const char *name);
-extern Oid	pgjq_lock_job_table(void);
-extern Oid	pgjq_scheduled_index(void);
-extern void pgjq_init_materialized_srf(FunctionCallInfo fcinfo);
-extern int	pgjq_cmp_int64(const void *a, const void *b);
-
-/* shmem.c */
-extern void pgjq_shmem_init(void);
-extern bool pgjq_shmem_available(void);
-extern void pgjq_wake_at_commit(int32 queue_id);
-extern bool pgjq_worker_attach(Oid dboid);
-extern int	pgjq_worker_take_wakeups(int32 **queue_ids);
-extern void pgjq_worker_clear_wakeup(int32 queue_id);
-extern pid_t pgjq_worker_pid(Oid dboid);
-extern void pgjq_register_xact_callbacks(void);
-
-/* stats.c */
-extern Size pgjq_stats_shmem_size(void);
-extern void pgjq_stats_shmem_startup(LWLock *lock);
-extern void pgjq_stats_at_commit(void);
-extern void pgjq_stats_at_abort(bool prepared);
-extern void pgjq_stats_at_subxact(bool commit, SubTransactionId mySubid,
-								  SubTransactionId parentSubid);
-extern bool pgjq_stats_need_rebuild(bool *stale);
-extern void pgjq_stats_rebuild(void);
-
-/* worker.c */
+/* GUCs (pgjq.c) */
+extern char *pgjq_databases;
 extern int	pgjq_naptime;
 extern int	pgjq_notify_interval;
 extern int	pgjq_reclaim_batch;
 extern int	pgjq_stats_interval;
 extern int	pgjq_history_retention;
 extern int	pgjq_purge_batch;
-extern void pgjq_register_workers(const char *databases);
 
-/* enqueue.c */
-extern void pgjq_check_payload(Jsonb *payload, const PgjqQueue *queue,
-							   const char *queue_name, int element);
+/* a qsort comparator for int64 */
+static inline int
+pgjq_cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
 
 #endif							/* PGJQ_H */

@@ -14,7 +14,7 @@ hour).  So a backlog builds in each burst and must clear after it.
 
 The replay runs that day with the clock compressed by FACTOR (120: 4 hours
 in 2 minutes, a 4-second inference in 33 ms).  Everything that runs is
-real: producer threads call jq_enqueue (one transaction each, with an
+real: producer threads call jq.jq_enqueue (one transaction each, with an
 idempotency key), worker threads LISTEN on jq_scoring, jq_dequeue with a
 2-second lease, sleep for the compressed inference time, score the copy
 with the rules of docs/workers/python/worker.py and jq_ack the result;
@@ -231,7 +231,7 @@ def producer(replay, name, items):
                 time.sleep(delay)
             started = time.perf_counter()
             job_id = conn.execute(
-                "SELECT jq_enqueue(%s, %s, priority => %s, idempotency_key => %s)",
+                "SELECT jq.jq_enqueue(%s, %s, priority => %s, idempotency_key => %s)",
                 (QUEUE, Jsonb(sub.payload), sub.priority, sub.key)).fetchone()[0]
             latency = time.perf_counter() - started
             with replay.lock:
@@ -269,7 +269,7 @@ class Worker(threading.Thread):
 
     def dequeue(self, max_jobs):
         return self.conn.execute(
-            "SELECT job_id, lease_token, attempt, payload FROM jq_dequeue(%s, %s)",
+            "SELECT job_id, lease_token, attempt, payload FROM jq.jq_dequeue(%s, %s)",
             (QUEUE, max_jobs)).fetchall()
 
     def run(self):
@@ -318,7 +318,7 @@ class Worker(threading.Thread):
         try:
             copy = copy_of(payload)
         except BadInput as e:
-            state = self.conn.execute("SELECT jq_fail(%s, %s, %s, permanent => true)",
+            state = self.conn.execute("SELECT jq.jq_fail(%s, %s, %s, permanent => true)",
                                       (job_id, token, str(e))).fetchone()[0]
             with r.lock:
                 r.failed_permanent += 1
@@ -331,7 +331,7 @@ class Worker(threading.Thread):
             if now >= end:
                 break
             if now - renewed > LEASE_SECONDS / 3:      # a heartbeat for long inference
-                expires = self.conn.execute("SELECT jq_extend(%s, %s)",
+                expires = self.conn.execute("SELECT jq.jq_extend(%s, %s)",
                                             (job_id, token)).fetchone()[0]
                 if expires is None:
                     with r.lock:
@@ -343,7 +343,7 @@ class Worker(threading.Thread):
                     r.extended_jobs.add(job_id)
             time.sleep(min(end - now, LEASE_SECONDS / 3 - (now - renewed) + 0.001))
         score, reasons = score_copy(copy)
-        ok = self.conn.execute("SELECT jq_ack(%s, %s, %s)",
+        ok = self.conn.execute("SELECT jq.jq_ack(%s, %s, %s)",
                                (job_id, token, Jsonb({"score": score, "reasons": reasons,
                                                       "worker": self.name}))).fetchone()[0]
         with r.lock:
@@ -563,7 +563,7 @@ def report(replay, plan, monitor, conn, elapsed):
         "SELECT r.job_id, r.state, r.attempts, r.priority, r.last_error, r.result, "
         "       extract(epoch FROM r.enqueued_at)::float8, extract(epoch FROM r.started_at)::float8, "
         "       extract(epoch FROM r.finished_at)::float8, extract(epoch FROM r.run_at)::float8 "
-        "  FROM unnest(%s::bigint[]) AS i(id), LATERAL jq_result(i.id) r",
+        "  FROM unnest(%s::bigint[]) AS i(id), LATERAL jq.jq_result(i.id) r",
         (list(ids),)).fetchall()
     res = {row[0]: row for row in rows}
 
@@ -700,9 +700,9 @@ def report(replay, plan, monitor, conn, elapsed):
                 ok = False
                 line("    ** CHECK FAILED: expected attempts > 1 after 'lease expired'")
         job_id, token, _ = c["jobs"][0]
-        late = conn.execute("SELECT jq_ack(%s, %s, %s)",
+        late = conn.execute("SELECT jq.jq_ack(%s, %s, %s)",
                             (job_id, token, Jsonb({"late": True}))).fetchone()[0]
-        line(f"    the dead worker's token, if it came back: jq_ack(job {job_id}) = {late} "
+        line(f"    the dead worker's token, if it came back: jq.jq_ack(job {job_id}) = {late} "
              f"(fenced off)")
         if late:
             ok = False
@@ -763,10 +763,10 @@ def main():
     admin = replay.connect("setup")
     admin.execute("SET client_min_messages = warning")
     admin.execute("CREATE EXTENSION IF NOT EXISTS pgjq")
-    admin.execute("SELECT jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
+    admin.execute("SELECT jq.jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
                   "alert_depth_warning => %s)", (QUEUE, LEASE_SECONDS, ALERT_WARNING))
     for _ in range(100):
-        status = admin.execute("SELECT status FROM jq_worker_status()").fetchone()[0]
+        status = admin.execute("SELECT status FROM jq.jq_worker_status()").fetchone()[0]
         if status == "ok":
             break
         time.sleep(0.1)

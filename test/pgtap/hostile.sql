@@ -69,41 +69,41 @@ DECLARE
     r record;
     id bigint;
 BEGIN
-    PERFORM jq_create_queue('hq');
-    PERFORM jq_create_queue('hq2');
-    PERFORM jq_create_queue('hq_empty');
+    PERFORM jq.jq_create_queue('hq');
+    PERFORM jq.jq_create_queue('hq2');
+    PERFORM jq.jq_create_queue('hq_empty');
 
     -- one job at a time, so each dequeue leases exactly the job just enqueued
-    id := jq_enqueue('hq', '{"fixture": "dead"}');
-    SELECT * INTO STRICT r FROM jq_dequeue('hq');
+    id := jq.jq_enqueue('hq', '{"fixture": "dead"}');
+    SELECT * INTO STRICT r FROM jq.jq_dequeue('hq');
     ASSERT r.job_id = id;
-    PERFORM jq_fail(r.job_id, r.lease_token, 'fixture: dead', permanent => true);
+    PERFORM jq.jq_fail(r.job_id, r.lease_token, 'fixture: dead', permanent => true);
     INSERT INTO fx VALUES ('X', id);
 
-    id := jq_enqueue('hq2', '{"fixture": "dead elsewhere"}');
-    SELECT * INTO STRICT r FROM jq_dequeue('hq2');
+    id := jq.jq_enqueue('hq2', '{"fixture": "dead elsewhere"}');
+    SELECT * INTO STRICT r FROM jq.jq_dequeue('hq2');
     ASSERT r.job_id = id;
-    PERFORM jq_fail(r.job_id, r.lease_token, 'fixture: dead', permanent => true);
+    PERFORM jq.jq_fail(r.job_id, r.lease_token, 'fixture: dead', permanent => true);
     INSERT INTO fx VALUES ('X2', id);
 
-    id := jq_enqueue('hq', '{"fixture": "done"}');
-    SELECT * INTO STRICT r FROM jq_dequeue('hq');
+    id := jq.jq_enqueue('hq', '{"fixture": "done"}');
+    SELECT * INTO STRICT r FROM jq.jq_dequeue('hq');
     ASSERT r.job_id = id;
-    ASSERT jq_ack(r.job_id, r.lease_token, '{"fixture": "result"}');
+    ASSERT jq.jq_ack(r.job_id, r.lease_token, '{"fixture": "result"}');
     INSERT INTO fx VALUES ('D', id);
 
-    id := jq_enqueue('hq', '{"fixture": "leased"}');
-    SELECT * INTO STRICT r FROM jq_dequeue('hq');
+    id := jq.jq_enqueue('hq', '{"fixture": "leased"}');
+    SELECT * INTO STRICT r FROM jq.jq_dequeue('hq');
     ASSERT r.job_id = id;
     INSERT INTO fx VALUES ('L', id), ('T', r.lease_token);
 
     INSERT INTO fx VALUES ('KEY', 'fixture-key');
-    INSERT INTO fx VALUES ('R', jq_enqueue('hq', '{"fixture": "ready"}',
+    INSERT INTO fx VALUES ('R', jq.jq_enqueue('hq', '{"fixture": "ready"}',
                                            idempotency_key => 'fixture-key'));
-    INSERT INTO fx VALUES ('S', jq_enqueue('hq', '{"fixture": "scheduled"}',
+    INSERT INTO fx VALUES ('S', jq.jq_enqueue('hq', '{"fixture": "scheduled"}',
                                            run_at => now() + interval '1 day'));
-    INSERT INTO fx VALUES ('B', jq_create_batch('hq', 'fixture batch'));
-    INSERT INTO fx VALUES ('B2', jq_create_batch('hq2'));
+    INSERT INTO fx VALUES ('B', jq.jq_create_batch('hq', 'fixture batch'));
+    INSERT INTO fx VALUES ('B2', jq.jq_create_batch('hq2'));
 END
 $fx$;
 
@@ -421,7 +421,7 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     -- job ids and lease tokens: a stale or unknown one is refused, not an error
     (1, 'jq_ack|jq_fail|jq_extend|jq_cancel', 'job_id', 'null', '22004', NULL),
     (1, 'jq_result', 'job_id', 'null', 'noop',
-        'documented: jq_result(NULL) gives no row, like an unknown id'),
+        'documented: jq.jq_result(NULL) gives no row, like an unknown id'),
     (1, 'jq_ack|jq_fail|jq_extend|jq_result|jq_cancel', 'job_id',
         'zero|neg1|unknown|int4max_plus|int8max|int8min', 'noop', NULL),
     (1, 'jq_ack|jq_fail|jq_extend', 'job_id', 'ready|scheduled|done|dead', 'noop', NULL),
@@ -582,38 +582,38 @@ DECLARE
 BEGIN
     step := 'jq_enqueue with an idempotency key';
     -- payloads of 16 bytes at most, the smallest limit a queue may have
-    a := jq_enqueue(q, '{}', idempotency_key => 'probe-key');
+    a := jq.jq_enqueue(q, '{}', idempotency_key => 'probe-key');
     step := 'jq_enqueue resubmitting the key';
-    b := jq_enqueue(q, '{}', idempotency_key => 'probe-key');
+    b := jq.jq_enqueue(q, '{}', idempotency_key => 'probe-key');
     IF a IS DISTINCT FROM b THEN
         RETURN 'a resubmitted key gave another job';
     END IF;
     step := 'jq_enqueue_batch';
-    PERFORM jq_enqueue_batch(q, ARRAY['{}', '[]', '{}', '[]']::jsonb[],
+    PERFORM jq.jq_enqueue_batch(q, ARRAY['{}', '[]', '{}', '[]']::jsonb[],
                              priority => 100);
     step := 'jq_dequeue';
     SELECT array_agg(job_id ORDER BY job_id), array_agg(lease_token ORDER BY job_id)
-      INTO j, t FROM jq_dequeue(q, 4);
+      INTO j, t FROM jq.jq_dequeue(q, 4);
     IF cardinality(j) IS DISTINCT FROM 4 THEN
         RETURN 'jq_dequeue leased ' || coalesce(cardinality(j), 0) || ' jobs, not 4';
     END IF;
     step := 'jq_extend';
-    IF jq_extend(j[1], t[1]) IS NULL THEN
+    IF jq.jq_extend(j[1], t[1]) IS NULL THEN
         RETURN 'jq_extend refused a current lease';
     END IF;
     step := 'jq_fail on the last-but-one attempt (backoff)';
     UPDATE jq.job SET attempt = greatest(
                (SELECT max_attempts - 1 FROM jq.queue WHERE name = q), 1)
      WHERE id = j[1];
-    IF jq_fail(j[1], t[1], 'probe') IS NULL THEN
+    IF jq.jq_fail(j[1], t[1], 'probe') IS NULL THEN
         RETURN 'jq_fail refused a current lease';
     END IF;
     step := 'jq_ack';
-    IF NOT jq_ack(j[2], t[2], '{"probe": "result"}') THEN
+    IF NOT jq.jq_ack(j[2], t[2], '{"probe": "result"}') THEN
         RETURN 'jq_ack refused a current lease';
     END IF;
     step := 'jq_fail permanent';
-    IF jq_fail(j[3], t[3], 'probe', permanent => true) IS DISTINCT FROM 'dead' THEN
+    IF jq.jq_fail(j[3], t[3], 'probe', permanent => true) IS DISTINCT FROM 'dead' THEN
         RETURN 'jq_fail permanent did not give dead';
     END IF;
     step := 'lease reclaim';
@@ -621,7 +621,7 @@ BEGIN
      WHERE id = j[4];
     PERFORM jq.reclaim_expired_leases();
     step := 'jq_result';
-    PERFORM FROM jq_result(j[2]);
+    PERFORM FROM jq.jq_result(j[2]);
     step := 'jq.purge_expired (the worker''s retention pass)';
     PERFORM jq.purge_expired();
     step := 'jq.check_alerts (the worker''s alert pass)';

@@ -14,26 +14,26 @@ $node->start;
 
 $node->safe_psql('postgres', q{
     CREATE EXTENSION pgjq;
-    SELECT jq_create_queue('crash');
-    SELECT jq_enqueue_batch('crash',
+    SELECT jq.jq_create_queue('crash');
+    SELECT jq.jq_enqueue_batch('crash',
         (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 100) g));
 });
 
 # lease ten jobs, complete five of them
 my $leased = $node->safe_psql('postgres', q{
-    CREATE TABLE leases AS SELECT job_id, lease_token FROM jq_dequeue('crash', 10);
+    CREATE TABLE leases AS SELECT job_id, lease_token FROM jq.jq_dequeue('crash', 10);
     SELECT count(*) FROM leases;
 });
 is($leased, '10', 'ten jobs leased');
 my $acked = $node->safe_psql('postgres', q{
-    SELECT count(*) FILTER (WHERE jq_ack(job_id, lease_token, '{"ok": true}'))
+    SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token, '{"ok": true}'))
       FROM (SELECT * FROM leases ORDER BY job_id LIMIT 5) l;
 });
 is($acked, '5', 'five jobs acked');
 
 # an enqueue in flight when the server crashes must vanish
 my $bg = $node->background_psql('postgres');
-$bg->query_safe(q{BEGIN; SELECT jq_enqueue('crash', '{"n": "uncommitted"}');});
+$bg->query_safe(q{BEGIN; SELECT jq.jq_enqueue('crash', '{"n": "uncommitted"}');});
 
 $node->stop('immediate');
 $node->start;
@@ -48,7 +48,7 @@ is($counts, '90,5,5,0', 'after a crash: 90 ready, 5 leased, 5 done, uncommitted 
 
 # leases survive: the holders' tokens still work after the restart
 my $ok = $node->safe_psql('postgres', q{
-    SELECT bool_and(jq_ack(job_id, lease_token))
+    SELECT bool_and(jq.jq_ack(job_id, lease_token))
       FROM (SELECT * FROM leases ORDER BY job_id OFFSET 5) l;
 });
 is($ok, 't', 'leases taken before the crash can be acked after it');
@@ -60,7 +60,7 @@ my $total = $node->safe_psql('postgres', q{
 is($total, '100', 'all 100 committed jobs exist exactly once');
 
 $node->restart;
-is($node->safe_psql('postgres', 'SELECT count(*) FROM jq_dequeue(\'crash\', 1000)'),
+is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.jq_dequeue(\'crash\', 1000)'),
    '90', 'after a clean restart the 90 ready jobs are all handed out');
 
 $node->stop;

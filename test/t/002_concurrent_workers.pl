@@ -28,8 +28,8 @@ $node->start;
 # standard (0).
 $node->safe_psql('postgres', qq{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('work');
-    SELECT count(jq_enqueue('work', jsonb_build_object('n', g),
+    SELECT 1 FROM jq.jq_create_queue('work');
+    SELECT count(jq.jq_enqueue('work', jsonb_build_object('n', g),
                             priority => CASE WHEN g % 10 = 0 THEN 10
                                              WHEN g % 10 IN (3, 7) THEN 5
                                              ELSE 0 END))
@@ -60,10 +60,10 @@ my %scripts = (
     '002_batch@3' => qq{
 BEGIN;
 INSERT INTO deliveries (job_id, lease_token, priority, client)
-    SELECT job_id, lease_token, priority, :client_id FROM jq_dequeue('work', $max_batch);
+    SELECT job_id, lease_token, priority, :client_id FROM jq.jq_dequeue('work', $max_batch);
 INSERT INTO acks (job_id, acked, client)
     SELECT b.job_id, b.acked, :client_id
-      FROM jq_ack_batch(ARRAY(SELECT job_id $mine),
+      FROM jq.jq_ack_batch(ARRAY(SELECT job_id $mine),
                         ARRAY(SELECT lease_token $mine),
                         ARRAY(SELECT jsonb_build_object('client', :client_id) $mine)) b;
 COMMIT;
@@ -72,9 +72,9 @@ COMMIT;
     '002_single@1' => qq{
 BEGIN;
 INSERT INTO deliveries (job_id, lease_token, priority, client)
-    SELECT job_id, lease_token, priority, :client_id FROM jq_dequeue('work', 1);
+    SELECT job_id, lease_token, priority, :client_id FROM jq.jq_dequeue('work', 1);
 INSERT INTO acks (job_id, acked, client)
-    SELECT job_id, jq_ack(job_id, lease_token, jsonb_build_object('client', :client_id)), :client_id
+    SELECT job_id, jq.jq_ack(job_id, lease_token, jsonb_build_object('client', :client_id)), :client_id
       $mine;
 COMMIT;
 });

@@ -19,11 +19,11 @@ $node->start;
 
 $node->safe_psql('postgres', q{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('intx');
-    SELECT 1 FROM jq_create_queue('auto');
-    SELECT jq_enqueue_batch('intx',
+    SELECT 1 FROM jq.jq_create_queue('intx');
+    SELECT 1 FROM jq.jq_create_queue('auto');
+    SELECT jq.jq_enqueue_batch('intx',
         (SELECT array_agg(jsonb_build_object('n', g) ORDER BY g) FROM generate_series(1, 20) g));
-    SELECT jq_enqueue_batch('auto',
+    SELECT jq.jq_enqueue_batch('auto',
         (SELECT array_agg(jsonb_build_object('n', g) ORDER BY g) FROM generate_series(1, 10) g));
 });
 
@@ -48,13 +48,13 @@ sub terminate_worker
 my $w1 = $node->background_psql('postgres');
 $w1->query_safe('BEGIN');
 my $w1_jobs = $w1->query_safe(q{
-    SELECT string_agg(payload->>'n', ',' ORDER BY job_id) FROM jq_dequeue('intx', 5)});
+    SELECT string_agg(payload->>'n', ',' ORDER BY job_id) FROM jq.jq_dequeue('intx', 5)});
 is($w1_jobs, '1,2,3,4,5', 'worker 1 leases jobs 1-5 in an open transaction');
 
 # meanwhile another worker skips them and takes the next five
 is( $node->safe_psql('postgres', q{
         CREATE TABLE intx_deliveries AS
-            SELECT job_id, lease_token, payload->>'n' AS n FROM jq_dequeue('intx', 5);
+            SELECT job_id, lease_token, payload->>'n' AS n FROM jq.jq_dequeue('intx', 5);
         SELECT string_agg(n, ',' ORDER BY job_id) FROM intx_deliveries}),
     '6,7,8,9,10',
     'worker 2 is not blocked and gets jobs 6-10');
@@ -74,14 +74,14 @@ is( $node->safe_psql('postgres', q{
 # a third worker drains the queue: it gets jobs 1-5 and 11-20, once each
 is( $node->safe_psql('postgres', q{
         INSERT INTO intx_deliveries
-            SELECT job_id, lease_token, payload->>'n' FROM jq_dequeue('intx', 100);
+            SELECT job_id, lease_token, payload->>'n' FROM jq.jq_dequeue('intx', 100);
         SELECT string_agg(n, ',' ORDER BY n::int) FROM intx_deliveries}),
     join(',', 1 .. 20),
     'every job of the queue delivered exactly once across the workers');
 
 # and every job completes once
 is( $node->safe_psql('postgres', q{
-        SELECT count(*) FILTER (WHERE jq_ack(job_id, lease_token)) FROM intx_deliveries}),
+        SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token)) FROM intx_deliveries}),
     '20', 'all 20 deliveries acked');
 is( $node->safe_psql('postgres', q{
         SELECT count(*) || ',' || count(DISTINCT r.job_id) || ',' || max(r.attempts)
@@ -98,7 +98,7 @@ my $w3 = $node->background_psql('postgres');
 $w3->query_safe(q{
     CREATE TABLE auto_leases AS
         SELECT job_id, lease_token, lease_expires_at, payload->>'n' AS n
-          FROM jq_dequeue('auto', 3)});
+          FROM jq.jq_dequeue('auto', 3)});
 is($node->safe_psql('postgres', 'SELECT string_agg(n, \',\' ORDER BY job_id) FROM auto_leases'),
     '1,2,3', 'worker 3 leases jobs 1-3 in autocommit');
 
@@ -115,19 +115,19 @@ is( $node->safe_psql('postgres', q{
 # other workers do not get them: they wait for the lease reclaim
 is( $node->safe_psql('postgres', q{
         CREATE TABLE auto_deliveries AS
-            SELECT job_id, lease_token, payload->>'n' AS n FROM jq_dequeue('auto', 100);
+            SELECT job_id, lease_token, payload->>'n' AS n FROM jq.jq_dequeue('auto', 100);
         SELECT string_agg(n, ',' ORDER BY n::int) FROM auto_deliveries}),
     '4,5,6,7,8,9,10',
     'another worker gets only the seven jobs that were never leased');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM jq_dequeue('auto', 100)}),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('auto', 100)}),
     '0', 'the killed worker\'s jobs are not handed out again before the lease is reclaimed');
 
 # the lease still stands: its token completes the job, once
 is( $node->safe_psql('postgres', q{
-        SELECT string_agg(jq_ack(job_id, lease_token)::text, ',' ORDER BY job_id) FROM auto_leases}),
+        SELECT string_agg(jq.jq_ack(job_id, lease_token)::text, ',' ORDER BY job_id) FROM auto_leases}),
     'true,true,true', 'the killed worker\'s lease tokens still complete its jobs');
 is( $node->safe_psql('postgres', q{
-        SELECT string_agg(jq_ack(job_id, lease_token)::text, ',' ORDER BY job_id) FROM auto_leases}),
+        SELECT string_agg(jq.jq_ack(job_id, lease_token)::text, ',' ORDER BY job_id) FROM auto_leases}),
     'false,false,false', 'but only once');
 
 $node->stop;

@@ -1,20 +1,19 @@
 # The pgjq background worker's lease reclaim, and the worker's life cycle.
-#   - jq_worker_status() reports the preloaded worker, which shows in
+#   - jq.jq_worker_status() reports the preloaded worker, which shows in
 #     pg_stat_activity as backend_type 'pgjq worker'.
 #   - A lease whose holder went away comes back to ready within one
 #     naptime of its expiry ("lease expired", one attempt counted), and the
 #     old token is refused from then on; on the last attempt the job goes to
 #     the dead letters instead.  More expired leases than pgjq.reclaim_batch
 #     are all reclaimed in one pass.
-#   - A worker killed with pg_terminate_backend is restarted by the
-#     postmaster, and reclaims what expired while it was down.
+#   - A worker killed with pg_terminate_backend is started again by the
+#     launcher, and reclaims what expired while it was down.
 #   - pgjq.naptime follows ALTER SYSTEM + pg_reload_conf(): the worker takes
 #     the new value, and the SIGHUP wakes it from a long sleep.
 #   - A fast shutdown stops the worker promptly, even in a long sleep.
-#   - A worker whose database lacks the extension idles without errors,
-#     and starts working once CREATE EXTENSION runs there.
+#   (The launcher's part, databases with and without pgjq, is 016_launcher.pl.)
 #   - Without shared_preload_libraries the queue works, and
-#     jq_worker_status() says nobody reclaims leases.  (Skipped while
+#     jq.jq_worker_status() says nobody reclaims leases.  (Skipped while
 #     loading pgjq without preloading fails with FATAL: a known bug.)
 # Every wait is a poll with a deadline; no test sleeps a fixed time.
 use strict;
@@ -51,7 +50,7 @@ sub lease_and_disconnect
 	my $session = $node->background_psql($db);
 	my $row = $session->query_safe(
 		qq{SELECT job_id, lease_token, extract(epoch FROM lease_expires_at)
-		     FROM jq_dequeue('$queue', 1, $secs)});
+		     FROM jq.jq_dequeue('$queue', 1, $secs)});
 	$session->quit;
 	my ($id, $token, $expires) = split /\|/, $row;
 	die "nothing to lease in queue $queue" unless defined $expires;
@@ -68,11 +67,11 @@ sub reclaim_delay
 		  FROM jq.job WHERE id = $id});
 }
 
-# the worker's pid as jq_worker_status() reports it ('' when none)
+# the worker's pid as jq.jq_worker_status() reports it ('' when none)
 sub worker_pid
 {
 	my ($node, $db) = @_;
-	return $node->safe_psql($db, 'SELECT worker_pid FROM jq_worker_status()');
+	return $node->safe_psql($db, 'SELECT worker_pid FROM jq.jq_worker_status()');
 }
 
 # idle_for(PID, CONDITION): SQL for the seconds since backend PID last
@@ -99,19 +98,19 @@ $node->start;
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq_create_queue('rq');
-	SELECT 1 FROM jq_create_queue('dlq', max_attempts => 1);
+	SELECT 1 FROM jq.jq_create_queue('rq');
+	SELECT 1 FROM jq.jq_create_queue('dlq', max_attempts => 1);
 });
 
 # --- the worker runs ---------------------------------------------------------
 
 ok($node->poll_query_until('postgres',
-		'SELECT worker_pid IS NOT NULL FROM jq_worker_status()'),
-	'jq_worker_status() reports a worker pid');
+		'SELECT worker_pid IS NOT NULL FROM jq.jq_worker_status()'),
+	'jq.jq_worker_status() reports a worker pid');
 is( $node->safe_psql('postgres',
-		'SELECT preloaded, databases, status FROM jq_worker_status()'),
+		'SELECT preloaded, databases, status FROM jq.jq_worker_status()'),
 	't|postgres|ok',
-	'jq_worker_status(): preloaded, serving postgres, status ok');
+	'jq.jq_worker_status(): preloaded, serving postgres, status ok');
 my $pid = worker_pid($node, 'postgres');
 is( $node->safe_psql('postgres', qq{
 		SELECT backend_type || ',' || datname || ',' || application_name
@@ -121,15 +120,15 @@ is( $node->safe_psql('postgres', qq{
 
 # --- an abandoned lease comes back -------------------------------------------
 
-my $id = $node->safe_psql('postgres', q{SELECT jq_enqueue('rq', '{"n": 1}')});
+my $id = $node->safe_psql('postgres', q{SELECT jq.jq_enqueue('rq', '{"n": 1}')});
 my ($lid, $token, $expires) = lease_and_disconnect($node, 'postgres', 'rq', 2);
 is($lid, $id, 'a session leases the job for 2 seconds and disconnects');
 my $leased_at = $expires - 2;
-is($node->safe_psql('postgres', "SELECT state FROM jq_result($id)"),
+is($node->safe_psql('postgres', "SELECT state FROM jq.jq_result($id)"),
 	'leased', 'the job stays leased after its holder left');
 
 my $waited = poll_fast($node, 'postgres',
-	"SELECT state = 'ready' FROM jq_result($id)", 30);
+	"SELECT state = 'ready' FROM jq.jq_result($id)", 30);
 ok(defined $waited, 'the expired lease is reclaimed: the job is ready again');
 my $ready_after = time - $leased_at;
 my $delay = reclaim_delay($node, 'postgres', $id, $expires);
@@ -140,19 +139,19 @@ cmp_ok($ready_after, '<', 2 + $naptime + $slack,
 cmp_ok($delay, '>=', 0, 'not reclaimed before the lease expired');
 cmp_ok($delay, '<', $naptime + 0.5, 'reclaimed within one naptime of the expiry');
 is( $node->safe_psql('postgres',
-		"SELECT state, last_error, attempts FROM jq_result($id)"),
+		"SELECT state, last_error, attempts FROM jq.jq_result($id)"),
 	'ready|lease expired|1',
 	'jq_result: ready, last_error "lease expired", one attempt');
 
 # the old token is refused once the lease is gone
-is($node->safe_psql('postgres', "SELECT jq_ack($id, $token)"),
+is($node->safe_psql('postgres', "SELECT jq.jq_ack($id, $token)"),
 	'f', 'the old token cannot ack the reclaimed job');
-is($node->safe_psql('postgres', "SELECT jq_extend($id, $token) IS NULL"),
+is($node->safe_psql('postgres', "SELECT jq.jq_extend($id, $token) IS NULL"),
 	't', 'nor extend its lease');
-is($node->safe_psql('postgres', "SELECT jq_fail($id, $token, 'late') IS NULL"),
+is($node->safe_psql('postgres', "SELECT jq.jq_fail($id, $token, 'late') IS NULL"),
 	't', 'nor fail it');
 is( $node->safe_psql('postgres',
-		"SELECT state, last_error, attempts FROM jq_result($id)"),
+		"SELECT state, last_error, attempts FROM jq.jq_result($id)"),
 	'ready|lease expired|1',
 	'the refused calls changed nothing');
 
@@ -160,24 +159,24 @@ is( $node->safe_psql('postgres',
 my ($id2, $token2, $attempt2) = split /\|/,
   $node->safe_psql('postgres', q{
 	CREATE TABLE second_lease AS
-	    SELECT job_id, lease_token, attempt FROM jq_dequeue('rq', 1);
+	    SELECT job_id, lease_token, attempt FROM jq.jq_dequeue('rq', 1);
 	SELECT job_id, lease_token, attempt FROM second_lease});
 is("$id2,$attempt2", "$id,2", 'another worker leases the job again: attempt 2');
 isnt($token2, $token, 'with a new token');
 is( $node->safe_psql('postgres', qq{
-		SELECT jq_ack($id, $token)::text || ','
-		    || (jq_extend($id, $token) IS NULL)::text || ','
-		    || (jq_fail($id, $token, 'late') IS NULL)::text}),
+		SELECT jq.jq_ack($id, $token)::text || ','
+		    || (jq.jq_extend($id, $token) IS NULL)::text || ','
+		    || (jq.jq_fail($id, $token, 'late') IS NULL)::text}),
 	'false,true,true',
 	'the old token is refused by jq_ack, jq_extend and jq_fail while the new lease stands');
-is($node->safe_psql('postgres', "SELECT jq_ack($id, $token2)"),
+is($node->safe_psql('postgres', "SELECT jq.jq_ack($id, $token2)"),
 	't', 'the new token completes the job');
-is($node->safe_psql('postgres', "SELECT state, attempts FROM jq_result($id)"),
+is($node->safe_psql('postgres', "SELECT state, attempts FROM jq.jq_result($id)"),
 	'succeeded|2', 'succeeded after two attempts');
 
 # --- an expired lease on the last attempt is a dead letter --------------------
 
-my $did = $node->safe_psql('postgres', q{SELECT jq_enqueue('dlq', '{"n": 2}')});
+my $did = $node->safe_psql('postgres', q{SELECT jq.jq_enqueue('dlq', '{"n": 2}')});
 my ($dlid, $dtoken, $dexpires) = lease_and_disconnect($node, 'postgres', 'dlq', 1);
 is($dlid, $did, 'a job with max_attempts 1 is leased for 1 second and abandoned');
 ok( defined poll_fast($node, 'postgres',
@@ -189,20 +188,20 @@ is( $node->safe_psql('postgres', qq{
 	'dlq|1|lease expired|1',
 	'dead letter: queue dlq, one attempt, last_error "lease expired"');
 is( $node->safe_psql('postgres', qq{
-		SELECT (SELECT state FROM jq_result($did)) || ','
+		SELECT (SELECT state FROM jq.jq_result($did)) || ','
 		    || (SELECT count(*) FROM jq.job WHERE id = $did)}),
 	'dead,0', 'jq_result says dead, and the job left the hot table');
-is($node->safe_psql('postgres', "SELECT jq_ack($did, $dtoken)"),
+is($node->safe_psql('postgres', "SELECT jq.jq_ack($did, $dtoken)"),
 	'f', 'the dead job\'s token is refused');
 
 # --- more expired leases than pgjq.reclaim_batch ------------------------------
 
 $node->safe_psql('postgres', q{
-	SELECT 1 FROM jq_create_queue('bulk');
-	SELECT jq_enqueue_batch('bulk',
+	SELECT 1 FROM jq.jq_create_queue('bulk');
+	SELECT jq.jq_enqueue_batch('bulk',
 	    (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 25) g));
 	CREATE TABLE bulk_leases AS
-	    SELECT job_id, lease_token, lease_expires_at FROM jq_dequeue('bulk', 25, 1);
+	    SELECT job_id, lease_token, lease_expires_at FROM jq.jq_dequeue('bulk', 25, 1);
 });
 ok( defined poll_fast($node, 'postgres', q{
 		SELECT count(*) = 25 FROM jq.job j JOIN bulk_leases l ON l.job_id = j.id
@@ -219,7 +218,7 @@ cmp_ok($bulk_delay, '<', $naptime + 0.5,
 # --- the worker is killed and restarted --------------------------------------
 
 # a lease that expires while the worker is down
-$node->safe_psql('postgres', q{SELECT jq_enqueue('rq', '{"n": 3}')});
+$node->safe_psql('postgres', q{SELECT jq.jq_enqueue('rq', '{"n": 3}')});
 my ($kid, $ktoken, $kexpires) = lease_and_disconnect($node, 'postgres', 'rq', 1);
 
 my $log_offset = -s $node->logfile;
@@ -227,11 +226,11 @@ my $killed_at = time;
 is($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)"),
 	't', 'pg_terminate_backend() on the worker');
 ok($node->poll_query_until('postgres',
-		'SELECT worker_pid IS NULL FROM jq_worker_status()'),
+		'SELECT worker_pid IS NULL FROM jq.jq_worker_status()'),
 	'the worker is gone');
-is($node->safe_psql('postgres', 'SELECT status FROM jq_worker_status()'),
-	'no pgjq worker serves this database: add it to pgjq.database and restart',
-	'jq_worker_status() says no worker serves the database');
+like($node->safe_psql('postgres', 'SELECT status FROM jq.jq_worker_status()'),
+	qr/^(no pgjq worker runs in this database at the moment|the pgjq worker of this database stopped); the launcher starts/,
+	'jq.jq_worker_status() says no worker runs, and that the launcher starts one');
 
 # the lease runs out while nobody reclaims
 ok( defined poll_fast($node, 'postgres', qq{
@@ -239,15 +238,15 @@ ok( defined poll_fast($node, 'postgres', qq{
 	'the lease expires while the worker is down');
 is( $node->safe_psql('postgres', qq{
 		SELECT (w.worker_pid IS NULL)::text || ',' || r.state
-		  FROM jq_worker_status() w, jq_result($kid) r}),
+		  FROM jq.jq_worker_status() w, jq.jq_result($kid) r}),
 	'true,leased',
 	'with no worker, the expired lease stays leased');
 
 ok( $node->poll_query_until('postgres', qq{
-		SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM jq_worker_status()}),
-	'the postmaster starts a new worker');
+		SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM jq.jq_worker_status()}),
+	'the launcher starts a new worker');
 my $restart_secs = time - $killed_at;
-note sprintf('new worker %.1f s after the kill (bgw_restart_time is 5 s)',
+note sprintf('new worker %.1f s after the kill (restarted after 5 s)',
 	$restart_secs);
 cmp_ok($restart_secs, '<', 10, 'the worker is back within 10 s');
 my $newpid = worker_pid($node, 'postgres');
@@ -255,21 +254,21 @@ is( $node->safe_psql('postgres', qq{
 		SELECT count(*) FROM pg_stat_activity
 		 WHERE backend_type = 'pgjq worker' AND pid = $newpid}),
 	'1', 'the new worker shows in pg_stat_activity');
-is($node->safe_psql('postgres', 'SELECT status FROM jq_worker_status()'),
-	'ok', 'jq_worker_status() is ok again');
+is($node->safe_psql('postgres', 'SELECT status FROM jq.jq_worker_status()'),
+	'ok', 'jq.jq_worker_status() is ok again');
 $node->wait_for_log(qr/pgjq worker started for database "postgres"/, $log_offset);
 pass('the new worker logged its start');
 
 ok( defined poll_fast($node, 'postgres',
-		"SELECT state = 'ready' FROM jq_result($kid)", 10),
+		"SELECT state = 'ready' FROM jq.jq_result($kid)", 10),
 	'the restarted worker reclaims the lease that expired while it was down');
-is( $node->safe_psql('postgres', "SELECT last_error, attempts FROM jq_result($kid)"),
+is( $node->safe_psql('postgres', "SELECT last_error, attempts FROM jq.jq_result($kid)"),
 	'lease expired|1', 'as an expired lease, after one attempt');
 
 # a lease taken after the restart
 my ($rid, $rtoken, $rexpires) = lease_and_disconnect($node, 'postgres', 'rq', 1);
 ok( defined poll_fast($node, 'postgres',
-		"SELECT state = 'ready' FROM jq_result($rid)", 30),
+		"SELECT state = 'ready' FROM jq.jq_result($rid)", 30),
 	'a lease taken after the restart is reclaimed too');
 cmp_ok(time - ($rexpires - 1), '<', 1 + $naptime + $slack,
 	'within lease + one naptime (+ slack)');
@@ -300,7 +299,7 @@ my ($hid, $htoken, $hexpires) = lease_and_disconnect($node, 'postgres', 'rq', 1)
 ok( defined poll_fast($node, 'postgres', qq{
 		SELECT clock_timestamp() > to_timestamp($hexpires) + interval '1 s'}, 30),
 	'a 1 s lease taken during the long sleep expires');
-is($node->safe_psql('postgres', "SELECT state FROM jq_result($hid)"),
+is($node->safe_psql('postgres', "SELECT state FROM jq.jq_result($hid)"),
 	'leased', 'and stays leased one second (5 old naptimes) past its expiry');
 
 # ... and the SIGHUP that brings the naptime back wakes the worker at once
@@ -310,7 +309,7 @@ $node->safe_psql('postgres', q{
 });
 my $reload_at = time;
 ok( defined poll_fast($node, 'postgres',
-		"SELECT state = 'ready' FROM jq_result($hid)", 30),
+		"SELECT state = 'ready' FROM jq.jq_result($hid)", 30),
 	'after the naptime is reset and reloaded, the worker reclaims the lease');
 my $after_reload = time - $reload_at;
 note sprintf('reclaimed %.3f s after pg_reload_conf()', $after_reload);
@@ -342,102 +341,6 @@ unlike(
 	qr/\[$newpid\] pgjq worker (?:PANIC|ERROR)/,
 	'the worker logged no error');
 
-# --- a worker whose database lacks the extension -----------------------------
-
-my $noext = PostgreSQL::Test::Cluster->new('noext');
-$noext->init;
-$noext->start;
-$noext->safe_psql('postgres', 'CREATE DATABASE jobs');
-$noext->stop;
-$noext->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'jobs'
-pgjq.naptime = '200ms'
-});
-$log_offset = -s $noext->logfile;
-$noext->start;
-$noext->wait_for_log(qr/pgjq worker started for database "jobs"/, $log_offset);
-pass('the worker starts for database jobs, which has no pgjq');
-ok( $noext->poll_query_until('postgres', q{
-		SELECT count(*) = 1 FROM pg_stat_activity
-		 WHERE backend_type = 'pgjq worker' AND datname = 'jobs'}),
-	'it shows in pg_stat_activity');
-my $jpid = $noext->safe_psql('postgres', q{
-	SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgjq worker'});
-
-# state_change moves at every pass: wait for a full second of passes
-my $first_pass = $noext->safe_psql('postgres',
-	"SELECT state_change FROM pg_stat_activity WHERE pid = $jpid");
-ok( $noext->poll_query_until('postgres', qq{
-		SELECT state_change > '$first_pass'::timestamptz + interval '1 s'
-		  FROM pg_stat_activity WHERE pid = $jpid}),
-	'the worker keeps making passes for over a second (5 naptimes)');
-is( $noext->safe_psql('postgres', q{
-		SELECT string_agg(pid::text, ',') FROM pg_stat_activity
-		 WHERE backend_type = 'pgjq worker'}),
-	$jpid, 'the same worker, never restarted');
-my $noext_log = slurp_file($noext->logfile, $log_offset);
-unlike($noext_log, qr/\b(?:WARNING|ERROR|FATAL|PANIC):/,
-	'nothing logged at WARNING or above while the extension is missing');
-is( $noext->safe_psql('postgres', q{
-		SELECT count(*) FROM pg_extension WHERE extname = 'pgjq'})
-	  . $noext->safe_psql('jobs', q{
-		SELECT count(*) FROM pg_extension WHERE extname = 'pgjq'}),
-	'00', 'pgjq is installed nowhere yet');
-
-$noext->safe_psql('jobs', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq_create_queue('jq');
-	SELECT jq_enqueue('jq', '{"n": 1}');
-});
-is( $noext->safe_psql('jobs',
-		'SELECT preloaded, databases, worker_pid, status FROM jq_worker_status()'),
-	"t|jobs|$jpid|ok",
-	'after CREATE EXTENSION in jobs, jq_worker_status() there names the worker');
-my ($jid, $jtoken, $jexpires) = lease_and_disconnect($noext, 'jobs', 'jq', 1);
-ok( defined poll_fast($noext, 'jobs',
-		"SELECT state = 'ready' FROM jq_result($jid)", 30),
-	'and it reclaims an expired lease');
-cmp_ok(time - ($jexpires - 1), '<', 1 + $naptime + $slack,
-	'within lease + one naptime (+ slack)');
-is($noext->safe_psql('jobs', "SELECT last_error, attempts FROM jq_result($jid)"),
-	'lease expired|1', 'as an expired lease');
-
-# a database that the worker does not serve
-$noext->safe_psql('postgres', 'CREATE EXTENSION pgjq');
-is( $noext->safe_psql('postgres',
-		'SELECT preloaded, worker_pid IS NULL, status FROM jq_worker_status()'),
-	't|t|no pgjq worker serves this database: add it to pgjq.database and restart',
-	'in database postgres, not in pgjq.database, jq_worker_status() says no worker serves it');
-
-# the extension goes away and comes back under the running worker
-$noext->safe_psql('jobs', 'DROP EXTENSION pgjq');
-my $dropped = $noext->safe_psql('postgres',
-	"SELECT clock_timestamp()");
-ok( $noext->poll_query_until('postgres', qq{
-		SELECT state_change > '$dropped'::timestamptz + interval '0.5 s'
-		  FROM pg_stat_activity WHERE pid = $jpid}),
-	'after DROP EXTENSION the worker keeps making passes');
-$noext->safe_psql('jobs', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq_create_queue('jq');
-	SELECT jq_enqueue('jq', '{"n": 2}');
-});
-($jid, $jtoken, $jexpires) = lease_and_disconnect($noext, 'jobs', 'jq', 1);
-ok( defined poll_fast($noext, 'jobs',
-		"SELECT state = 'ready' FROM jq_result($jid)", 30),
-	'after CREATE EXTENSION again, the same worker reclaims expired leases');
-is( $noext->safe_psql('postgres', q{
-		SELECT string_agg(pid::text, ',') FROM pg_stat_activity
-		 WHERE backend_type = 'pgjq worker'}),
-	$jpid, 'the worker was never restarted');
-unlike(
-	slurp_file($noext->logfile, $log_offset),
-	qr/\[$jpid\] pgjq worker (?:WARNING|ERROR|FATAL|PANIC):/,
-	'the worker logged nothing at WARNING or above');
-$noext->stop;
-
 # --- without shared_preload_libraries ----------------------------------------
 
 my $plain = PostgreSQL::Test::Cluster->new('nopreload');
@@ -453,39 +356,39 @@ my ($create_rc, $create_out, $create_err) =
 	is($create_rc, 0, 'without preloading, CREATE EXTENSION pgjq works');
 
 	$plain->safe_psql('postgres', q{
-		SELECT 1 FROM jq_create_queue('pq');
-		SELECT jq_enqueue('pq', '{"n": 1}');
+		SELECT 1 FROM jq.jq_create_queue('pq');
+		SELECT jq.jq_enqueue('pq', '{"n": 1}');
 	});
 	my ($pid_p, $tok_p) = split /\|/,
 	  $plain->safe_psql('postgres',
-		q{SELECT job_id, lease_token FROM jq_dequeue('pq', 1)});
-	is($plain->safe_psql('postgres', "SELECT jq_ack($pid_p, $tok_p, '{\"ok\": true}')"),
+		q{SELECT job_id, lease_token FROM jq.jq_dequeue('pq', 1)});
+	is($plain->safe_psql('postgres', "SELECT jq.jq_ack($pid_p, $tok_p, '{\"ok\": true}')"),
 		't', 'without preloading: enqueue, dequeue and ack work');
-	is($plain->safe_psql('postgres', "SELECT state, result FROM jq_result($pid_p)"),
+	is($plain->safe_psql('postgres', "SELECT state, result FROM jq.jq_result($pid_p)"),
 		'succeeded|{"ok": true}', 'and the result is kept');
 	is( $plain->safe_psql('postgres',
-			'SELECT preloaded, worker_pid IS NULL, status FROM jq_worker_status()'),
+			'SELECT preloaded, worker_pid IS NULL, status FROM jq.jq_worker_status()'),
 		'f|t|pgjq is not in shared_preload_libraries: no lease reclaim, no promotion of due jobs, no wakeups',
-		'jq_worker_status(): not preloaded, no worker, and a status saying so');
+		'jq.jq_worker_status(): not preloaded, no worker, and a status saying so');
 	is( $plain->safe_psql('postgres', q{
 			SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgjq worker'}),
 		'0', 'no pgjq worker runs');
 	is( $plain->safe_psql('postgres', q{
-			SELECT 1 FROM jq_worker_status(); SHOW pgjq.naptime}),
+			SELECT 1 FROM jq.jq_worker_status(); SHOW pgjq.naptime}),
 		"1\n1s", 'once pgjq is loaded, pgjq.naptime shows its default, 1s');
 
 	# nobody reclaims expired leases, but jq.reclaim_expired_leases() can
-	$plain->safe_psql('postgres', q{SELECT jq_enqueue('pq', '{"n": 2}')});
+	$plain->safe_psql('postgres', q{SELECT jq.jq_enqueue('pq', '{"n": 2}')});
 	my ($xid, $xtoken, $xexpires) = lease_and_disconnect($plain, 'postgres', 'pq', 1);
 	ok( defined poll_fast($plain, 'postgres', qq{
 			SELECT clock_timestamp() > to_timestamp($xexpires) + interval '0.5 s'}, 30),
 		'a 1 s lease expires');
-	is($plain->safe_psql('postgres', "SELECT state FROM jq_result($xid)"),
+	is($plain->safe_psql('postgres', "SELECT state FROM jq.jq_result($xid)"),
 		'leased', 'without the worker the expired lease stays leased');
 	is($plain->safe_psql('postgres', 'SELECT jq.reclaim_expired_leases()'),
 		'1', 'jq.reclaim_expired_leases() reclaims it by hand');
 	is( $plain->safe_psql('postgres',
-			"SELECT state, last_error, attempts FROM jq_result($xid)"),
+			"SELECT state, last_error, attempts FROM jq.jq_result($xid)"),
 		'ready|lease expired|1', 'back to ready as an expired lease');
 }
 $plain->stop;

@@ -27,12 +27,12 @@ $node->start;
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq_create_queue('q');
-	SELECT 1 FROM jq_create_queue('other');
+	SELECT 1 FROM jq.jq_create_queue('q');
+	SELECT 1 FROM jq.jq_create_queue('other');
 	CREATE TABLE unrelated (x int);
 });
 ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq_worker_status()}),
+		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
 	'the pgjq worker runs');
 # counters that lose their validity (here reset by hand, as CREATE
 # EXTENSION does) are rebuilt at the worker's next pass (pgjq.naptime,
@@ -52,7 +52,7 @@ $node->safe_psql('postgres', q{
 	ALTER SYSTEM RESET pgjq.stats_interval;
 	SELECT pg_reload_conf();
 });
-my $worker = $node->safe_psql('postgres', 'SELECT worker_pid FROM jq_worker_status()');
+my $worker = $node->safe_psql('postgres', 'SELECT worker_pid FROM jq.jq_worker_status()');
 is($node->safe_psql('postgres', 'SHOW pgjq.notify_interval'),
 	'10ms', 'pgjq.notify_interval has its default, 10ms');
 
@@ -127,7 +127,7 @@ is(on_q(listen_for(0.3)), 0, 'a new listener hears nothing on an idle queue');
 
 my $producer = $node->background_psql('postgres');
 $producer->set_query_timer_restart;
-$producer->query_safe(q{BEGIN; SELECT jq_enqueue('q', '{"n": 1}');});
+$producer->query_safe(q{BEGIN; SELECT jq.jq_enqueue('q', '{"n": 1}');});
 is(on_q(listen_for(0.3)), 0, 'nothing is announced before the enqueue commits');
 my $commit_at = time;
 $producer->query_safe('COMMIT');
@@ -142,7 +142,7 @@ is(on_q(listen_for(0.3)), 0, 'and only one');
 
 $node->safe_psql('postgres', q{
 	BEGIN;
-	SELECT jq_enqueue('q', '{"rolled back": "transaction"}');
+	SELECT jq.jq_enqueue('q', '{"rolled back": "transaction"}');
 	ROLLBACK;
 });
 is(scalar listen_for(1), 0, 'a rolled-back enqueue notifies nobody (1 s)');
@@ -150,7 +150,7 @@ is(scalar listen_for(1), 0, 'a rolled-back enqueue notifies nobody (1 s)');
 $node->safe_psql('postgres', q{
 	BEGIN;
 	SAVEPOINT s;
-	SELECT jq_enqueue('q', '{"rolled back": "savepoint"}');
+	SELECT jq.jq_enqueue('q', '{"rolled back": "savepoint"}');
 	ROLLBACK TO SAVEPOINT s;
 	INSERT INTO unrelated VALUES (1);
 	COMMIT;
@@ -166,14 +166,14 @@ is(scalar listen_for(1), 0,
 $node->safe_psql('postgres', q{
 	BEGIN;
 	SAVEPOINT s;
-	SELECT jq_enqueue('q', '{"n": "released savepoint"}');
+	SELECT jq.jq_enqueue('q', '{"n": "released savepoint"}');
 	RELEASE SAVEPOINT s;
 	COMMIT;
 });
 ok(defined wait_q(5), 'an enqueue in a released savepoint notifies at commit');
 
 # each queue has its channel
-$node->safe_psql('postgres', q{SELECT jq_enqueue('other', '{}')});
+$node->safe_psql('postgres', q{SELECT jq.jq_enqueue('other', '{}')});
 my @other = listen_for(0.5);
 is_deeply(\@other, [ [ 'jq_other', $worker ] ],
 	'an enqueue into queue "other" notifies jq_other, not jq_q');
@@ -188,7 +188,7 @@ $node->pgbench(
 	[qr{processed: 500/500}],
 	[qr{^$}],
 	'pgbench: 500 enqueuing transactions at 500 per second',
-	{ '005_worker_notify_enqueue' => q{SELECT jq_enqueue('q', '{}');} },
+	{ '005_worker_notify_enqueue' => q{SELECT jq.jq_enqueue('q', '{}');} },
 	'postgres');
 my $burst_end = time;
 # the last wakeups may still be in the coalescing window
@@ -210,8 +210,8 @@ is($node->safe_psql('postgres', q{
 
 # drain queue q, so that the next sections start from an empty queue
 $node->safe_psql('postgres', q{
-	CREATE TABLE drained AS SELECT job_id, lease_token FROM jq_dequeue('q', 10000);
-	SELECT count(*) FROM drained WHERE jq_ack(job_id, lease_token);
+	CREATE TABLE drained AS SELECT job_id, lease_token FROM jq.jq_dequeue('q', 10000);
+	SELECT count(*) FROM drained WHERE jq.jq_ack(job_id, lease_token);
 });
 is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'),
 	'1', 'the queues are drained but for the job of queue "other"');
@@ -220,11 +220,11 @@ is(scalar listen_for(0.2), 0, 'dequeues and acks notify nobody');
 # --- a scheduled job wakes the listeners when it comes due -------------------
 
 my $sid = $node->safe_psql('postgres', q{
-	SELECT jq_enqueue('q', '{"n": "scheduled"}',
+	SELECT jq.jq_enqueue('q', '{"n": "scheduled"}',
 	                  run_at => clock_timestamp() + interval '1.5 s')});
 my $due = $node->safe_psql('postgres',
 	"SELECT extract(epoch FROM run_at) FROM jq.job WHERE id = $sid");
-is($node->safe_psql('postgres', "SELECT state FROM jq_result($sid)"),
+is($node->safe_psql('postgres', "SELECT state FROM jq.jq_result($sid)"),
 	'scheduled', 'a job is scheduled 1.5 s ahead');
 my @early;
 while (time < $due - 0.05)
@@ -241,17 +241,17 @@ cmp_ok($seen_at - $due, '<', 1, 'within a second of its run_at');
 is($node->safe_psql('postgres', "SELECT state FROM jq.job WHERE id = $sid"),
 	'r', 'the worker promoted it to ready');
 my ($sjob, $stoken) = split /\|/,
-  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq_dequeue('q', 1)});
+  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq.jq_dequeue('q', 1)});
 is($sjob, $sid, 'jq_dequeue gets the job');
 
 # --- a reclaimed lease wakes the listeners ------------------------------------
 
-$node->safe_psql('postgres', "SELECT jq_ack($sid, $stoken)");
-my $lid = $node->safe_psql('postgres', q{SELECT jq_enqueue('q', '{"n": "lease"}')});
+$node->safe_psql('postgres', "SELECT jq.jq_ack($sid, $stoken)");
+my $lid = $node->safe_psql('postgres', q{SELECT jq.jq_enqueue('q', '{"n": "lease"}')});
 ok(defined wait_q(5), 'enqueued a job (and heard of it)');
 my ($ljob, $ltoken, $lexpires) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT job_id, lease_token, extract(epoch FROM lease_expires_at)
-	  FROM jq_dequeue('q', 1, 2)});
+	  FROM jq.jq_dequeue('q', 1, 2)});
 is($ljob, $lid, 'it is leased for 2 seconds and not acked');
 @early = ();
 while (time < $lexpires - 0.05)
@@ -264,30 +264,30 @@ is(on_q(@early), 0, 'no notification while the lease stands');
 ok(defined $seen_at, 'a notification comes when the lease is reclaimed');
 note sprintf('reclaimed lease: notified %.3f s after the expiry', $seen_at - $lexpires);
 cmp_ok($seen_at - $lexpires, '<', 1, 'within a second of the expiry');
-is($node->safe_psql('postgres', "SELECT state, last_error FROM jq_result($lid)"),
+is($node->safe_psql('postgres', "SELECT state, last_error FROM jq.jq_result($lid)"),
 	'ready|lease expired', 'the job is ready again, its lease expired');
 
 # --- jq_fail with retry_in => '0' wakes the listeners --------------------------
 
 ($ljob, $ltoken) = split /\|/,
-  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq_dequeue('q', 1)});
+  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq.jq_dequeue('q', 1)});
 is($ljob, $lid, 'the job is leased again');
 is(scalar listen_for(0.2), 0, 'quiet');
-is($node->safe_psql('postgres', "SELECT jq_fail($ljob, $ltoken, 'boom', retry_in => '0')"),
+is($node->safe_psql('postgres', "SELECT jq.jq_fail($ljob, $ltoken, 'boom', retry_in => '0')"),
 	'ready', 'jq_fail with retry_in => 0 makes it ready at once');
 ok(defined wait_q(1), 'and notifies within a second');
 
 # --- jq_redrive wakes the listeners --------------------------------------------
 
 ($ljob, $ltoken) = split /\|/,
-  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq_dequeue('q', 1)});
-is($node->safe_psql('postgres', "SELECT jq_fail($ljob, $ltoken, 'fatal', permanent => true)"),
+  $node->safe_psql('postgres', q{SELECT job_id, lease_token FROM jq.jq_dequeue('q', 1)});
+is($node->safe_psql('postgres', "SELECT jq.jq_fail($ljob, $ltoken, 'fatal', permanent => true)"),
 	'dead', 'a permanent failure makes the job a dead letter');
 is(scalar listen_for(0.3), 0, 'which notifies nobody');
-is($node->safe_psql('postgres', q{SELECT jq_redrive('q')}),
+is($node->safe_psql('postgres', q{SELECT jq.jq_redrive('q')}),
 	'1', 'jq_redrive puts it back');
 ok(defined wait_q(1), 'and notifies within a second');
-is($node->safe_psql('postgres', q{SELECT job_id FROM jq_dequeue('q', 1)}),
+is($node->safe_psql('postgres', q{SELECT job_id FROM jq.jq_dequeue('q', 1)}),
 	$lid, 'the redriven job can be dequeued');
 
 # --- pickup latency -------------------------------------------------------------
@@ -297,7 +297,7 @@ for my $i (1 .. 20)
 {
 	# leave the coalescing window of the previous notification
 	usleep(100_000);
-	quiet($producer, qq{BEGIN; SELECT jq_enqueue('q', '{"sample": $i}');});
+	quiet($producer, qq{BEGIN; SELECT jq.jq_enqueue('q', '{"sample": $i}');});
 	my $t0 = time;
 	quiet($producer, 'COMMIT');
 	my ($t1) = wait_q(5);

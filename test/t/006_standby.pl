@@ -1,6 +1,6 @@
 # The pgjq worker and streaming replication.
 #   - On a hot standby (same shared_preload_libraries as its primary) no
-#     pgjq worker runs: pg_stat_activity shows none, jq_worker_status() has
+#     pgjq worker runs: pg_stat_activity shows none, jq.jq_worker_status() has
 #     no worker pid, and an expired lease replicated from the primary stays
 #     leased.
 #   - After promotion the worker starts on the new primary and reclaims
@@ -26,10 +26,10 @@ pgjq.naptime = '200ms'
 $primary->start;
 $primary->safe_psql('postgres', q{
 	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq_create_queue('sq');
+	SELECT 1 FROM jq.jq_create_queue('sq');
 });
 ok($primary->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq_worker_status()}),
+		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
 	'the primary runs a pgjq worker');
 
 $primary->backup('base');
@@ -45,9 +45,9 @@ is($standby->safe_psql('postgres', 'SHOW shared_preload_libraries'),
 
 # --- an expired lease on the primary, replicated --------------------------------
 
-my $id = $primary->safe_psql('postgres', q{SELECT jq_enqueue('sq', '{"n": 1}')});
+my $id = $primary->safe_psql('postgres', q{SELECT jq.jq_enqueue('sq', '{"n": 1}')});
 my ($lid, $expires) = split /\|/, $primary->safe_psql('postgres', q{
-	SELECT job_id, extract(epoch FROM lease_expires_at) FROM jq_dequeue('sq', 1, 2)});
+	SELECT job_id, extract(epoch FROM lease_expires_at) FROM jq.jq_dequeue('sq', 1, 2)});
 is($lid, $id, 'on the primary a job is leased for 2 seconds, in autocommit');
 
 my $holder = $primary->background_psql('postgres');
@@ -65,15 +65,15 @@ ok( $standby->poll_query_until('postgres', qq{
 	'the lease has been expired for a second (5 naptimes)');
 is( $standby->safe_psql('postgres', qq{
 		SELECT j.state::text || ',' || r.state || ',' || j.attempt
-		  FROM jq.job j, jq_result($id) r WHERE j.id = $id}),
+		  FROM jq.job j, jq.jq_result($id) r WHERE j.id = $id}),
 	'l,leased,1',
 	'on the standby the expired lease stays leased');
 is( $standby->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgjq worker'}),
 	'0', 'no pgjq worker runs on the standby');
 is( $standby->safe_psql('postgres',
-		'SELECT preloaded, worker_pid IS NULL FROM jq_worker_status()'),
-	't|t', 'jq_worker_status() on the standby: preloaded, no worker pid');
+		'SELECT preloaded, worker_pid IS NULL FROM jq.jq_worker_status()'),
+	't|t', 'jq.jq_worker_status() on the standby: preloaded, no worker pid');
 is($primary->safe_psql('postgres', "SELECT state FROM jq.job WHERE id = $id"),
 	'l', 'on the primary too the locked job is still leased');
 unlike(slurp_file($standby->logfile), qr/pgjq worker started/,
@@ -93,9 +93,9 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 $standby->wait_for_log(qr/pgjq worker started for database "postgres"/, $log_offset);
 pass('a pgjq worker starts after the promotion');
 ok($standby->poll_query_until('postgres',
-		q{SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq_worker_status()}),
-	'jq_worker_status() on the promoted node names the worker');
-my $wpid = $standby->safe_psql('postgres', 'SELECT worker_pid FROM jq_worker_status()');
+		q{SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}),
+	'jq.jq_worker_status() on the promoted node names the worker');
+my $wpid = $standby->safe_psql('postgres', 'SELECT worker_pid FROM jq.jq_worker_status()');
 is( $standby->safe_psql('postgres', qq{
 		SELECT backend_type FROM pg_stat_activity WHERE pid = $wpid}),
 	'pgjq worker', 'and it shows in pg_stat_activity');
@@ -104,7 +104,7 @@ my $reclaimed;
 while (time - $promote_at < 30)
 {
 	$reclaimed = time - $promote_at
-	  if $standby->safe_psql('postgres', "SELECT state FROM jq_result($id)") eq 'ready';
+	  if $standby->safe_psql('postgres', "SELECT state FROM jq.jq_result($id)") eq 'ready';
 	last if defined $reclaimed;
 	usleep(20_000);
 }
@@ -112,21 +112,21 @@ ok(defined $reclaimed, 'the promoted node reclaims the expired lease');
 note sprintf('reclaimed %.2f s after the promotion began', $reclaimed // -1);
 cmp_ok($reclaimed // 99, '<', 5, 'within 5 s of the promotion');
 is( $standby->safe_psql('postgres',
-		"SELECT state, last_error, attempts FROM jq_result($id)"),
+		"SELECT state, last_error, attempts FROM jq.jq_result($id)"),
 	'ready|lease expired|1', 'as an expired lease, after one attempt');
 
 # the promoted node is a working queue
-my $new = $standby->safe_psql('postgres', q{SELECT jq_enqueue('sq', '{"n": 2}')});
+my $new = $standby->safe_psql('postgres', q{SELECT jq.jq_enqueue('sq', '{"n": 2}')});
 my $deq = $standby->safe_psql('postgres', q{
-	CREATE TABLE taken AS SELECT job_id, lease_token FROM jq_dequeue('sq', 10);
+	CREATE TABLE taken AS SELECT job_id, lease_token FROM jq.jq_dequeue('sq', 10);
 	SELECT string_agg(job_id::text, ',' ORDER BY job_id) FROM taken});
 is($deq, "$id,$new", 'the promoted node hands out the reclaimed job and a new one');
 is( $standby->safe_psql('postgres',
-		'SELECT count(*) FILTER (WHERE jq_ack(job_id, lease_token)) FROM taken'),
+		'SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token)) FROM taken'),
 	'2', 'and both are acked');
 is( $standby->safe_psql('postgres', qq{
 		SELECT string_agg(state || ':' || attempts, ',' ORDER BY job_id)
-		  FROM (SELECT * FROM jq_result($id) UNION ALL SELECT * FROM jq_result($new)) r}),
+		  FROM (SELECT * FROM jq.jq_result($id) UNION ALL SELECT * FROM jq.jq_result($new)) r}),
 	'succeeded:2,succeeded:1', 'the reclaimed job after two attempts, the new one after one');
 
 $standby->stop;

@@ -21,7 +21,7 @@ $node->start;
 
 $node->safe_psql('postgres', q{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('c', max_attempts => 2, backoff_base => '1 hour',
+    SELECT 1 FROM jq.jq_create_queue('c', max_attempts => 2, backoff_base => '1 hour',
                                   backoff_cap => '1 hour');
     -- the truth, and where the counters differ from it
     CREATE VIEW mismatch AS
@@ -49,23 +49,23 @@ $node->poll_query_until('postgres',
 sub workload
 {
     $node->safe_psql('postgres', q{
-        SELECT jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
+        SELECT jq.jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
                                         FROM generate_series(1, 200) g), priority => 5);
-        SELECT jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
+        SELECT jq.jq_enqueue_batch('c', (SELECT array_agg(jsonb_build_object('n', g))
                                         FROM generate_series(1, 300) g));
-        BEGIN; SELECT jq_enqueue('c', '{}'); ROLLBACK;
-        CREATE TEMP TABLE l AS SELECT * FROM jq_dequeue('c', 100);
-        SELECT count(*) FROM jq_ack_batch(
+        BEGIN; SELECT jq.jq_enqueue('c', '{}'); ROLLBACK;
+        CREATE TEMP TABLE l AS SELECT * FROM jq.jq_dequeue('c', 100);
+        SELECT count(*) FROM jq.jq_ack_batch(
             ARRAY(SELECT job_id FROM l ORDER BY job_id LIMIT 40),
             ARRAY(SELECT lease_token FROM l ORDER BY job_id LIMIT 40));
-        SELECT jq_fail(job_id, lease_token, 'x') FROM l
+        SELECT jq.jq_fail(job_id, lease_token, 'x') FROM l
          WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 40 LIMIT 20);
-        SELECT jq_fail(job_id, lease_token, 'x', permanent => true) FROM l
+        SELECT jq.jq_fail(job_id, lease_token, 'x', permanent => true) FROM l
          WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 60 LIMIT 10);
-        SELECT jq_cancel(job_id) FROM l
+        SELECT jq.jq_cancel(job_id) FROM l
          WHERE job_id IN (SELECT job_id FROM l ORDER BY job_id OFFSET 70 LIMIT 5);
-        SELECT jq_redrive('c', ARRAY(SELECT job_id FROM jq.dead_letter LIMIT 3));
-        BEGIN; SELECT jq_redrive('c'); ROLLBACK;
+        SELECT jq.jq_redrive('c', ARRAY(SELECT job_id FROM jq.dead_letter LIMIT 3));
+        BEGIN; SELECT jq.jq_redrive('c'); ROLLBACK;
     });
 }
 
@@ -75,7 +75,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
 
 # a prepared transaction's deltas reach the counters through a rebuild
 $node->safe_psql('postgres', q{
-    BEGIN; SELECT jq_enqueue('c', '{"prepared": true}'); PREPARE TRANSACTION 'p1';
+    BEGIN; SELECT jq.jq_enqueue('c', '{"prepared": true}'); PREPARE TRANSACTION 'p1';
 });
 $node->safe_psql('postgres', q{COMMIT PREPARED 'p1'});
 $node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM mismatch')
@@ -110,8 +110,8 @@ unlike($plan, qr/Seq Scan on job\b/, 'jq.queue_stats never scans the job table')
 # alerts fire and clear by themselves: the worker checks every stats_interval
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', q{
-    SELECT 1 FROM jq_create_queue('alerted', alert_depth_warning => 3);
-    SELECT jq_enqueue_batch('alerted', ARRAY['{}', '{}', '{}', '{}']::jsonb[]);
+    SELECT 1 FROM jq.jq_create_queue('alerted', alert_depth_warning => 3);
+    SELECT jq.jq_enqueue_batch('alerted', ARRAY['{}', '{}', '{}', '{}']::jsonb[]);
 });
 $node->poll_query_until('postgres',
     q{SELECT count(*) = 1 FROM jq.alert WHERE queue = 'alerted' AND cleared_at IS NULL})
@@ -120,7 +120,7 @@ pass('the worker raises the depth alert');
 ok($node->wait_for_log(qr/WARNING:  pgjq: queue "alerted" depth warning alert/, $log_offset),
    'and logs a WARNING');
 $node->safe_psql('postgres', q{
-    SELECT jq_ack(job_id, lease_token) FROM jq_dequeue('alerted', 10);
+    SELECT jq.jq_ack(job_id, lease_token) FROM jq.jq_dequeue('alerted', 10);
 });
 $node->poll_query_until('postgres',
     q{SELECT cleared_at IS NOT NULL FROM jq.alert WHERE queue = 'alerted'})

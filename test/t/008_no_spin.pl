@@ -16,9 +16,9 @@ pgjq.stats_interval = '1h'
 $node->start;
 $node->safe_psql('postgres', q{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('q');
-    SELECT jq_enqueue('q', '{}');
-    SELECT job_id FROM jq_dequeue('q', 1, 1);
+    SELECT 1 FROM jq.jq_create_queue('q');
+    SELECT jq.jq_enqueue('q', '{}');
+    SELECT job_id FROM jq.jq_dequeue('q', 1, 1);
 });
 
 # hold the job's row lock past its lease expiry

@@ -120,10 +120,10 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pgjq');
 for my $lang (@langs)
 {
 	$node->safe_psql('postgres',
-		"SELECT 1 FROM jq_create_queue('ads_$lang', lease_seconds => $lease, max_attempts => 3)");
+		"SELECT 1 FROM jq.jq_create_queue('ads_$lang', lease_seconds => $lease, max_attempts => 3)");
 }
 ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq_worker_status()}),
+		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
 	'the pgjq worker runs');
 
 my $user = getpwuid($>);
@@ -173,7 +173,7 @@ for my $lang (@langs)
 {
 	my $array = join(",\n", map { my $p = $_->[0]; $p =~ s/'/''/g; "'$p'" } @jobs);
 	my @ids = split /\n/, $node->safe_psql('postgres',
-		"SELECT unnest(jq_enqueue_batch('ads_$lang', ARRAY[$array]::jsonb[]))");
+		"SELECT unnest(jq.jq_enqueue_batch('ads_$lang', ARRAY[$array]::jsonb[]))");
 	is(scalar @ids, 30, "30 jobs enqueued into ads_$lang");
 	@{ $job_of{$lang} }{@ids} = (0 .. $#ids);
 }
@@ -207,7 +207,7 @@ for my $lang (@langs)
 		       (SELECT string_agg(x, ',') FROM jsonb_array_elements_text(r.result->'reasons') x),
 		       d.attempts, d.last_error
 		  FROM unnest('{$ids}'::bigint[]) i(id)
-		 CROSS JOIN LATERAL jq_result(i.id) r
+		 CROSS JOIN LATERAL jq.jq_result(i.id) r
 		  LEFT JOIN jq.dead_letter d ON d.job_id = i.id AND d.queue = 'ads_$lang'
 		 WHERE r.queue = 'ads_$lang'}))
 	{

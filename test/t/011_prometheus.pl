@@ -28,11 +28,11 @@ $node->start;
 $node->safe_psql('postgres', q{
     CREATE EXTENSION pgjq;
     CREATE ROLE prom_exporter LOGIN IN ROLE jq_reader, pg_monitor;
-    SELECT 1 FROM jq_create_queue('scoring', max_attempts => 1, alert_depth_warning => 5);
-    SELECT jq_enqueue_batch('scoring', (SELECT array_agg('{}'::jsonb) FROM generate_series(1, 7)));
-    SELECT jq_enqueue('scoring', '{"urgent": true}', priority => 10);
-    SELECT jq_ack(job_id, lease_token) FROM jq_dequeue('scoring', 1);
-    SELECT jq_fail(job_id, lease_token, 'bad', permanent => true) FROM jq_dequeue('scoring', 1);
+    SELECT 1 FROM jq.jq_create_queue('scoring', max_attempts => 1, alert_depth_warning => 5);
+    SELECT jq.jq_enqueue_batch('scoring', (SELECT array_agg('{}'::jsonb) FROM generate_series(1, 7)));
+    SELECT jq.jq_enqueue('scoring', '{"urgent": true}', priority => 10);
+    SELECT jq.jq_ack(job_id, lease_token) FROM jq.jq_dequeue('scoring', 1);
+    SELECT jq.jq_fail(job_id, lease_token, 'bad', permanent => true) FROM jq.jq_dequeue('scoring', 1);
 });
 $node->poll_query_until('postgres',
     q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'scoring'})

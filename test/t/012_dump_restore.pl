@@ -15,17 +15,17 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('src', q{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('d', max_attempts => 2, backoff_base => '1 hour',
+    SELECT 1 FROM jq.jq_create_queue('d', max_attempts => 2, backoff_base => '1 hour',
                                   backoff_cap => '1 hour', alert_depth_warning => 100);
-    SELECT jq_enqueue_batch('d', (SELECT array_agg(jsonb_build_object('n', g))
+    SELECT jq.jq_enqueue_batch('d', (SELECT array_agg(jsonb_build_object('n', g))
                                     FROM generate_series(1, 20) g));
-    SELECT jq_enqueue('d', '{"later": true}', run_at => now() + interval '1 day',
+    SELECT jq.jq_enqueue('d', '{"later": true}', run_at => now() + interval '1 day',
                       idempotency_key => 'later-1');
-    SELECT jq_submit_batch('d', ARRAY['{"b": 1}', '{"b": 2}']::jsonb[], label => 'two');
-    SELECT jq_ack(job_id, lease_token, '{"score": 1}') FROM jq_dequeue('d', 3);
-    SELECT jq_fail(job_id, lease_token, 'retry later') FROM jq_dequeue('d', 2);
-    SELECT jq_fail(job_id, lease_token, 'broken', permanent => true) FROM jq_dequeue('d', 2);
-    CREATE TABLE held AS SELECT job_id, lease_token FROM jq_dequeue('d', 4, 3600);
+    SELECT jq.jq_submit_batch('d', ARRAY['{"b": 1}', '{"b": 2}']::jsonb[], label => 'two');
+    SELECT jq.jq_ack(job_id, lease_token, '{"score": 1}') FROM jq.jq_dequeue('d', 3);
+    SELECT jq.jq_fail(job_id, lease_token, 'retry later') FROM jq.jq_dequeue('d', 2);
+    SELECT jq.jq_fail(job_id, lease_token, 'broken', permanent => true) FROM jq.jq_dequeue('d', 2);
+    CREATE TABLE held AS SELECT job_id, lease_token FROM jq.jq_dequeue('d', 4, 3600);
 });
 
 # everything pgjq keeps, as one comparable text per table
@@ -60,15 +60,15 @@ my $acked = 0;
 for my $pair (split / /, $held)
 {
     my ($id, $tok) = split /,/, $pair;
-    $acked++ if $node->safe_psql('dst', "SELECT jq_ack($id, $tok)") eq 't';
+    $acked++ if $node->safe_psql('dst', "SELECT jq.jq_ack($id, $tok)") eq 't';
 }
 is($acked, 4, 'leases taken before the dump complete with their tokens after the restore');
-is($node->safe_psql('dst', q{SELECT jq_enqueue('d', '{}') > max(job_id) FROM jq.job_result}), 't',
+is($node->safe_psql('dst', q{SELECT jq.jq_enqueue('d', '{}') > max(job_id) FROM jq.job_result}), 't',
    'new job ids continue after the restored ones');
-is($node->safe_psql('dst', q{SELECT jq_enqueue('d', '{}', idempotency_key => 'later-1') =
+is($node->safe_psql('dst', q{SELECT jq.jq_enqueue('d', '{}', idempotency_key => 'later-1') =
                                   (SELECT job_id FROM jq.idempotency_key WHERE key = 'later-1')}),
    't', 'idempotency keys still hold');
-is($node->safe_psql('dst', q{SELECT jq_redrive('d')}), '2', 'dead letters can be redriven');
+is($node->safe_psql('dst', q{SELECT jq.jq_redrive('d')}), '2', 'dead letters can be redriven');
 $node->poll_query_until('dst', q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'd'})
   or die 'counters never valid on the restored database';
 is($node->safe_psql('dst', q{SELECT ready + scheduled + in_flight FROM jq.queue_stats WHERE queue = 'd'}),

@@ -23,11 +23,11 @@ for my $round (1 .. 2)
     $node->safe_psql('postgres', q{
         DROP EXTENSION IF EXISTS pgjq;
         CREATE EXTENSION pgjq;
-        SELECT 1 FROM jq_create_queue('r');
+        SELECT 1 FROM jq.jq_create_queue('r');
     });
     # a writer holds its transaction open while the worker tries to rebuild
     my $writer = $node->background_psql('postgres');
-    $writer->query_safe(q{BEGIN; SELECT jq_enqueue_batch('r', ARRAY['{}', '{}', '{}', '{}', '{}']::jsonb[]);});
+    $writer->query_safe(q{BEGIN; SELECT jq.jq_enqueue_batch('r', ARRAY['{}', '{}', '{}', '{}', '{}']::jsonb[]);});
     select(undef, undef, undef, 1.5);
     $writer->query_safe('COMMIT');
     $writer->quit;

@@ -20,7 +20,7 @@
 #     rest given back ('worker shutting down', ready at once), exit 0;
 #   - jq_cancel of the job in hand: jq_extend says so, the job is dropped
 #     and counted as a lease lost;
-#   - a failing jq_ack (EXECUTE revoked) is a retryable failure with the
+#   - a failing jq.jq_ack (EXECUTE revoked) is a retryable failure with the
 #     server's error text, up to the queue's max_attempts;
 #   - bad options exit 2, a failed connection exits 1.
 use strict;
@@ -128,16 +128,16 @@ $node->start;
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION pgjq;
 	CREATE ROLE scoring_worker LOGIN IN ROLE jq_worker;
-	SELECT 1 FROM jq_create_queue('ads_c', lease_seconds => 2, max_attempts => 3);
-	SELECT 1 FROM jq_create_queue('ads_c_long', lease_seconds => 1, max_attempts => 3);
-	SELECT 1 FROM jq_create_queue('ads_c_wake', lease_seconds => 30);
-	SELECT 1 FROM jq_create_queue('ads_c_stop', lease_seconds => 30);
-	SELECT 1 FROM jq_create_queue('ads_c_cancel', lease_seconds => 2);
-	SELECT 1 FROM jq_create_queue('ads_c_retry', lease_seconds => 30, max_attempts => 2,
+	SELECT 1 FROM jq.jq_create_queue('ads_c', lease_seconds => 2, max_attempts => 3);
+	SELECT 1 FROM jq.jq_create_queue('ads_c_long', lease_seconds => 1, max_attempts => 3);
+	SELECT 1 FROM jq.jq_create_queue('ads_c_wake', lease_seconds => 30);
+	SELECT 1 FROM jq.jq_create_queue('ads_c_stop', lease_seconds => 30);
+	SELECT 1 FROM jq.jq_create_queue('ads_c_cancel', lease_seconds => 2);
+	SELECT 1 FROM jq.jq_create_queue('ads_c_retry', lease_seconds => 30, max_attempts => 2,
 	                              backoff_base => '100 ms', backoff_cap => '100 ms');
 });
 ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq_worker_status()}),
+		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
 	'the pgjq worker runs');
 
 # the worker connects with these (and PGUSER, set to the worker's role in
@@ -177,7 +177,7 @@ sub enqueue
 	my ($queue, @payloads) = @_;
 	my $array = join(",\n", map { (my $p = $_) =~ s/'/''/g; "'$p'" } @payloads);
 	return split /\n/, $node->safe_psql('postgres',
-		"SELECT unnest(jq_enqueue_batch('$queue', ARRAY[$array]::jsonb[]))");
+		"SELECT unnest(jq.jq_enqueue_batch('$queue', ARRAY[$array]::jsonb[]))");
 }
 
 # results(IDS...): job id => [state, attempts, score, reasons, worker, last_error]
@@ -190,7 +190,7 @@ sub results
 		       (SELECT string_agg(x, ',') FROM jsonb_array_elements_text(r.result->'reasons') x),
 		       r.result->>'worker', r.last_error
 		  FROM unnest('{$ids}'::bigint[]) i(id)
-		 CROSS JOIN LATERAL jq_result(i.id) r}))
+		 CROSS JOIN LATERAL jq.jq_result(i.id) r}))
 	{
 		my @f = split /\|/, $row, -1;
 		$rows{ shift @f } = \@f;
@@ -203,7 +203,7 @@ sub all_leased_query
 {
 	my $ids = join(',', @_);
 	return sprintf(q{SELECT count(*) = %d FROM unnest('{%s}'::bigint[]) i(id)
-		CROSS JOIN LATERAL jq_result(i.id) r WHERE r.state = 'leased'}, scalar @_, $ids);
+		CROSS JOIN LATERAL jq.jq_result(i.id) r WHERE r.state = 'leased'}, scalar @_, $ids);
 }
 
 # --- the main run: 36 jobs, every lease extended ---------------------------------
@@ -298,7 +298,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 	{
 		my $id = $long[$i];
 		my $held = $node->safe_psql('postgres',
-			"SELECT extract(epoch FROM finished_at - started_at) FROM jq_result($id)");
+			"SELECT extract(epoch FROM finished_at - started_at) FROM jq.jq_result($id)");
 		note "job $id was held $held s";
 		cmp_ok($held, '>', 3 * ($i + 1) - 0.1, "job $id was held over @{[ 3 * ($i + 1) ]} s on a 1 s lease");
 		is(join('|', @{ $rows->{$id} }[ 0 .. 4 ]),
@@ -319,10 +319,10 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 	usleep(300_000);
 	my ($id) = enqueue('ads_c_wake', '{"copy": "Shop the winter sale today"}');
 	ok($node->poll_query_until('postgres',
-			"SELECT state = 'succeeded' FROM jq_result($id)"),
+			"SELECT state = 'succeeded' FROM jq.jq_result($id)"),
 		'the job enqueued to the waiting worker succeeded');
 	my $pickup = $node->safe_psql('postgres',
-		"SELECT extract(epoch FROM started_at - enqueued_at) FROM jq_result($id)");
+		"SELECT extract(epoch FROM started_at - enqueued_at) FROM jq.jq_result($id)");
 	note "ads_c_wake: the job started $pickup s after the enqueue";
 	cmp_ok($pickup, '<', 1,
 		'it started within a second, through the wakeup (the worker polls every 60 s)');
@@ -361,14 +361,14 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 	my $run = start_worker('ads_c_cancel', '--batch', 1, '--lease-seconds', 2,
 		'--work-ms', 2500, '--poll-seconds', '0.2', '--exit-when-idle', 1);
 	ok($node->poll_query_until('postgres', all_leased_query($id)), 'the job is leased');
-	is($node->safe_psql('postgres', "SELECT jq_cancel($id)"), 't', 'jq_cancel of the leased job');
+	is($node->safe_psql('postgres', "SELECT jq.jq_cancel($id)"), 't', 'jq_cancel of the leased job');
 	is(finish_worker($run, 'ads_c_cancel'), 0, 'the worker exited 0');
 	like(${ $run->[2] }, qr/^\[c\] job $id: lease lost or job cancelled, dropping it$/m,
 		'jq_extend told it the job was cancelled');
 	like(${ $run->[2] }, qr/^\[c\] done: 0 acked, 0 failed, \d+ lease extensions, 1 leases lost$/m,
 		'it dropped the job without an ack');
 	ok($node->poll_query_until('postgres',
-			"SELECT state = 'cancelled' FROM jq_result($id)"),
+			"SELECT state = 'cancelled' FROM jq.jq_result($id)"),
 		'the job is cancelled once its lease runs out');
 }
 
@@ -376,7 +376,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 
 {
 	$node->safe_psql('postgres',
-		'REVOKE EXECUTE ON FUNCTION jq_ack(bigint, bigint, jsonb) FROM jq_worker');
+		'REVOKE EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb) FROM jq_worker');
 	my $copy = 'Book a demo of the retry path';
 	my @retry = enqueue('ads_c_retry', qq({"copy": "$copy"}), '{"copy": 42}');
 	my $run = start_worker('ads_c_retry', '--batch', 2, '--poll-seconds', '0.2',
@@ -395,8 +395,8 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 
 	# with the grant back, a redriven job goes through
 	$node->safe_psql('postgres',
-		'GRANT EXECUTE ON FUNCTION jq_ack(bigint, bigint, jsonb) TO jq_worker');
-	is($node->safe_psql('postgres', "SELECT jq_redrive('ads_c_retry', '{$retry[0]}')"),
+		'GRANT EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb) TO jq_worker');
+	is($node->safe_psql('postgres', "SELECT jq.jq_redrive('ads_c_retry', '{$retry[0]}')"),
 		'1', 'jq_redrive of the valid job');
 	$run = start_worker('ads_c_retry', '--poll-seconds', '0.2', '--exit-when-idle', 1);
 	is(finish_worker($run, 'ads_c_retry'), 0, 'the worker exited 0');

@@ -68,6 +68,10 @@ $node->safe_psql('postgres', q{
 	CREATE TABLE held AS SELECT job_id, lease_token FROM jq_dequeue('up', 4, 3600);
 });
 is($node->safe_psql('postgres', $mismatch), '0', '0.1.0 schema on the new library: counters equal the tables');
+ok($node->poll_query_until('postgres', q{
+		SELECT status LIKE 'the pgjq worker waits for ALTER EXTENSION pgjq UPDATE%'
+		  FROM jq_worker_status()}),
+	'the worker waits for the update: the schema is older than the library');
 is($node->safe_psql('postgres', q{SELECT (SELECT count(*) FROM jq.job) || ' ' ||
 		(SELECT count(*) FROM jq.job_result) || ' ' || (SELECT count(*) FROM jq.dead_letter)}),
 	'19 3 2', 'before the update: 19 jobs unfinished (4 leased), 3 succeeded, 2 dead');
@@ -96,22 +100,24 @@ $node->safe_psql('postgres', 'ALTER EXTENSION pgjq UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
 	$current, "updated to $current");
 is($node->safe_psql('postgres', $snapshot), $before, 'every row is as it was before the update');
+ok($node->poll_query_until('postgres', q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
+	'after the update the worker serves the queues again');
 is($node->safe_psql('postgres', $mismatch), '0', 'after the update: counters equal the tables');
 
 # the jobs in flight carry on
-is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE jq_ack(job_id, lease_token, '{"after": true}'))
+is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token, '{"after": true}'))
 		FROM held}), '4', 'the 4 leases taken before the update ack with their tokens');
-is($node->safe_psql('postgres', q{SELECT jq_enqueue('up', '{"keyed": "again"}', idempotency_key => 'k-1')
+is($node->safe_psql('postgres', q{SELECT jq.jq_enqueue('up', '{"keyed": "again"}', idempotency_key => 'k-1')
 		= (SELECT job_id FROM jq.idempotency_key WHERE key = 'k-1')}),
 	't', 'an idempotency key from before the update still names its job');
-is($node->safe_psql('postgres', q{SELECT jq_redrive('up', (SELECT array_agg(job_id) FROM dead))}),
+is($node->safe_psql('postgres', q{SELECT jq.jq_redrive('up', (SELECT array_agg(job_id) FROM dead))}),
 	'2', 'the dead letters of 0.1.0 redrive');
-is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT r.state, ',') FROM acked a, jq_result(a.job_id) r}),
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT r.state, ',') FROM acked a, jq.jq_result(a.job_id) r}),
 	'succeeded', 'results stored by 0.1.0 are read back');
 # drain everything that is ready (the retried jobs wait an hour: move them up)
 $node->safe_psql('postgres', q{UPDATE jq.job SET run_at = now() WHERE state = 's' AND errors IS NOT NULL});
 my $drained = $node->safe_psql('postgres', q{
-	SELECT count(*) FILTER (WHERE jq_ack(job_id, lease_token, NULL)) FROM jq_dequeue('up', 100)});
+	SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token, NULL)) FROM jq.jq_dequeue('up', 100)});
 cmp_ok($drained, '>=', 14, "the ready, retried and redriven jobs dequeue and ack ($drained)");
 is($node->safe_psql('postgres', q{SELECT string_agg(state::text, ',') FROM jq.job}),
 	's', 'only the job scheduled for tomorrow is left');
@@ -189,6 +195,39 @@ else
 	diag("only in the upgraded schema:\n" . join("\n", grep { !$f{$_} } sort keys %u));
 	diag("only in a fresh install:\n" . join("\n", grep { !$u{$_} } sort keys %f));
 	fail('the upgraded schema equals a fresh install of the current version');
+}
+
+# a database installed at 0.2.0, the last release, with jobs in flight,
+# updates straight to the current version and equals a fresh install too
+$node->safe_psql('postgres', 'CREATE DATABASE from020');
+$node->safe_psql('from020', q{
+	CREATE EXTENSION pgjq VERSION '0.2.0';
+	SELECT 1 FROM jq_create_queue('q');
+	SELECT jq_enqueue_batch('q', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[]);
+	CREATE TABLE held AS SELECT job_id, lease_token FROM jq_dequeue('q', 2);
+	SELECT jq_ack(job_id, lease_token) FROM held LIMIT 1;
+});
+$node->safe_psql('from020', 'ALTER EXTENSION pgjq UPDATE');
+is($node->safe_psql('from020', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
+	$current, "0.2.0 updated to $current");
+is($node->safe_psql('from020', q{
+		SELECT count(*) FILTER (WHERE jq.jq_ack(h.job_id, h.lease_token))
+		  FROM held h JOIN jq.job j ON j.id = h.job_id}),
+	'1', 'the lease left open under 0.2.0 acks with its token');
+is($node->safe_psql('from020', q{SELECT count(*) FROM jq.jq_dequeue('q', 10)}),
+	'1', 'the ready job dequeues');
+my $from020 = $node->safe_psql('from020', $describe);
+if ($from020 eq $fresh)
+{
+	pass('the schema updated from 0.2.0 equals a fresh install of the current version');
+}
+else
+{
+	my %u = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $from020;
+	my %f = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $fresh;
+	diag("only in the schema updated from 0.2.0:\n" . join("\n", grep { !$f{$_} } sort keys %u));
+	diag("only in a fresh install:\n" . join("\n", grep { !$u{$_} } sort keys %f));
+	fail('the schema updated from 0.2.0 equals a fresh install of the current version');
 }
 
 $node->stop;

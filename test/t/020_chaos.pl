@@ -15,7 +15,7 @@
 # holding leases or while their ack is on its way, workers that abandon a
 # job or work past its lease, workers hit by lock_timeout and
 # statement_timeout (a locker thread holds row locks on leased jobs and
-# short table locks), jq_fail (retry and permanent) and jq_cancel.
+# short table locks), jq.jq_fail (retry and permanent) and jq_cancel.
 #
 # Producers enqueue in explicit transactions (several jobs, batches, delayed
 # jobs, idempotency keys, savepoints rolled back), commit or deliberately
@@ -76,7 +76,7 @@ $node->start;
 
 $node->safe_psql('postgres', qq{
     CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq_create_queue('chaos', lease_seconds => $lease, max_attempts => 4,
+    SELECT 1 FROM jq.jq_create_queue('chaos', lease_seconds => $lease, max_attempts => 4,
                                   backoff_base => '50 milliseconds',
                                   backoff_cap => '500 milliseconds');
 });
@@ -655,8 +655,8 @@ diag('shortest lease left when jq_dequeue returned: '
 # shorter by the wait, or over before the worker gets it: the job is
 # reclaimed and a second worker runs it while the first still does.
 $node->safe_psql('postgres', q{
-    SELECT 1 FROM jq_create_queue('lockwait', lease_seconds => 3);
-    SELECT jq_enqueue('lockwait', '{}');
+    SELECT 1 FROM jq.jq_create_queue('lockwait', lease_seconds => 3);
+    SELECT jq.jq_enqueue('lockwait', '{}');
 });
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK TABLE jq.job IN EXCLUSIVE MODE;');
@@ -664,11 +664,11 @@ my $w1 = $node->background_psql('postgres');
 $w1->query_until(qr/dequeuing/, q{\echo dequeuing
 CREATE TEMP TABLE got AS
     SELECT job_id, lease_token, lease_expires_at - clock_timestamp() AS lease_left
-      FROM jq_dequeue('lockwait', 1, 3);
+      FROM jq.jq_dequeue('lockwait', 1, 3);
 });
 $node->poll_query_until('postgres', q{
     SELECT count(*) = 1 FROM pg_stat_activity
-     WHERE wait_event_type = 'Lock' AND query LIKE '%jq_dequeue(''lockwait''%'})
+     WHERE wait_event_type = 'Lock' AND query LIKE '%jq.jq_dequeue(''lockwait''%'})
   or die 'the dequeue never waited for the lock';
 usleep(3_500_000);    # longer than the lease it asked for
 $locker->query_safe('COMMIT');
@@ -676,9 +676,9 @@ $locker->quit;
 my $left = $w1->query_safe(q{SELECT round(extract(epoch FROM lease_left), 2) FROM got});
 ok($left > 2, "a dequeue that waited 3.5 s for a lock gets a whole 3 s lease (left on return: $left s)");
 usleep(700_000);    # the background worker reclaims an expired lease within 0.2 s
-is($node->safe_psql('postgres', q{SELECT count(*) FROM jq_dequeue('lockwait', 1, 60)}), '0',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('lockwait', 1, 60)}), '0',
    'no other worker gets that job while its lease runs');
-is($w1->query_safe(q{SELECT jq_ack(job_id, lease_token) FROM got}), 't',
+is($w1->query_safe(q{SELECT jq.jq_ack(job_id, lease_token) FROM got}), 't',
    'and the first worker\'s ack is accepted');
 $w1->quit;
 

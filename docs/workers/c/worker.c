@@ -567,12 +567,12 @@ static const struct
 		"SELECT job_id, lease_token, attempt,"
 		"       CASE WHEN jsonb_typeof(payload -> 'copy') = 'string'"
 		"            THEN payload ->> 'copy' END"
-		"  FROM jq_dequeue($1::text, $2::integer, $3::integer)", 3},
-	{"jq_ack", "SELECT jq_ack($1::bigint, $2::bigint, $3::jsonb)", 3},
+		"  FROM jq.jq_dequeue($1::text, $2::integer, $3::integer)", 3},
+	{"jq_ack", "SELECT jq.jq_ack($1::bigint, $2::bigint, $3::jsonb)", 3},
 	{"jq_fail",
-		"SELECT jq_fail($1::bigint, $2::bigint, $3::text,"
+		"SELECT jq.jq_fail($1::bigint, $2::bigint, $3::text,"
 		"               retry_in => $4::interval, permanent => $5::boolean)", 5},
-	{"jq_extend", "SELECT jq_extend($1::bigint, $2::bigint, $3::integer)", 3},
+	{"jq_extend", "SELECT jq.jq_extend($1::bigint, $2::bigint, $3::integer)", 3},
 };
 
 /* the server's message for a failed statement, on one line */

@@ -178,7 +178,7 @@ class Worker {
       this.woken = false;
       const leasedAt = now();
       const jobs = await this.query(
-        'SELECT job_id, lease_token, attempt, payload FROM jq_dequeue($1, $2, $3)',
+        'SELECT job_id, lease_token, attempt, payload FROM jq.jq_dequeue($1, $2, $3)',
         [this.opts.queue, this.opts.batch, this.lease]);
       if (jobs.length > 0) {
         await this.work(jobs, leasedAt);
@@ -223,7 +223,7 @@ class Worker {
         await this.simulateWork(held);
         if (!held.has(id)) continue;
         const { score, reasons } = scoreCopy(copy);
-        const [{ ok }] = await this.query('SELECT jq_ack($1, $2, $3) AS ok',
+        const [{ ok }] = await this.query('SELECT jq.jq_ack($1, $2, $3) AS ok',
           [id, token, JSON.stringify({ score, reasons, worker: LANG })]);
         if (ok) {
           this.counts.acked++;
@@ -260,7 +260,7 @@ class Worker {
     for (const [id, h] of held) {
       if (now() - h.renewedAt <= (this.lease * 1000) / 3) continue;
       const started = now();
-      const [{ expires }] = await this.query('SELECT jq_extend($1, $2, $3) AS expires',
+      const [{ expires }] = await this.query('SELECT jq.jq_extend($1, $2, $3) AS expires',
         [id, h.token, this.lease]);
       if (expires === null) {
         this.counts.lost++;
@@ -276,7 +276,7 @@ class Worker {
 
   async fail(id, token, error, { permanent = false, retryIn = null } = {}) {
     const [{ state }] = await this.query(
-      'SELECT jq_fail($1, $2, $3, retry_in => $4::interval, permanent => $5) AS state',
+      'SELECT jq.jq_fail($1, $2, $3, retry_in => $4::interval, permanent => $5) AS state',
       [id, token, error, retryIn, permanent]);
     this.counts.failed++;
     log(`job ${id} failed (${error}): now ${state || 'not ours any more'}`);

@@ -86,9 +86,9 @@ def parse_args():
     p.add_argument("queue", nargs="?", default=os.environ.get("JQ_QUEUE"),
                    help="queue name (or $JQ_QUEUE)")
     p.add_argument("--batch", type=int, default=env_default("JQ_BATCH", 10),
-                   help="jobs per jq_dequeue (default 10)")
+                   help="jobs per jq.jq_dequeue (default 10)")
     p.add_argument("--lease-seconds", type=int, default=env_default("JQ_LEASE_SECONDS", 60),
-                   help="lease asked of jq_dequeue and jq_extend (default 60)")
+                   help="lease asked of jq_dequeue and jq.jq_extend (default 60)")
     p.add_argument("--work-ms", type=int, default=env_default("JQ_WORK_MS", 0),
                    help="simulated work per job, in milliseconds (default 0)")
     p.add_argument("--poll-seconds", type=float, default=env_default("JQ_POLL_SECONDS", 10, float),
@@ -134,7 +134,7 @@ class Worker:
             self.woken = False
             leased_at = time.monotonic()
             jobs = self.conn.execute(
-                "SELECT job_id, lease_token, attempt, payload FROM jq_dequeue(%s, %s, %s)",
+                "SELECT job_id, lease_token, attempt, payload FROM jq.jq_dequeue(%s, %s, %s)",
                 (self.args.queue, self.args.batch, self.lease)).fetchall()
             if jobs:
                 self.work(jobs, leased_at)
@@ -180,7 +180,7 @@ class Worker:
                     continue
                 score, reasons = score_copy(copy)
                 ok = self.conn.execute(
-                    "SELECT jq_ack(%s, %s, %s)",
+                    "SELECT jq.jq_ack(%s, %s, %s)",
                     (job_id, token,
                      Jsonb({"score": score, "reasons": reasons, "worker": LANG}))).fetchone()[0]
                 if ok:
@@ -213,7 +213,7 @@ class Worker:
             if time.monotonic() - renewed_at <= self.lease / 3.0:
                 continue
             started = time.monotonic()
-            expires = self.conn.execute("SELECT jq_extend(%s, %s, %s)",
+            expires = self.conn.execute("SELECT jq.jq_extend(%s, %s, %s)",
                                         (job_id, token, self.lease)).fetchone()[0]
             if expires is None:
                 self.counts["lost"] += 1
@@ -226,7 +226,7 @@ class Worker:
 
     def fail(self, job_id, token, error, permanent=False, retry_in=None):
         state = self.conn.execute(
-            "SELECT jq_fail(%s, %s, %s, retry_in => %s::interval, permanent => %s)",
+            "SELECT jq.jq_fail(%s, %s, %s, retry_in => %s::interval, permanent => %s)",
             (job_id, token, error, retry_in, permanent)).fetchone()[0]
         self.counts["failed"] += 1
         log(f"job {job_id} failed ({error}): now {state or 'not ours any more'}")

@@ -137,7 +137,7 @@ ACKED=0 FAILED=0 EXTENDED=0 LOST=0
 fail() {
     local state
     state=$(sql id="$1" token="$2" err="$3" permanent="${4:-false}" retry="${5:-}" <<'SQL'
-SELECT jq_fail(:id, :token, :'err', retry_in => NULLIF(:'retry', '')::interval,
+SELECT jq.jq_fail(:id, :token, :'err', retry_in => NULLIF(:'retry', '')::interval,
                permanent => :permanent)
 SQL
     ) || return 1
@@ -154,7 +154,7 @@ extend_if_due() {
         [ $(( $(now_ms) - HELD_AT[$id] )) -gt $((LEASE * 1000 / 3)) ] || continue
         started=$(now_ms)
         expires=$(sql id="$id" token="${HELD_TOKEN[$id]}" lease="$LEASE" <<'SQL'
-SELECT jq_extend(:id, :token, :lease)
+SELECT jq.jq_extend(:id, :token, :lease)
 SQL
         ) || return 1
         if [ -z "$expires" ]; then
@@ -193,7 +193,7 @@ process_job() {
     score_copy "$copy"
     ok=$(sql id="$id" token="$token" \
             result="{\"score\": $SCORE, \"reasons\": $REASONS, \"worker\": \"$LANG_NAME\"}" <<'SQL'
-SELECT jq_ack(:id, :token, :'result'::jsonb)
+SELECT jq.jq_ack(:id, :token, :'result'::jsonb)
 SQL
     ) || return 1
     if [ "$ok" = t ]; then
@@ -249,7 +249,7 @@ while [ "$STOPPING" -eq 0 ]; do
     if ! sql queue="$QUEUE" n="$BATCH" lease="$LEASE" -z -0 >"$BATCH_FILE" <<'SQL'
 SELECT job_id, lease_token, attempt, coalesce(jsonb_typeof(payload -> 'copy'), 'none'),
        coalesce(payload ->> 'copy', '')
-  FROM jq_dequeue(:'queue', :n, :lease)
+  FROM jq.jq_dequeue(:'queue', :n, :lease)
 SQL
     then
         log "jq_dequeue failed, exiting"

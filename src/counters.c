@@ -1,0 +1,755 @@
+/*-------------------------------------------------------------------------
+ *
+ * counters.c
+ *	  Depth counters in O(1): per queue and priority, kept in shared memory
+ *	  from commit-time deltas, never from count(*) and never from a hot
+ *	  counter row that every enqueue would have to update.
+ *
+ * Row triggers on jq.job, jq.job_result and jq.dead_letter record each
+ * change as a delta in backend memory, tagged with the subtransaction that
+ * made it.  At commit the deltas are added to the shared counters; a
+ * rolled-back (sub)transaction's deltas are dropped.  Because every state
+ * change passes through the triggers, counters stay right whatever path
+ * changed the job: the C hot path, the SQL functions, or an operator's own
+ * SQL.  Which counter a state counts in comes from PGJQ_STATES (pgjq.h).
+ *
+ * Shared memory is empty after a start or a crash, and so are the
+ * counters: jq.rebuild_counters(), which the worker calls, recounts them
+ * from the tables while holding SHARE locks on the three tables, which
+ * wait until every writer has committed and applied its deltas and keep
+ * new writers out until the counts are in place.
+ *
+ * Locking: counter_lock (an LWLock of the "pgjq" tranche) guards the
+ * counter hash and the per-database state.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/counters.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "counters.h"
+#include "statements.h"
+
+PG_FUNCTION_INFO_V1(pgjq_count_trigger);
+PG_FUNCTION_INFO_V1(pgjq_counters);
+PG_FUNCTION_INFO_V1(pgjq_counters_valid);
+PG_FUNCTION_INFO_V1(pgjq_reset_counters);
+PG_FUNCTION_INFO_V1(pgjq_rebuild_counters);
+
+/* counter slots, in the column order of jq.counters() */
+enum
+{
+	C_READY,					/* gauges: jobs in a state now */
+	C_SCHEDULED,
+	C_LEASED,
+	C_DEAD,
+	C_ENQUEUED,					/* totals: events since the counters began */
+	C_SUCCEEDED,
+	C_FAILED,
+	C_DEAD_LETTERED,
+	C_CANCELLED,
+	C_NUM
+};
+
+/* what the counters need to know of a state */
+typedef struct StateInfo
+{
+	char		code;
+	PgjqStateTable table;
+	int			counter;
+} StateInfo;
+
+#define STATE_INFO(name, text, table, counter) {PGJQ_STATE_##name, table, C_##counter},
+static const StateInfo states[] = {PGJQ_STATES(STATE_INFO)};
+
+typedef struct CounterKey
+{
+	Oid			dboid;
+	int32		queue_id;
+	int16		priority;
+} CounterKey;
+
+typedef struct CounterEntry
+{
+	CounterKey	key;
+	int64		c[C_NUM];
+} CounterEntry;
+
+/* per database: are the counters built, and may they have drifted? */
+typedef struct CountersDb
+{
+	Oid			dboid;
+	bool		valid;			/* rebuilt since the start */
+	bool		stale;			/* a prepared transaction or a full hash */
+	TimestampTz since;			/* when the totals started counting */
+} CountersDb;
+
+typedef struct CountersShared
+{
+	CountersDb	dbs[PGJQ_MAX_DATABASES];
+} CountersShared;
+
+static LWLock *counter_lock = NULL;
+static CountersShared *counters_shared = NULL;
+static HTAB *counter_hash = NULL;
+
+/* backend-local deltas of the current transaction */
+typedef struct Delta
+{
+	CounterKey	key;
+	SubTransactionId subid;
+	int64		c[C_NUM];
+} Delta;
+
+static Delta *deltas = NULL;
+static int	ndeltas = 0;
+static int	maxdeltas = 0;
+
+/*
+ * The attribute numbers the trigger reads, per counted table, found once
+ * per relation instead of by name on every row.  A relcache invalidation
+ * of the table (DROP EXTENSION, ALTER TABLE) forgets them.
+ */
+typedef struct CountedTable
+{
+	Oid			relid;
+	AttrNumber	queue_id;
+	AttrNumber	priority;
+	AttrNumber	state;			/* jq.job and jq.job_result */
+	AttrNumber	lease_token;	/* jq.job */
+	AttrNumber	lease_expires_at;	/* jq.job */
+} CountedTable;
+
+static CountedTable counted[3];
+
+Size
+pgjq_counters_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(CountersShared)),
+					hash_estimate_size(PGJQ_MAX_COUNTERS, sizeof(CounterEntry)));
+}
+
+void
+pgjq_counters_shmem_init(LWLock *lock)
+{
+	bool		found;
+	HASHCTL		info;
+
+	counter_lock = lock;
+	counters_shared = ShmemInitStruct("pgjq counters", sizeof(CountersShared), &found);
+	if (!found)
+		memset(counters_shared, 0, sizeof(CountersShared));
+	info.keysize = sizeof(CounterKey);
+	info.entrysize = sizeof(CounterEntry);
+	counter_hash = ShmemInitHash("pgjq counter hash", PGJQ_MAX_COUNTERS,
+								 PGJQ_MAX_COUNTERS, &info,
+								 HASH_ELEM | HASH_BLOBS);
+}
+
+/* state_info describes a state code; NULL for a code that is none */
+static const StateInfo *
+state_info(char code)
+{
+	for (size_t i = 0; i < lengthof(states); i++)
+		if (states[i].code == code)
+			return &states[i];
+	return NULL;
+}
+
+/* state_counter is the counter slot of a state that a stored row holds */
+static int
+state_counter(char code)
+{
+	const StateInfo *info = state_info(code);
+
+	if (info == NULL)
+		elog(ERROR, "pgjq: unknown job state '%c'", code);
+	return info->counter;
+}
+
+/* the state slot of a database, created on demand; NULL when all taken */
+static CountersDb *
+counters_db(Oid dboid, bool create)
+{
+	CountersDb *free_slot = NULL;
+
+	for (int i = 0; i < PGJQ_MAX_DATABASES; i++)
+	{
+		if (counters_shared->dbs[i].dboid == dboid)
+			return &counters_shared->dbs[i];
+		if (counters_shared->dbs[i].dboid == InvalidOid && free_slot == NULL)
+			free_slot = &counters_shared->dbs[i];
+	}
+	if (create && free_slot != NULL)
+	{
+		memset(free_slot, 0, sizeof(CountersDb));
+		free_slot->dboid = dboid;
+	}
+	return create ? free_slot : NULL;
+}
+
+/*
+ * counter_entry finds or creates the counters of key; NULL, with the
+ * database marked stale, when the hash is full.  Caller holds the lock
+ * exclusively.
+ */
+static CounterEntry *
+counter_entry(const CounterKey *key, CountersDb *db)
+{
+	bool		found;
+	CounterEntry *e = hash_search(counter_hash, key, HASH_ENTER_NULL, &found);
+
+	if (e == NULL)
+	{
+		if (db != NULL)
+			db->stale = true;
+		return NULL;
+	}
+	if (!found)
+		memset(e->c, 0, sizeof(e->c));
+	return e;
+}
+
+/*
+ * At commit the transaction's deltas are added to the shared counters.
+ * This runs in the commit callback, so it must not fail: a full hash
+ * marks the database's counters stale for the worker to rebuild.
+ */
+static void
+apply_deltas(void)
+{
+	CountersDb *db;
+
+	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
+	db = counters_db(MyDatabaseId, true);
+	for (int i = 0; i < ndeltas; i++)
+	{
+		CounterEntry *e = counter_entry(&deltas[i].key, db);
+
+		if (e == NULL)
+			continue;
+		for (int c = 0; c < C_NUM; c++)
+			e->c[c] += deltas[i].c[c];
+	}
+	LWLockRelease(counter_lock);
+}
+
+/*
+ * At PREPARE the deltas are lost (COMMIT PREPARED runs no callback), so
+ * the counters are marked stale, and the worker rebuilds them once no
+ * prepared transaction is left.
+ */
+static void
+mark_stale(void)
+{
+	CountersDb *db;
+
+	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
+	db = counters_db(MyDatabaseId, true);
+	if (db != NULL)
+		db->stale = true;
+	LWLockRelease(counter_lock);
+}
+
+static void
+counters_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (ndeltas > 0)
+				apply_deltas();
+			ndeltas = 0;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			ndeltas = 0;
+			break;
+		case XACT_EVENT_PREPARE:
+			if (ndeltas > 0)
+				mark_stale();
+			ndeltas = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/* a subtransaction's deltas pass to its parent, or vanish with it */
+static void
+counters_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	int			kept = 0;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
+	for (int i = 0; i < ndeltas; i++)
+	{
+		if (deltas[i].subid == mySubid)
+		{
+			if (event == SUBXACT_EVENT_ABORT_SUB)
+				continue;
+			deltas[i].subid = parentSubid;
+		}
+		deltas[kept++] = deltas[i];
+	}
+	ndeltas = kept;
+}
+
+/*
+ * add_delta records n events of counter c for (queue, priority) in the
+ * current subtransaction.
+ */
+static void
+add_delta(int32 queue_id, int16 priority, int c, int64 n)
+{
+	static bool callbacks_registered = false;
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	Delta	   *d = NULL;
+
+	for (int i = ndeltas - 1; i >= 0; i--)
+		if (deltas[i].subid == subid && deltas[i].key.queue_id == queue_id &&
+			deltas[i].key.priority == priority)
+		{
+			d = &deltas[i];
+			break;
+		}
+	if (d == NULL)
+	{
+		if (!callbacks_registered)
+		{
+			RegisterXactCallback(counters_xact_callback, NULL);
+			RegisterSubXactCallback(counters_subxact_callback, NULL);
+			callbacks_registered = true;
+		}
+		if (ndeltas == maxdeltas)
+		{
+			maxdeltas = Max(8, maxdeltas * 2);
+			if (deltas == NULL)
+				deltas = MemoryContextAlloc(TopMemoryContext, sizeof(Delta) * maxdeltas);
+			else
+				deltas = repalloc(deltas, sizeof(Delta) * maxdeltas);
+		}
+		d = &deltas[ndeltas++];
+		memset(d, 0, sizeof(Delta));
+		d->key.dboid = MyDatabaseId;
+		d->key.queue_id = queue_id;
+		d->key.priority = priority;
+		d->subid = subid;
+	}
+	d->c[c] += n;
+}
+
+static void
+counted_reset(Datum arg, Oid relid)
+{
+	for (size_t i = 0; i < lengthof(counted); i++)
+		if (relid == InvalidOid || counted[i].relid == relid)
+			counted[i].relid = InvalidOid;
+}
+
+static AttrNumber
+attnum(TupleDesc desc, const char *attname)
+{
+	int			n = SPI_fnumber(desc, attname);
+
+	return n > 0 ? n : InvalidAttrNumber;
+}
+
+/* counted_table returns the attribute numbers of a counted relation */
+static const CountedTable *
+counted_table(Relation rel, int which)
+{
+	static bool callback_registered = false;
+	CountedTable *t = &counted[which];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (t->relid == RelationGetRelid(rel))
+		return t;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(counted_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	t->queue_id = attnum(desc, "queue_id");
+	t->priority = attnum(desc, "priority");
+	t->state = attnum(desc, "state");
+	t->lease_token = attnum(desc, "lease_token");
+	t->lease_expires_at = attnum(desc, "lease_expires_at");
+	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
+		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
+		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
+								  t->lease_expires_at == InvalidAttrNumber)))
+		elog(ERROR, "pgjq: table \"%s\" lacks a column the count trigger reads",
+			 RelationGetRelationName(rel));
+	t->relid = RelationGetRelid(rel);
+	return t;
+}
+
+/*
+ * check_row enforces, for a new row, the invariants that would be CHECK
+ * constraints but cost less here (the executor parses a table's CHECK
+ * expressions again for every statement, which the hot path would pay on
+ * every enqueue): the state belongs in the table, and a row of jq.job has
+ * lease_expires_at set if and only if it is leased.  Every INSERT and
+ * every UPDATE of state fires the trigger; the one UPDATE that leaves
+ * state alone, jq_extend, only touches a leased job's lease_expires_at.
+ */
+static void
+check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
+		  const char *relname, char state)
+{
+	const StateInfo *info = state_info(state);
+	bool		no_lease;
+
+	if (info == NULL || (int) info->table != which)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("invalid state \"%c\" for a row of jq.%s", state, relname),
+				 which == PGJQ_IN_JOB ?
+				 errdetail("A job in jq.job is ready (r), scheduled (s) or leased (l).") :
+				 errdetail("A job in jq.job_result succeeded (d) or was cancelled (c).")));
+	if (which != PGJQ_IN_JOB)
+		return;
+	(void) heap_getattr(tup, t->lease_expires_at, desc, &no_lease);
+	if ((state == PGJQ_STATE_LEASED) == no_lease)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("a row of jq.job has lease_expires_at set if and only if it is leased"),
+				 errdetail("The row has state \"%c\" and %s lease_expires_at.",
+						   state, no_lease ? "no" : "a")));
+}
+
+/*
+ * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
+ * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
+ * after-trigger event, and AFTER UPDATE and DELETE, which see the row
+ * version the statement really changed without making the executor lock
+ * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
+ * lock of a row another transaction locked is WAL-logged).  Either way the
+ * trigger runs in the (sub)transaction of the change.  BEFORE or AFTER
+ * both count right: version 0.1.0 declared every one BEFORE, and this
+ * library serves a 0.1.0 schema until ALTER EXTENSION pgjq UPDATE.
+ */
+Datum
+pgjq_count_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
+	const char *relname;
+	const CountedTable *t;
+	int			which;
+	bool		isnull;
+	int32		queue_id;
+	int16		priority;
+	char		state = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1)
+		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
+
+	relname = trigdata->tg_trigger->tgargs[0];
+	if (strcmp(relname, "job") == 0)
+		which = PGJQ_IN_JOB;
+	else if (strcmp(relname, "job_result") == 0)
+		which = PGJQ_IN_RESULT;
+	else if (strcmp(relname, "dead_letter") == 0)
+		which = PGJQ_IN_DEAD_LETTER;
+	else
+		elog(ERROR, "pgjq: count_trigger on unknown table \"%s\"", relname);
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	t = counted_table(trigdata->tg_relation, which);
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		newtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		oldtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		oldtup = trigdata->tg_trigtuple;
+		newtup = trigdata->tg_newtuple;
+	}
+
+	if (newtup != NULL && which != PGJQ_IN_DEAD_LETTER)
+	{
+		state = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
+		check_row(newtup, desc, t, which, relname, state);
+	}
+
+	/* without shared memory there is nothing to count into */
+	if (counters_shared == NULL)
+		return PointerGetDatum(newtup ? newtup : oldtup);
+
+	if (oldtup != NULL && which != PGJQ_IN_RESULT)
+	{
+		char		oldstate = which == PGJQ_IN_JOB ?
+			DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) :
+			PGJQ_STATE_DEAD;
+
+		add_delta(DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull)),
+				  DatumGetInt16(heap_getattr(oldtup, t->priority, desc, &isnull)),
+				  state_counter(oldstate), -1);
+	}
+	if (newtup == NULL)
+		return PointerGetDatum(oldtup);
+
+	queue_id = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
+	priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
+	if (which == PGJQ_IN_DEAD_LETTER)
+		state = PGJQ_STATE_DEAD;
+	if (oldtup != NULL && which == PGJQ_IN_RESULT)
+		return PointerGetDatum(newtup);	/* a result rewritten: no event */
+	add_delta(queue_id, priority, state_counter(state), 1);
+
+	if (which == PGJQ_IN_JOB && oldtup == NULL)
+	{
+		/* a new job, unless it is a dead letter coming back */
+		(void) heap_getattr(newtup, t->lease_token, desc, &isnull);
+		if (isnull)
+			add_delta(queue_id, priority, C_ENQUEUED, 1);
+	}
+	else if (which == PGJQ_IN_JOB &&
+			 DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) == PGJQ_STATE_LEASED &&
+			 state != PGJQ_STATE_LEASED)
+		add_delta(queue_id, priority, C_FAILED, 1);	/* retried */
+	else if (which == PGJQ_IN_DEAD_LETTER && oldtup == NULL)
+	{
+		add_delta(queue_id, priority, C_DEAD_LETTERED, 1);
+		add_delta(queue_id, priority, C_FAILED, 1);
+	}
+
+	return PointerGetDatum(newtup);
+}
+
+/*
+ * pgjq_counters_need_rebuild tells the worker whether this database's
+ * counters must be rebuilt: never built since the start, or stale.
+ */
+bool
+pgjq_counters_need_rebuild(void)
+{
+	CountersDb *db;
+	bool		result;
+
+	LWLockAcquire(counter_lock, LW_SHARED);
+	db = counters_db(MyDatabaseId, false);
+	result = db == NULL || !db->valid || db->stale;
+	LWLockRelease(counter_lock);
+	return result;
+}
+
+/*
+ * install_counts replaces this database's counters with the counts of
+ * PGJQ_STMT_COUNT_JOBS, the last SPI result.  Totals restart from what the
+ * tables still hold: every job they know of was enqueued once.
+ */
+static void
+install_counts(void)
+{
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+	CountersDb *db;
+
+	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->key.dboid == MyDatabaseId)
+			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
+
+	db = counters_db(MyDatabaseId, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		CounterKey	key;
+		const StateInfo *info;
+		int64		n = DatumGetInt64(pgjq_stmt_value(i, COUNT_JOBS_JOBS, &isnull));
+
+		memset(&key, 0, sizeof(key));
+		key.dboid = MyDatabaseId;
+		key.queue_id = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
+		key.priority = DatumGetInt16(pgjq_stmt_value(i, COUNT_JOBS_PRIORITY, &isnull));
+		info = state_info(DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull)));
+		e = counter_entry(&key, db);
+		if (e == NULL || info == NULL)
+			continue;
+		e->c[C_ENQUEUED] += n;
+		e->c[info->counter] += n;
+		if (info->table == PGJQ_IN_DEAD_LETTER)
+			e->c[C_DEAD_LETTERED] += n;
+	}
+	if (db != NULL)
+	{
+		db->valid = true;
+		db->stale = false;
+		db->since = GetCurrentTimestamp();
+	}
+	LWLockRelease(counter_lock);
+}
+
+/*
+ * jq.rebuild_counters(timeout_ms) recounts this database's counters from
+ * the tables and returns true, or returns false without a rebuild: when
+ * pgjq is not preloaded, when the locks were not granted within
+ * timeout_ms (writers hold the tables; try again later), or when stale
+ * counters cannot be made exact yet because a prepared transaction is
+ * pending.  The worker calls it whenever the counters are not valid.
+ */
+Datum
+pgjq_rebuild_counters(PG_FUNCTION_ARGS)
+{
+	Datum		values[1];
+	bool		stale = false;
+	bool		isnull;
+	bool		rebuilt = false;
+
+	if (counters_shared == NULL)
+		PG_RETURN_BOOL(false);
+
+	/*
+	 * The count must see every writer the locks waited for, so it needs a
+	 * snapshot taken after they were granted: a fresh one per statement.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("counters can only be rebuilt in a READ COMMITTED transaction")));
+
+	LWLockAcquire(counter_lock, LW_SHARED);
+	{
+		CountersDb *db = counters_db(MyDatabaseId, false);
+
+		stale = db != NULL && db->stale;
+	}
+	LWLockRelease(counter_lock);
+
+	SPI_connect();
+	if (stale &&
+		DatumGetInt64(pgjq_stmt_call(PGJQ_STMT_PREPARED_XACTS, NULL, NULL, &isnull)) > 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	values[0] = Int32GetDatum(PG_ARGISNULL(0) ? 2000 : PG_GETARG_INT32(0));
+	if (DatumGetBool(pgjq_stmt_call(PGJQ_STMT_LOCK_FOR_REBUILD, values, NULL, &isnull)))
+	{
+		/* not read-only: SPI takes a fresh snapshot, after the locks */
+		pgjq_stmt_execute(PGJQ_STMT_COUNT_JOBS, NULL, NULL, SPI_OK_SELECT);
+		install_counts();
+		rebuilt = true;
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(rebuilt);
+}
+
+/*
+ * jq.counters() returns this database's counters, one row per queue and
+ * priority.  O(number of queues x priorities): no table is read.
+ */
+Datum
+pgjq_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+	CountersDb *db;
+	bool		valid = false;
+	TimestampTz since = 0;
+
+	pgjq_init_materialized_srf(fcinfo);
+	if (counters_shared == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(counter_lock, LW_SHARED);
+	db = counters_db(MyDatabaseId, false);
+	if (db != NULL)
+	{
+		valid = db->valid && !db->stale;
+		since = db->since;
+	}
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[C_NUM + 4];
+		bool		nulls[C_NUM + 4];
+
+		if (e->key.dboid != MyDatabaseId)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int32GetDatum(e->key.queue_id);
+		values[1] = Int32GetDatum((int32) e->key.priority);
+		for (int c = 0; c < C_NUM; c++)
+			values[2 + c] = Int64GetDatum(e->c[c]);
+		values[2 + C_NUM] = BoolGetDatum(valid);
+		values[3 + C_NUM] = TimestampTzGetDatum(since);
+		nulls[3 + C_NUM] = since == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(counter_lock);
+	return (Datum) 0;
+}
+
+/*
+ * jq.counters_valid() tells whether this database's counters are built and
+ * exact.
+ */
+Datum
+pgjq_counters_valid(PG_FUNCTION_ARGS)
+{
+	CountersDb *db;
+	bool		valid = false;
+
+	if (counters_shared == NULL)
+		PG_RETURN_BOOL(false);
+	LWLockAcquire(counter_lock, LW_SHARED);
+	db = counters_db(MyDatabaseId, false);
+	if (db != NULL)
+		valid = db->valid && !db->stale;
+	LWLockRelease(counter_lock);
+	PG_RETURN_BOOL(valid);
+}
+
+/*
+ * jq.reset_counters() forgets this database's counters and marks them for
+ * a rebuild.  CREATE EXTENSION calls it: after a DROP EXTENSION the old
+ * counters would otherwise live on in shared memory under queue ids that
+ * the new tables hand out again.
+ */
+Datum
+pgjq_reset_counters(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+	CountersDb *db;
+
+	if (counters_shared == NULL)
+		PG_RETURN_VOID();
+	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->key.dboid == MyDatabaseId)
+			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
+	db = counters_db(MyDatabaseId, false);
+	if (db != NULL)
+		db->valid = false;
+	LWLockRelease(counter_lock);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * counters.h
+ *	  Queue depth and totals in O(1), from commit-time deltas.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/counters.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGJQ_COUNTERS_H
+#define PGJQ_COUNTERS_H
+
+#include "storage/lwlock.h"
+
+/* shared memory (shmem.c) */
+extern Size pgjq_counters_shmem_size(void);
+extern void pgjq_counters_shmem_init(LWLock *lock);
+
+/* the worker */
+extern bool pgjq_counters_need_rebuild(void);
+
+#endif							/* PGJQ_COUNTERS_H */

@@ -1,0 +1,32 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *	  Queues as the hot path sees them: the name rule, the per-backend
+ *	  cache of their settings, and the locks that keep jobs and queues
+ *	  consistent.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/queue.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGJQ_QUEUE_H
+#define PGJQ_QUEUE_H
+
+/* a queue's settings as the hot path needs them */
+typedef struct PgjqQueue
+{
+	int32		queue_id;
+	int32		lease_seconds;
+	int32		max_payload_bytes;
+} PgjqQueue;
+
+extern void pgjq_check_queue_name(const char *name);
+extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_insert);
+extern Oid	pgjq_lock_job_table(void);
+extern Oid	pgjq_scheduled_index(void);
+extern bool pgjq_schema_promotes(void);
+
+#endif							/* PGJQ_QUEUE_H */

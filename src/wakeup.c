@@ -1,0 +1,384 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Commit-time wakeups: which queues got ready jobs, marked when the
+ *	  transaction that made them ready commits, and announced by the
+ *	  database's pgjq worker with one coalesced NOTIFY per queue.
+ *
+ * Producers never NOTIFY: NOTIFY takes a cluster-wide lock at commit and
+ * serialises every notifying transaction.  Instead every transition that
+ * makes jobs ready (jq_enqueue, jq.promote_due, jq.fail_leased, jq_redrive)
+ * calls pgjq_wake_at_commit, which remembers the queue in backend memory,
+ * tagged with the subtransaction that asked.  At commit a transaction
+ * callback marks those queues in a shared hash and sets the latch of the
+ * database's worker; rolled-back work, and work of rolled-back
+ * subtransactions, marks nothing.  The worker collects the marks and sends
+ * at most one NOTIFY per queue per pgjq.notify_interval.
+ *
+ * Locking: wake_lock (an LWLock of the "pgjq" tranche) guards the shared
+ * hash and its overflow flag.  Backends hold it exclusively for a few hash
+ * lookups at commit; the worker holds it to collect and clear marks.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/wakeup.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "access/xact.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "launcher.h"
+#include "wakeup.h"
+
+PG_FUNCTION_INFO_V1(pgjq_wake_at_commit_sql);
+
+/* a queue with committed ready jobs that its worker has not announced */
+typedef struct WakeKey
+{
+	Oid			dboid;
+	int32		queue_id;
+} WakeKey;
+
+typedef struct WakeEntry
+{
+	WakeKey		key;
+	bool		pending;
+} WakeEntry;
+
+typedef struct WakeShared
+{
+	bool		overflow;		/* the hash was full: wake every queue */
+} WakeShared;
+
+static LWLock *wake_lock = NULL;
+static WakeShared *wake_shared = NULL;
+static HTAB *wake_hash = NULL;
+
+/* backend-local: queues to wake when the transaction commits */
+typedef struct PendingWake
+{
+	int32		queue_id;
+	SubTransactionId subid;
+} PendingWake;
+
+static PendingWake *pending = NULL;
+static int	npending = 0;
+static int	maxpending = 0;
+
+/* worker-local: per queue, when it was last notified and whether it is owed */
+typedef struct NotifyState
+{
+	int32		queue_id;		/* hash key */
+	TimestampTz last_notify;
+	bool		owed;
+} NotifyState;
+
+static HTAB *notify_state = NULL;
+static bool notify_all_owed = false;
+
+Size
+pgjq_wakeup_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(WakeShared)),
+					hash_estimate_size(PGJQ_MAX_WAKE_QUEUES, sizeof(WakeEntry)));
+}
+
+/*
+ * pgjq_wakeup_shmem_init creates or attaches to the shared hash; called
+ * under AddinShmemInitLock.  After a start or a crash it is empty: the
+ * worker polls on a timeout, so nothing waits forever for a lost mark.
+ */
+void
+pgjq_wakeup_shmem_init(LWLock *lock)
+{
+	bool		found;
+	HASHCTL		info;
+
+	wake_lock = lock;
+	wake_shared = ShmemInitStruct("pgjq wakeups", sizeof(WakeShared), &found);
+	if (!found)
+		wake_shared->overflow = false;
+	info.keysize = sizeof(WakeKey);
+	info.entrysize = sizeof(WakeEntry);
+	wake_hash = ShmemInitHash("pgjq wakeup hash", PGJQ_MAX_WAKE_QUEUES,
+							  PGJQ_MAX_WAKE_QUEUES, &info,
+							  HASH_ELEM | HASH_BLOBS);
+}
+
+/*
+ * Commit: mark the queues and wake the worker.  Nothing here may fail
+ * after the commit record is written, hence HASH_ENTER_NULL: a full hash
+ * degrades to "wake every queue", never to an error.
+ */
+static void
+mark_pending(void)
+{
+	bool		news = false;
+
+	LWLockAcquire(wake_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < npending; i++)
+	{
+		WakeKey		key;
+		WakeEntry  *entry;
+		bool		found;
+
+		key.dboid = MyDatabaseId;
+		key.queue_id = pending[i].queue_id;
+		entry = hash_search(wake_hash, &key, HASH_ENTER_NULL, &found);
+		if (entry == NULL)
+		{
+			news |= !wake_shared->overflow;
+			wake_shared->overflow = true;
+		}
+		else if (!found || !entry->pending)
+		{
+			entry->pending = true;
+			news = true;
+		}
+	}
+	LWLockRelease(wake_lock);
+
+	/*
+	 * Set the latch only for news: a queue already marked has woken the
+	 * worker once, and waking it for every commit of a busy queue would
+	 * only burn its CPU.
+	 */
+	if (news)
+		pgjq_wake_database_worker(MyDatabaseId);
+}
+
+static void
+wakeup_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (npending > 0)
+				mark_pending();
+			npending = 0;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+
+			/*
+			 * A prepared transaction's jobs become visible at COMMIT
+			 * PREPARED, which fires no callback in any backend; workers find
+			 * them by polling.
+			 */
+		case XACT_EVENT_PREPARE:
+			npending = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/* a subtransaction's wakeups pass to its parent, or vanish with it */
+static void
+wakeup_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	int			kept = 0;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
+	for (int i = 0; i < npending; i++)
+	{
+		if (pending[i].subid == mySubid)
+		{
+			if (event == SUBXACT_EVENT_ABORT_SUB)
+				continue;
+			pending[i].subid = parentSubid;
+		}
+		pending[kept++] = pending[i];
+	}
+	npending = kept;
+}
+
+/*
+ * pgjq_wake_at_commit asks for the queue's listeners to be woken if and
+ * when the current transaction commits.  Cheap enough for every enqueue:
+ * a scan of a handful of entries, no lock, no I/O.  A no-op without
+ * shared_preload_libraries, as there is no worker to wake.
+ */
+void
+pgjq_wake_at_commit(int32 queue_id)
+{
+	static bool callbacks_registered = false;
+	SubTransactionId subid = GetCurrentSubTransactionId();
+
+	if (wake_hash == NULL)
+		return;
+
+	for (int i = 0; i < npending; i++)
+		if (pending[i].queue_id == queue_id && pending[i].subid == subid)
+			return;
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(wakeup_xact_callback, NULL);
+		RegisterSubXactCallback(wakeup_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (npending == maxpending)
+	{
+		maxpending = Max(8, maxpending * 2);
+		if (pending == NULL)
+			pending = MemoryContextAlloc(TopMemoryContext,
+										 sizeof(PendingWake) * maxpending);
+		else
+			pending = repalloc(pending, sizeof(PendingWake) * maxpending);
+	}
+	pending[npending].queue_id = queue_id;
+	pending[npending].subid = subid;
+	npending++;
+}
+
+/* jq.wake_at_commit(queue_id): the same, for the SQL functions */
+Datum
+pgjq_wake_at_commit_sql(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+		pgjq_wake_at_commit(PG_GETARG_INT32(0));
+	PG_RETURN_VOID();
+}
+
+/* owe_notify records, in the worker, that the queue's listeners must hear */
+static void
+owe_notify(int32 queue_id)
+{
+	bool		found;
+	NotifyState *ns;
+
+	if (notify_state == NULL)
+	{
+		HASHCTL		info;
+
+		info.keysize = sizeof(int32);
+		info.entrysize = sizeof(NotifyState);
+		info.hcxt = TopMemoryContext;
+		notify_state = hash_create("pgjq notify state", 64, &info,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	ns = hash_search(notify_state, &queue_id, HASH_ENTER, &found);
+	if (!found)
+		ns->last_notify = 0;
+	ns->owed = true;
+}
+
+/*
+ * pgjq_wakeup_collect moves the queues of this database that committing
+ * transactions marked into the worker's owed set.  The marks stay until
+ * their NOTIFY goes out (pgjq_wakeup_take_due): while a queue waits for
+ * its coalescing window, committing producers see it marked and leave the
+ * worker's latch alone.
+ */
+void
+pgjq_wakeup_collect(void)
+{
+	HASH_SEQ_STATUS status;
+	WakeEntry  *entry;
+	int32	   *ids;
+	int			n = 0;
+	int			max = 64;
+
+	ids = palloc(sizeof(int32) * max);
+	LWLockAcquire(wake_lock, LW_EXCLUSIVE);
+	if (wake_shared->overflow)
+		notify_all_owed = true;
+	wake_shared->overflow = false;
+	hash_seq_init(&status, wake_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->key.dboid != MyDatabaseId)
+			continue;
+		if (n == max)
+		{
+			max *= 2;
+			ids = repalloc(ids, sizeof(int32) * max);
+		}
+		ids[n++] = entry->key.queue_id;
+	}
+	LWLockRelease(wake_lock);
+
+	/* outside the lock: owe_notify may allocate */
+	for (int i = 0; i < n; i++)
+		owe_notify(ids[i]);
+	pfree(ids);
+}
+
+/*
+ * clear_mark removes a queue's mark before its NOTIFY is sent: a producer
+ * committing after this sets a new mark and wakes the worker again, and
+ * one that committed before is covered by the NOTIFY about to go out.
+ * Removing the entry keeps dropped queues from filling the hash.
+ */
+static void
+clear_mark(int32 queue_id)
+{
+	WakeKey		key;
+
+	key.dboid = MyDatabaseId;
+	key.queue_id = queue_id;
+	LWLockAcquire(wake_lock, LW_EXCLUSIVE);
+	hash_search(wake_hash, &key, HASH_REMOVE, NULL);
+	LWLockRelease(wake_lock);
+}
+
+/*
+ * pgjq_wakeup_take_due returns whether NOTIFYs are due now: the queues
+ * whose coalescing window allows one go into *queue_ids (palloc'd), or
+ * *nqueues is -1 when every queue must be woken (the shared hash
+ * overflowed).  *next_due is when the next owed NOTIFY falls due, 0 when
+ * none is owed.
+ */
+bool
+pgjq_wakeup_take_due(TimestampTz now, int32 **queue_ids, int *nqueues,
+					 TimestampTz *next_due)
+{
+	HASH_SEQ_STATUS status;
+	NotifyState *ns;
+	int			n = 0;
+
+	*next_due = 0;
+	*queue_ids = NULL;
+	*nqueues = 0;
+	if (notify_state != NULL)
+	{
+		*queue_ids = palloc(sizeof(int32) * Max(1, hash_get_num_entries(notify_state)));
+		hash_seq_init(&status, notify_state);
+		while ((ns = hash_seq_search(&status)) != NULL)
+		{
+			TimestampTz due;
+
+			if (!ns->owed && !notify_all_owed)
+				continue;
+			due = TimestampTzPlusMilliseconds(ns->last_notify, pgjq_notify_interval);
+			if (due <= now || notify_all_owed)
+			{
+				(*queue_ids)[n++] = ns->queue_id;
+				ns->owed = false;
+				ns->last_notify = now;
+				clear_mark(ns->queue_id);
+			}
+			else if (*next_due == 0 || due < *next_due)
+				*next_due = due;
+		}
+	}
+	if (notify_all_owed)
+	{
+		notify_all_owed = false;
+		*nqueues = -1;
+		return true;
+	}
+	*nqueues = n;
+	return n > 0;
+}
