@@ -14,7 +14,7 @@
 #     with the machine's description to bench/results/RESULTS-<mode>.md.
 #
 # The floor is a minimal hand-written queue: one table, a partial index,
-# INSERT / UPDATE ... FOR UPDATE SKIP LOCKED / DELETE (bench/jqclient.c).
+# INSERT / UPDATE ... FOR UPDATE SKIP LOCKED / DELETE (clients/c/jqclient.c).
 # Its workers poll every 10 ms when the queue is empty: it has no NOTIFY,
 # except in W7, where a variant sends NOTIFY inside the enqueue transaction
 # (the cost pgjq avoids), clearly labelled.
@@ -111,7 +111,7 @@ pg -d bench <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION pgjq;
 SELECT 1 FROM jq.jq_create_queue('bench');
--- the floor: the minimal plain-SQL queue (see bench/jqclient.c for its statements)
+-- the floor: the minimal plain-SQL queue (see clients/c/jqclient.c for its statements)
 CREATE TABLE floor_job (
     id bigserial PRIMARY KEY,
     priority int NOT NULL DEFAULT 0,

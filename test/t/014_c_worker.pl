@@ -1,7 +1,7 @@
 # The C example worker (docs/workers/c) against a cluster that preloads
 # pgjq, as 010_worker_examples.pl tests the Python, Node and shell ones:
 #   - it builds with its Makefile (-Wall -Wextra -Werror) into a temporary
-#     directory, against libpq and bench/jqclient.c;
+#     directory, against libpq and clients/c/jqclient.c;
 #   - it runs as a login role that has only jq_worker;
 #   - a queue of 36 jobs: 28 pieces of ad copy (mixed case, punctuation,
 #     non-ASCII letters, emoji, the length boundaries, 2,000 characters)

@@ -14,7 +14,7 @@
  * that the four example workers behave (and log) alike.
  *
  * The connection, LISTEN and the wait for a notification come from the
- * benchmark's client library, bench/jqclient.c.  The statements are this
+ * C client library, clients/c/jqclient.c.  The statements are this
  * worker's own, prepared once and run with parameters: no job data ever
  * goes into SQL text.  The one name that does is the queue's, in LISTEN
  * (which takes no parameters), and it is checked against
