@@ -1,9 +1,10 @@
--- pgTAP: hostile input for every public function of pgjq, generated from
--- the catalog (issue 7).
+-- pgTAP: hostile input for every function of pgjq that a role may call,
+-- generated from the catalog (issue 7).
 --
--- Which functions: every function of schema public named jq_* that belongs
--- to the extension (pg_depend), and every function of schema jq that one of
--- the jq_* roles may execute (has_function_privilege).  Their parameters
+-- Which functions: every function of the extension (pg_depend) that one of
+-- the jq_* roles may execute (has_function_privilege): the API, jq.jq_*,
+-- named here without the schema, and the readers' functions, jq.counters()
+-- and the like, named with it.  Their parameters
 -- come from pg_proc (proargtypes, proargnames, proargmodes), so a function
 -- added later is called here automatically.
 --
@@ -300,6 +301,7 @@ CREATE TEMP TABLE seed (id serial, fn text, param text, expr text);
 INSERT INTO seed (fn, param, expr) VALUES
     ('jq_create_queue', 'name', $$'hq_new'$$),
     ('jq_drop_queue', 'name', $$'hq_empty'$$),
+    ('jq\.limit', 'name', $$'batch_max'$$),
     ('.*', 'name|queue', $$'hq'$$),
     ('.*', 'payload|payloads|results', $$'{"k": 1}'::jsonb$$),
     ('jq_cancel', 'job_id', '{R}'),
@@ -362,6 +364,13 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
         '-', 'baseline', 'ok', NULL),
     (1, 'jq\.counters|jq\.counters_valid', '-', 'baseline', 'any',
         'the shared counters do not see this test''s uncommitted queues'),
+    (1, 'jq\.limits|jq\.limit', '-', 'baseline', 'ok', NULL),
+    (1, 'jq_security_check', '-', 'baseline', 'ok|noop',
+        'no row where PUBLIC may not create in the schemas on the path (PostgreSQL 15''s default)'),
+
+    -- jq.limit(name): a limit's name, never a queue's
+    (3, 'jq\.limit', 'name', 'null', 'any', 'strict: NULL for NULL'),
+    (2, 'jq\.limit', 'name', '.*', '42704', 'no limit has that name'),
 
     -- queue names, wherever they are passed
     (0, '.*', 'queue|name', 'null', '22004', NULL),
@@ -641,7 +650,7 @@ $$;
  * ------------------------------------------------------------------------ */
 CREATE TEMP TABLE fn AS
 SELECT p.oid AS oid,
-       CASE WHEN n.nspname = 'public' THEN p.proname::text
+       CASE WHEN p.proname LIKE 'jq\_%' THEN p.proname::text
             ELSE n.nspname || '.' || p.proname END AS name,
        format('%I.%I', n.nspname, p.proname) AS target,
        p.proretset AS retset,
@@ -651,10 +660,8 @@ SELECT p.oid AS oid,
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                   AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pgjq'
- WHERE (n.nspname = 'public' AND p.proname LIKE 'jq\_%')
-    OR (n.nspname = 'jq'
-        AND EXISTS (SELECT FROM unnest(ARRAY['jq_producer', 'jq_worker', 'jq_reader', 'jq_admin']) r
-                     WHERE has_function_privilege(r, p.oid, 'EXECUTE')));
+ WHERE EXISTS (SELECT FROM unnest(ARRAY['jq_producer', 'jq_worker', 'jq_reader', 'jq_admin']) r
+                WHERE has_function_privilege(r, p.oid, 'EXECUTE'));
 
 -- IN parameters: proargtypes gives their types in order; their names and
 -- positions among all arguments (for the defaults) come from
