@@ -30,8 +30,10 @@ OBJS = \
 	src/enqueue.o \
 	src/lease.o \
 	src/counters.o \
+	src/count_trigger.o \
 	src/wakeup.o \
 	src/shmem.o \
+	src/slots.o \
 	src/launcher.o \
 	src/utility.o \
 	src/worker.o
@@ -45,9 +47,10 @@ OBJS = \
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
-# Warnings are errors in the test command and CI (test/bin/common.sh adds
-# -Werror), not in a packager's plain "make".
-PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+# Warnings are errors in the test command and CI (test/bin/common.sh
+# passes WERROR=-Werror), not in a packager's plain "make".
+WERROR ?=
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(WERROR)
 PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 
 # pg_regress: tests run in this order against a temporary instance that

@@ -5,9 +5,9 @@
  *	  from commit-time deltas, never from count(*) and never from a hot
  *	  counter row that every enqueue would have to update.
  *
- * Row triggers on jq.job, jq.job_result and jq.dead_letter record each
- * change as a delta in backend memory, tagged with the subtransaction that
- * made it.  At commit the deltas are added to the shared counters; a
+ * Row triggers on jq.job, jq.job_result and jq.dead_letter
+ * (count_trigger.c) record each change as a delta in backend memory,
+ * tagged with the subtransaction that made it.  At commit the deltas are added to the shared counters; a
  * rolled-back (sub)transaction's deltas are dropped.  Because every state
  * change passes through the triggers, counters stay right whatever path
  * changed the job: the C hot path, the SQL functions, or an operator's own
@@ -33,49 +33,22 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/memutils.h"
-#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "counters.h"
 #include "statements.h"
 
-PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 PG_FUNCTION_INFO_V1(pgjq_counters);
 PG_FUNCTION_INFO_V1(pgjq_counters_valid);
 PG_FUNCTION_INFO_V1(pgjq_reset_counters);
 PG_FUNCTION_INFO_V1(pgjq_rebuild_counters);
 
-/* counter slots, in the column order of jq.counters() */
-enum
-{
-	C_READY,					/* gauges: jobs in a state now */
-	C_SCHEDULED,
-	C_LEASED,
-	C_DEAD,
-	C_ENQUEUED,					/* totals: events since the counters began */
-	C_SUCCEEDED,
-	C_FAILED,
-	C_DEAD_LETTERED,
-	C_CANCELLED,
-	C_NUM
-};
-
-/* what the counters need to know of a state */
-typedef struct StateInfo
-{
-	char		code;
-	PgjqStateTable table;
-	int			counter;
-} StateInfo;
-
-#define STATE_INFO(name, text, table, counter) {PGJQ_STATE_##name, table, C_##counter},
-static const StateInfo states[] = {PGJQ_STATES(STATE_INFO)};
+#define STATE_INFO(name, text, table, counter) {PGJQ_STATE_##name, table, PGJQ_C_##counter},
+static const PgjqStateInfo states[] = {PGJQ_STATES(STATE_INFO)};
 
 typedef struct CounterKey
 {
@@ -87,7 +60,7 @@ typedef struct CounterKey
 typedef struct CounterEntry
 {
 	CounterKey	key;
-	int64		c[C_NUM];
+	int64		c[PGJQ_C_NUM];
 } CounterEntry;
 
 /* per database: are the counters built, and may they have drifted? */
@@ -113,29 +86,12 @@ typedef struct Delta
 {
 	CounterKey	key;
 	SubTransactionId subid;
-	int64		c[C_NUM];
+	int64		c[PGJQ_C_NUM];
 } Delta;
 
 static Delta *deltas = NULL;
 static int	ndeltas = 0;
 static int	maxdeltas = 0;
-
-/*
- * The attribute numbers the trigger reads, per counted table, found once
- * per relation instead of by name on every row.  A relcache invalidation
- * of the table (DROP EXTENSION, ALTER TABLE) forgets them.
- */
-typedef struct CountedTable
-{
-	Oid			relid;
-	AttrNumber	queue_id;
-	AttrNumber	priority;
-	AttrNumber	state;			/* jq.job and jq.job_result */
-	AttrNumber	lease_token;	/* jq.job */
-	AttrNumber	lease_expires_at;	/* jq.job */
-} CountedTable;
-
-static CountedTable counted[3];
 
 Size
 pgjq_counters_shmem_size(void)
@@ -161,9 +117,9 @@ pgjq_counters_shmem_init(LWLock *lock)
 								 HASH_ELEM | HASH_BLOBS);
 }
 
-/* state_info describes a state code; NULL for a code that is none */
-static const StateInfo *
-state_info(char code)
+/* pgjq_state_info describes a state code; NULL for a code that is none */
+const PgjqStateInfo *
+pgjq_state_info(char code)
 {
 	for (size_t i = 0; i < lengthof(states); i++)
 		if (states[i].code == code)
@@ -171,11 +127,11 @@ state_info(char code)
 	return NULL;
 }
 
-/* state_counter is the counter slot of a state that a stored row holds */
-static int
-state_counter(char code)
+/* pgjq_state_counter is the counter slot of a state that a stored row holds */
+int
+pgjq_state_counter(char code)
 {
-	const StateInfo *info = state_info(code);
+	const PgjqStateInfo *info = pgjq_state_info(code);
 
 	if (info == NULL)
 		elog(ERROR, "pgjq: unknown job state '%c'", code);
@@ -243,7 +199,7 @@ apply_deltas(void)
 
 		if (e == NULL)
 			continue;
-		for (int c = 0; c < C_NUM; c++)
+		for (int c = 0; c < PGJQ_C_NUM; c++)
 			e->c[c] += deltas[i].c[c];
 	}
 	LWLockRelease(counter_lock);
@@ -314,16 +270,19 @@ counters_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * add_delta records n events of counter c for (queue, priority) in the
- * current subtransaction.
+ * pgjq_counters_add records n events of counter c for (queue, priority)
+ * in the current subtransaction; they reach the shared counters when the
+ * transaction commits.  A no-op without shared memory.
  */
-static void
-add_delta(int32 queue_id, int16 priority, int c, int64 n)
+void
+pgjq_counters_add(int32 queue_id, int16 priority, int c, int64 n)
 {
 	static bool callbacks_registered = false;
 	SubTransactionId subid = GetCurrentSubTransactionId();
 	Delta	   *d = NULL;
 
+	if (counters_shared == NULL)
+		return;
 	for (int i = ndeltas - 1; i >= 0; i--)
 		if (deltas[i].subid == subid && deltas[i].key.queue_id == queue_id &&
 			deltas[i].key.priority == priority)
@@ -355,189 +314,6 @@ add_delta(int32 queue_id, int16 priority, int c, int64 n)
 		d->subid = subid;
 	}
 	d->c[c] += n;
-}
-
-static void
-counted_reset(Datum arg, Oid relid)
-{
-	for (size_t i = 0; i < lengthof(counted); i++)
-		if (relid == InvalidOid || counted[i].relid == relid)
-			counted[i].relid = InvalidOid;
-}
-
-static AttrNumber
-attnum(TupleDesc desc, const char *attname)
-{
-	int			n = SPI_fnumber(desc, attname);
-
-	return n > 0 ? n : InvalidAttrNumber;
-}
-
-/* counted_table returns the attribute numbers of a counted relation */
-static const CountedTable *
-counted_table(Relation rel, int which)
-{
-	static bool callback_registered = false;
-	CountedTable *t = &counted[which];
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	if (t->relid == RelationGetRelid(rel))
-		return t;
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(counted_reset, (Datum) 0);
-		callback_registered = true;
-	}
-	t->queue_id = attnum(desc, "queue_id");
-	t->priority = attnum(desc, "priority");
-	t->state = attnum(desc, "state");
-	t->lease_token = attnum(desc, "lease_token");
-	t->lease_expires_at = attnum(desc, "lease_expires_at");
-	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
-		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
-		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
-								  t->lease_expires_at == InvalidAttrNumber)))
-		elog(ERROR, "pgjq: table \"%s\" lacks a column the count trigger reads",
-			 RelationGetRelationName(rel));
-	t->relid = RelationGetRelid(rel);
-	return t;
-}
-
-/*
- * check_row enforces, for a new row, the invariants that would be CHECK
- * constraints but cost less here (the executor parses a table's CHECK
- * expressions again for every statement, which the hot path would pay on
- * every enqueue): the state belongs in the table, and a row of jq.job has
- * lease_expires_at set if and only if it is leased.  Every INSERT and
- * every UPDATE of state fires the trigger; the one UPDATE that leaves
- * state alone, jq_extend, only touches a leased job's lease_expires_at.
- */
-static void
-check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
-		  const char *relname, char state)
-{
-	const StateInfo *info = state_info(state);
-	bool		no_lease;
-
-	if (info == NULL || (int) info->table != which)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("invalid state \"%c\" for a row of jq.%s", state, relname),
-				 which == PGJQ_IN_JOB ?
-				 errdetail("A job in jq.job is ready (r), scheduled (s) or leased (l).") :
-				 errdetail("A job in jq.job_result succeeded (d) or was cancelled (c).")));
-	if (which != PGJQ_IN_JOB)
-		return;
-	(void) heap_getattr(tup, t->lease_expires_at, desc, &no_lease);
-	if ((state == PGJQ_STATE_LEASED) == no_lease)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("a row of jq.job has lease_expires_at set if and only if it is leased"),
-				 errdetail("The row has state \"%c\" and %s lease_expires_at.",
-						   state, no_lease ? "no" : "a")));
-}
-
-/*
- * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
- * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
- * after-trigger event, and AFTER UPDATE and DELETE, which see the row
- * version the statement really changed without making the executor lock
- * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
- * lock of a row another transaction locked is WAL-logged).  Either way the
- * trigger runs in the (sub)transaction of the change.  BEFORE or AFTER
- * both count right: version 0.1.0 declared every one BEFORE, and this
- * library serves a 0.1.0 schema until ALTER EXTENSION pgjq UPDATE.
- */
-Datum
-pgjq_count_trigger(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	newtup = NULL;
-	HeapTuple	oldtup = NULL;
-	const char *relname;
-	const CountedTable *t;
-	int			which;
-	bool		isnull;
-	int32		queue_id;
-	int16		priority;
-	char		state = 0;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs != 1)
-		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
-
-	relname = trigdata->tg_trigger->tgargs[0];
-	if (strcmp(relname, "job") == 0)
-		which = PGJQ_IN_JOB;
-	else if (strcmp(relname, "job_result") == 0)
-		which = PGJQ_IN_RESULT;
-	else if (strcmp(relname, "dead_letter") == 0)
-		which = PGJQ_IN_DEAD_LETTER;
-	else
-		elog(ERROR, "pgjq: count_trigger on unknown table \"%s\"", relname);
-
-	desc = RelationGetDescr(trigdata->tg_relation);
-	t = counted_table(trigdata->tg_relation, which);
-	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		newtup = trigdata->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
-		oldtup = trigdata->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-	{
-		oldtup = trigdata->tg_trigtuple;
-		newtup = trigdata->tg_newtuple;
-	}
-
-	if (newtup != NULL && which != PGJQ_IN_DEAD_LETTER)
-	{
-		state = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
-		check_row(newtup, desc, t, which, relname, state);
-	}
-
-	/* without shared memory there is nothing to count into */
-	if (counters_shared == NULL)
-		return PointerGetDatum(newtup ? newtup : oldtup);
-
-	if (oldtup != NULL && which != PGJQ_IN_RESULT)
-	{
-		char		oldstate = which == PGJQ_IN_JOB ?
-			DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) :
-			PGJQ_STATE_DEAD;
-
-		add_delta(DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull)),
-				  DatumGetInt16(heap_getattr(oldtup, t->priority, desc, &isnull)),
-				  state_counter(oldstate), -1);
-	}
-	if (newtup == NULL)
-		return PointerGetDatum(oldtup);
-
-	queue_id = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
-	priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
-	if (which == PGJQ_IN_DEAD_LETTER)
-		state = PGJQ_STATE_DEAD;
-	if (oldtup != NULL && which == PGJQ_IN_RESULT)
-		return PointerGetDatum(newtup);	/* a result rewritten: no event */
-	add_delta(queue_id, priority, state_counter(state), 1);
-
-	if (which == PGJQ_IN_JOB && oldtup == NULL)
-	{
-		/* a new job, unless it is a dead letter coming back */
-		(void) heap_getattr(newtup, t->lease_token, desc, &isnull);
-		if (isnull)
-			add_delta(queue_id, priority, C_ENQUEUED, 1);
-	}
-	else if (which == PGJQ_IN_JOB &&
-			 DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) == PGJQ_STATE_LEASED &&
-			 state != PGJQ_STATE_LEASED)
-		add_delta(queue_id, priority, C_FAILED, 1);	/* retried */
-	else if (which == PGJQ_IN_DEAD_LETTER && oldtup == NULL)
-	{
-		add_delta(queue_id, priority, C_DEAD_LETTERED, 1);
-		add_delta(queue_id, priority, C_FAILED, 1);
-	}
-
-	return PointerGetDatum(newtup);
 }
 
 /*
@@ -580,21 +356,21 @@ install_counts(void)
 	{
 		bool		isnull;
 		CounterKey	key;
-		const StateInfo *info;
+		const PgjqStateInfo *info;
 		int64		n = DatumGetInt64(pgjq_stmt_value(i, COUNT_JOBS_JOBS, &isnull));
 
 		memset(&key, 0, sizeof(key));
 		key.dboid = MyDatabaseId;
 		key.queue_id = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
 		key.priority = DatumGetInt16(pgjq_stmt_value(i, COUNT_JOBS_PRIORITY, &isnull));
-		info = state_info(DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull)));
+		info = pgjq_state_info(DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull)));
 		e = counter_entry(&key, db);
 		if (e == NULL || info == NULL)
 			continue;
-		e->c[C_ENQUEUED] += n;
+		e->c[PGJQ_C_ENQUEUED] += n;
 		e->c[info->counter] += n;
 		if (info->table == PGJQ_IN_DEAD_LETTER)
-			e->c[C_DEAD_LETTERED] += n;
+			e->c[PGJQ_C_DEAD_LETTERED] += n;
 	}
 	if (db != NULL)
 	{
@@ -688,19 +464,19 @@ pgjq_counters(PG_FUNCTION_ARGS)
 	hash_seq_init(&status, counter_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
-		Datum		values[C_NUM + 4];
-		bool		nulls[C_NUM + 4];
+		Datum		values[PGJQ_C_NUM + 4];
+		bool		nulls[PGJQ_C_NUM + 4];
 
 		if (e->key.dboid != MyDatabaseId)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int32GetDatum(e->key.queue_id);
 		values[1] = Int32GetDatum((int32) e->key.priority);
-		for (int c = 0; c < C_NUM; c++)
+		for (int c = 0; c < PGJQ_C_NUM; c++)
 			values[2 + c] = Int64GetDatum(e->c[c]);
-		values[2 + C_NUM] = BoolGetDatum(valid);
-		values[3 + C_NUM] = TimestampTzGetDatum(since);
-		nulls[3 + C_NUM] = since == 0;
+		values[2 + PGJQ_C_NUM] = BoolGetDatum(valid);
+		values[3 + PGJQ_C_NUM] = TimestampTzGetDatum(since);
+		nulls[3 + PGJQ_C_NUM] = since == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(counter_lock);

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.h
- *	  The pgjq launcher and the slots of the per-database workers it
- *	  starts.
+ *	  The pgjq launcher (launcher.c) and the shared slots of the
+ *	  per-database workers it starts (slots.c).
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -14,6 +14,7 @@
 #ifndef PGJQ_LAUNCHER_H
 #define PGJQ_LAUNCHER_H
 
+#include "datatype/timestamp.h"
 #include "storage/lwlock.h"
 
 /* what jq_worker_status() reports of a database's worker */
@@ -26,12 +27,39 @@ typedef enum PgjqWorkerStatus
 	PGJQ_WORKER_EXITED			/* it stopped; the launcher starts it again */
 } PgjqWorkerStatus;
 
+/* what the launcher learns when it reaps a worker's slot */
+typedef enum PgjqSlotOutcome
+{
+	PGJQ_SLOT_UNUSED,			/* the slot is free */
+	PGJQ_SLOT_BUSY,				/* its worker starts or runs */
+	PGJQ_SLOT_ABSENT,			/* its worker found no pgjq; slot freed */
+	PGJQ_SLOT_FAILED			/* its worker failed or was stopped; slot freed */
+} PgjqSlotOutcome;
+
+/* whether the postmaster reports a registered worker stopped */
+typedef enum PgjqStopped
+{
+	PGJQ_STOPPED_NO,
+	PGJQ_STOPPED_YES,
+	PGJQ_STOPPED_UNKNOWN		/* no handle: registered by an earlier launcher */
+} PgjqStopped;
+
 /* shared memory (shmem.c) */
 extern Size pgjq_launcher_shmem_size(void);
 extern void pgjq_launcher_shmem_init(LWLock *lock);
 
 /* the postmaster */
 extern void pgjq_launcher_register(void);
+
+/* the launcher (launcher.c) and its side of the slots (slots.c) */
+extern bool pgjq_launcher_attach(void);
+extern void pgjq_request_rescan(void);
+extern int	pgjq_take_requests(Oid **dboids, bool *rescan);
+extern int	pgjq_slot_allocate(Oid dboid, uint32 *generation);
+extern void pgjq_slot_release(int slotno);
+extern PgjqSlotOutcome pgjq_slot_reap(int slotno, PgjqStopped stopped,
+									  TimestampTz now, Oid *dboid);
+extern bool pgjq_database_taken(Oid dboid, TimestampTz now);
 
 /* backends */
 extern void pgjq_wake_database_worker(Oid dboid);

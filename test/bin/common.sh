@@ -48,8 +48,8 @@ BASE_PACKAGES=(make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG
 # build_install compiles pgjq with warnings as errors and installs it
 build_install() {
     log "building and installing pgjq"
-    make -C "$TOP" -s PG_CONFIG="$PG_CONFIG"
-    as_root make -C "$TOP" -s PG_CONFIG="$PG_CONFIG" install
+    make -C "$TOP" -s PG_CONFIG="$PG_CONFIG" WERROR=-Werror
+    as_root make -C "$TOP" -s PG_CONFIG="$PG_CONFIG" WERROR=-Werror install
 }
 
 # cluster_start DIR PORT: a throwaway cluster in DIR, preloading pgjq,

@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * count_trigger.c
+ *	  jq.count_trigger(): the row trigger that turns every change of
+ *	  jq.job, jq.job_result and jq.dead_letter into counter deltas
+ *	  (counters.c), and checks the invariants of the rows it sees.
+ *
+ * Because every state change passes through it, the counters stay right
+ * whatever path changed a job: the C hot path, the SQL functions, or an
+ * operator's own SQL.  Which counter a state counts in, and which table it
+ * belongs in, come from PGJQ_STATES (pgjq.h).
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/count_trigger.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
+
+#include "counters.h"
+
+PG_FUNCTION_INFO_V1(pgjq_count_trigger);
+
+/*
+ * The attribute numbers the trigger reads, per counted table, found once
+ * per relation instead of by name on every row.  A relcache invalidation
+ * of the table (DROP EXTENSION, ALTER TABLE) forgets them.
+ */
+typedef struct CountedTable
+{
+	Oid			relid;
+	AttrNumber	queue_id;
+	AttrNumber	priority;
+	AttrNumber	state;			/* jq.job and jq.job_result */
+	AttrNumber	lease_token;	/* jq.job */
+	AttrNumber	lease_expires_at;	/* jq.job */
+} CountedTable;
+
+static CountedTable counted[3];
+
+static void
+counted_reset(Datum arg, Oid relid)
+{
+	for (size_t i = 0; i < lengthof(counted); i++)
+		if (relid == InvalidOid || counted[i].relid == relid)
+			counted[i].relid = InvalidOid;
+}
+
+static AttrNumber
+attnum(TupleDesc desc, const char *attname)
+{
+	int			n = SPI_fnumber(desc, attname);
+
+	return n > 0 ? n : InvalidAttrNumber;
+}
+
+/* counted_table returns the attribute numbers of a counted relation */
+static const CountedTable *
+counted_table(Relation rel, int which)
+{
+	static bool callback_registered = false;
+	CountedTable *t = &counted[which];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (t->relid == RelationGetRelid(rel))
+		return t;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(counted_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	t->queue_id = attnum(desc, "queue_id");
+	t->priority = attnum(desc, "priority");
+	t->state = attnum(desc, "state");
+	t->lease_token = attnum(desc, "lease_token");
+	t->lease_expires_at = attnum(desc, "lease_expires_at");
+	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
+		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
+		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
+								  t->lease_expires_at == InvalidAttrNumber)))
+		elog(ERROR, "pgjq: table \"%s\" lacks a column the count trigger reads",
+			 RelationGetRelationName(rel));
+	t->relid = RelationGetRelid(rel);
+	return t;
+}
+
+/*
+ * check_row enforces, for a new row, the invariants that would be CHECK
+ * constraints but cost less here (the executor parses a table's CHECK
+ * expressions again for every statement, which the hot path would pay on
+ * every enqueue): the state belongs in the table, and a row of jq.job has
+ * lease_expires_at set if and only if it is leased.  Every INSERT and
+ * every UPDATE of state fires the trigger; the one UPDATE that leaves
+ * state alone, jq_extend, only touches a leased job's lease_expires_at.
+ */
+static void
+check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
+		  const char *relname, char state)
+{
+	const PgjqStateInfo *info = pgjq_state_info(state);
+	bool		no_lease;
+
+	if (info == NULL || (int) info->table != which)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("invalid state \"%c\" for a row of jq.%s", state, relname),
+				 which == PGJQ_IN_JOB ?
+				 errdetail("A job in jq.job is ready (r), scheduled (s) or leased (l).") :
+				 errdetail("A job in jq.job_result succeeded (d) or was cancelled (c).")));
+	if (which != PGJQ_IN_JOB)
+		return;
+	(void) heap_getattr(tup, t->lease_expires_at, desc, &no_lease);
+	if ((state == PGJQ_STATE_LEASED) == no_lease)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("a row of jq.job has lease_expires_at set if and only if it is leased"),
+				 errdetail("The row has state \"%c\" and %s lease_expires_at.",
+						   state, no_lease ? "no" : "a")));
+}
+
+/*
+ * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
+ * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
+ * after-trigger event, and AFTER UPDATE and DELETE, which see the row
+ * version the statement really changed without making the executor lock
+ * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
+ * lock of a row another transaction locked is WAL-logged).  Either way the
+ * trigger runs in the (sub)transaction of the change.  BEFORE or AFTER
+ * both count right: version 0.1.0 declared every one BEFORE, and this
+ * library serves a 0.1.0 schema until ALTER EXTENSION pgjq UPDATE.
+ */
+Datum
+pgjq_count_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
+	const char *relname;
+	const CountedTable *t;
+	int			which;
+	bool		isnull;
+	int32		queue_id;
+	int16		priority;
+	char		state = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1)
+		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
+
+	relname = trigdata->tg_trigger->tgargs[0];
+	if (strcmp(relname, "job") == 0)
+		which = PGJQ_IN_JOB;
+	else if (strcmp(relname, "job_result") == 0)
+		which = PGJQ_IN_RESULT;
+	else if (strcmp(relname, "dead_letter") == 0)
+		which = PGJQ_IN_DEAD_LETTER;
+	else
+		elog(ERROR, "pgjq: count_trigger on unknown table \"%s\"", relname);
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	t = counted_table(trigdata->tg_relation, which);
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		newtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		oldtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		oldtup = trigdata->tg_trigtuple;
+		newtup = trigdata->tg_newtuple;
+	}
+
+	if (newtup != NULL && which != PGJQ_IN_DEAD_LETTER)
+	{
+		state = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
+		check_row(newtup, desc, t, which, relname, state);
+	}
+
+	if (oldtup != NULL && which != PGJQ_IN_RESULT)
+	{
+		char		oldstate = which == PGJQ_IN_JOB ?
+			DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) :
+			PGJQ_STATE_DEAD;
+
+		pgjq_counters_add(DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull)),
+				  DatumGetInt16(heap_getattr(oldtup, t->priority, desc, &isnull)),
+				  pgjq_state_counter(oldstate), -1);
+	}
+	if (newtup == NULL)
+		return PointerGetDatum(oldtup);
+
+	queue_id = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
+	priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
+	if (which == PGJQ_IN_DEAD_LETTER)
+		state = PGJQ_STATE_DEAD;
+	if (oldtup != NULL && which == PGJQ_IN_RESULT)
+		return PointerGetDatum(newtup);	/* a result rewritten: no event */
+	pgjq_counters_add(queue_id, priority, pgjq_state_counter(state), 1);
+
+	if (which == PGJQ_IN_JOB && oldtup == NULL)
+	{
+		/* a new job, unless it is a dead letter coming back */
+		(void) heap_getattr(newtup, t->lease_token, desc, &isnull);
+		if (isnull)
+			pgjq_counters_add(queue_id, priority, PGJQ_C_ENQUEUED, 1);
+	}
+	else if (which == PGJQ_IN_JOB &&
+			 DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull)) == PGJQ_STATE_LEASED &&
+			 state != PGJQ_STATE_LEASED)
+		pgjq_counters_add(queue_id, priority, PGJQ_C_FAILED, 1);	/* retried */
+	else if (which == PGJQ_IN_DEAD_LETTER && oldtup == NULL)
+	{
+		pgjq_counters_add(queue_id, priority, PGJQ_C_DEAD_LETTERED, 1);
+		pgjq_counters_add(queue_id, priority, PGJQ_C_FAILED, 1);
+	}
+
+	return PointerGetDatum(newtup);
+}
