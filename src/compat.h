@@ -15,9 +15,11 @@
 #ifndef PGJQ_COMPAT_H
 #define PGJQ_COMPAT_H
 
+#include "catalog/pg_database.h"
 #include "funcapi.h"
 #include "commands/async.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/tuplestore.h"
 
@@ -51,6 +53,14 @@
 #define pgjq_process_completed_notifies() ProcessCompletedNotifies()
 #else
 #define pgjq_process_completed_notifies() ((void) 0)
+#endif
+
+/* ownership checks of a database: one function per class from 16 on */
+#if PG_VERSION_NUM >= 160000
+#define pgjq_database_ownercheck(dboid) \
+	object_ownercheck(DatabaseRelationId, (dboid), GetUserId())
+#else
+#define pgjq_database_ownercheck(dboid) pg_database_ownercheck((dboid), GetUserId())
 #endif
 
 /*

@@ -316,6 +316,19 @@ pgjq_counters_add(int32 queue_id, int16 priority, int c, int64 n)
 	d->c[c] += n;
 }
 
+/* forget_counters removes this database's counters; caller locks */
+static void
+forget_counters(void)
+{
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->key.dboid == MyDatabaseId)
+			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
+}
+
 /*
  * pgjq_counters_need_rebuild tells the worker whether this database's
  * counters must be rebuilt: never built since the start, or stale.
@@ -341,16 +354,11 @@ pgjq_counters_need_rebuild(void)
 static void
 install_counts(void)
 {
-	HASH_SEQ_STATUS status;
 	CounterEntry *e;
 	CountersDb *db;
 
 	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
-	hash_seq_init(&status, counter_hash);
-	while ((e = hash_seq_search(&status)) != NULL)
-		if (e->key.dboid == MyDatabaseId)
-			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
-
+	forget_counters();
 	db = counters_db(MyDatabaseId, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -512,17 +520,12 @@ pgjq_counters_valid(PG_FUNCTION_ARGS)
 Datum
 pgjq_reset_counters(PG_FUNCTION_ARGS)
 {
-	HASH_SEQ_STATUS status;
-	CounterEntry *e;
 	CountersDb *db;
 
 	if (counters_shared == NULL)
 		PG_RETURN_VOID();
 	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
-	hash_seq_init(&status, counter_hash);
-	while ((e = hash_seq_search(&status)) != NULL)
-		if (e->key.dboid == MyDatabaseId)
-			hash_search(counter_hash, &e->key, HASH_REMOVE, NULL);
+	forget_counters();
 	db = counters_db(MyDatabaseId, false);
 	if (db != NULL)
 		db->valid = false;

@@ -85,12 +85,15 @@ names_pgjq(List *objects)
 
 /*
  * database_needed_alone returns the database that a statement needs with
- * no other session connected, or InvalidOid.
+ * no other session connected, or InvalidOid.  Only for a caller who owns
+ * the database (every one of these statements requires it, or superuser):
+ * others must not be able to stop its worker by trying.
  */
 static Oid
 database_needed_alone(Node *parsetree)
 {
 	const char *dbname = NULL;
+	Oid			dboid;
 	ListCell   *lc;
 
 	switch (nodeTag(parsetree))
@@ -116,7 +119,12 @@ database_needed_alone(Node *parsetree)
 		default:
 			break;
 	}
-	return dbname != NULL ? get_database_oid(dbname, true) : InvalidOid;
+	if (dbname == NULL)
+		return InvalidOid;
+	dboid = get_database_oid(dbname, true);
+	if (!OidIsValid(dboid) || !pgjq_database_ownercheck(dboid))
+		return InvalidOid;
+	return dboid;
 }
 
 /*
