@@ -394,6 +394,13 @@ pgjq_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			next_maintenance = 0;	/* intervals may have changed */
+			if (!pgjq_database_allowed(dbname))
+			{
+				ereport(LOG,
+						(errmsg("pgjq worker for database \"%s\" exiting: the database is no longer in pgjq.database",
+								dbname)));
+				proc_exit(0);
+			}
 		}
 		if (pgjq_worker_recheck())
 			next_maintenance = 0;	/* the extension changed: look now */

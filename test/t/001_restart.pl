@@ -3,21 +3,15 @@
 # uncommitted enqueues are gone.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgjq'");
-$node->start;
-
-$node->safe_psql('postgres', q{
-    CREATE EXTENSION pgjq;
-    SELECT jq.jq_create_queue('crash');
-    SELECT jq.jq_enqueue_batch('crash',
-        (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 100) g));
-});
+my $node = new_node('main', extension => 1);
+create_queue($node, 'postgres', 'crash');
+enqueue_jobs($node, 'postgres', 'crash', map { qq({"n": $_}) } 1 .. 100);
 
 # lease ten jobs, complete five of them
 my $leased = $node->safe_psql('postgres', q{

@@ -9,26 +9,24 @@
 #     can hold with eight workers dequeuing at once.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
 my $njobs = 5000;
 my $clients = 8;
 my $max_batch = 5;     # the most jobs one dequeue takes
 my $transactions = 400;    # per client: 3,200 in all, enough to drain
 
-my $node = PostgreSQL::Test::Cluster->new('workers');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgjq'");
-$node->start;
+my $node = new_node('workers', extension => 1);
+create_queue($node, 'postgres', 'work');
 
 # Priorities are interleaved by id, so that handing out jobs in id (or
 # enqueue) order would show: 500 urgent (10), 1,000 high (5), 3,500
 # standard (0).
 $node->safe_psql('postgres', qq{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('work');
     SELECT count(jq.jq_enqueue('work', jsonb_build_object('n', g),
                             priority => CASE WHEN g % 10 = 0 THEN 10
                                              WHEN g % 10 IN (3, 7) THEN 5

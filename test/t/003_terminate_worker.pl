@@ -8,24 +8,17 @@
 #     and the lease is still good for an ack.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('terminate');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgjq'");
-$node->start;
-
-$node->safe_psql('postgres', q{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('intx');
-    SELECT 1 FROM jq.jq_create_queue('auto');
-    SELECT jq.jq_enqueue_batch('intx',
-        (SELECT array_agg(jsonb_build_object('n', g) ORDER BY g) FROM generate_series(1, 20) g));
-    SELECT jq.jq_enqueue_batch('auto',
-        (SELECT array_agg(jsonb_build_object('n', g) ORDER BY g) FROM generate_series(1, 10) g));
-});
+my $node = new_node('terminate', extension => 1);
+create_queue($node, 'postgres', 'intx');
+create_queue($node, 'postgres', 'auto');
+enqueue_jobs($node, 'postgres', 'intx', map { qq({"n": $_}) } 1 .. 20);
+enqueue_jobs($node, 'postgres', 'auto', map { qq({"n": $_}) } 1 .. 10);
 
 # terminate_worker(BG): kills the backend of background psql BG and waits
 # until it is gone and holds no locks, so its transaction is over

@@ -21,41 +21,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
 my $naptime = 0.2;    # seconds; pgjq.naptime of the main node
 # allowance for scheduling, psql start-up and polling on a busy machine
 my $slack = 1.0;
-
-# poll_fast(NODE, DB, SQL, TIMEOUT): runs SQL every 20 ms until it returns
-# 't'; returns the seconds waited, or undef after TIMEOUT seconds
-sub poll_fast
-{
-	my ($node, $db, $sql, $timeout) = @_;
-	my $t0 = time;
-	while (1)
-	{
-		return time - $t0 if $node->safe_psql($db, $sql) eq 't';
-		return undef if time - $t0 > $timeout;
-		usleep(20_000);
-	}
-}
-
-# lease_and_disconnect(NODE, DB, QUEUE, LEASE_SECONDS): a session leases one
-# job of QUEUE and disconnects without acking it; returns the job id, its
-# lease token and the epoch of its lease expiry
-sub lease_and_disconnect
-{
-	my ($node, $db, $queue, $secs) = @_;
-	my $session = $node->background_psql($db);
-	my $row = $session->query_safe(
-		qq{SELECT job_id, lease_token, extract(epoch FROM lease_expires_at)
-		     FROM jq.jq_dequeue('$queue', 1, $secs)});
-	$session->quit;
-	my ($id, $token, $expires) = split /\|/, $row;
-	die "nothing to lease in queue $queue" unless defined $expires;
-	return ($id, $token, $expires);
-}
 
 # reclaim_delay(NODE, DB, ID, EXPIRES): seconds between the lease expiry and
 # the reclaim, from the time the worker wrote into the job's errors
@@ -65,13 +38,6 @@ sub reclaim_delay
 	return $node->safe_psql($db, qq{
 		SELECT extract(epoch FROM (errors -> -1 ->> 'at')::timestamptz) - $expires
 		  FROM jq.job WHERE id = $id});
-}
-
-# the worker's pid as jq.jq_worker_status() reports it ('' when none)
-sub worker_pid
-{
-	my ($node, $db) = @_;
-	return $node->safe_psql($db, 'SELECT worker_pid FROM jq.jq_worker_status()');
 }
 
 # idle_for(PID, CONDITION): SQL for the seconds since backend PID last
@@ -85,28 +51,16 @@ sub idle_for
 	            FROM pg_stat_activity WHERE pid = $pid};
 }
 
-my $node = PostgreSQL::Test::Cluster->new('reclaim');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-pgjq.naptime = '${\ int($naptime * 1000)}ms'
-pgjq.reclaim_batch = 10
-});
-$node->start;
-
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq.jq_create_queue('rq');
-	SELECT 1 FROM jq.jq_create_queue('dlq', max_attempts => 1);
-});
+my $node = new_node('reclaim', extension => 1, conf => {
+	'pgjq.database' => 'postgres',
+	'pgjq.naptime' => int($naptime * 1000) . 'ms',
+	'pgjq.reclaim_batch' => 10 });
+create_queue($node, 'postgres', 'rq');
+create_queue($node, 'postgres', 'dlq', max_attempts => 1);
 
 # --- the worker runs ---------------------------------------------------------
 
-ok($node->poll_query_until('postgres',
-		'SELECT worker_pid IS NOT NULL FROM jq.jq_worker_status()'),
-	'jq.jq_worker_status() reports a worker pid');
+ok(defined wait_for_worker($node, 'postgres'), 'jq.jq_worker_status() reports a worker pid');
 is( $node->safe_psql('postgres',
 		'SELECT preloaded, databases, status FROM jq.jq_worker_status()'),
 	't|postgres|ok',
@@ -196,10 +150,9 @@ is($node->safe_psql('postgres', "SELECT jq.jq_ack($did, $dtoken)"),
 
 # --- more expired leases than pgjq.reclaim_batch ------------------------------
 
+create_queue($node, 'postgres', 'bulk');
+enqueue_jobs($node, 'postgres', 'bulk', map { qq({"n": $_}) } 1 .. 25);
 $node->safe_psql('postgres', q{
-	SELECT 1 FROM jq.jq_create_queue('bulk');
-	SELECT jq.jq_enqueue_batch('bulk',
-	    (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 25) g));
 	CREATE TABLE bulk_leases AS
 	    SELECT job_id, lease_token, lease_expires_at FROM jq.jq_dequeue('bulk', 25, 1);
 });
@@ -284,10 +237,7 @@ is( $node->safe_psql('postgres',
 cmp_ok($node->safe_psql('postgres', idle_for($newpid)),
 	'<', $naptime + 0.5, 'with a 200 ms naptime the worker makes a pass every naptime');
 
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM SET pgjq.naptime = '60s';
-	SELECT pg_reload_conf();
-});
+alter_system($node, 'pgjq.naptime', '60s');
 ok($node->poll_query_until('postgres', 'SHOW pgjq.naptime', '1min'),
 	'after ALTER SYSTEM and pg_reload_conf(), a new session shows pgjq.naptime = 1min');
 ok( $node->poll_query_until('postgres',
@@ -303,10 +253,7 @@ is($node->safe_psql('postgres', "SELECT state FROM jq.jq_result($hid)"),
 	'leased', 'and stays leased one second (5 old naptimes) past its expiry');
 
 # ... and the SIGHUP that brings the naptime back wakes the worker at once
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM RESET pgjq.naptime;
-	SELECT pg_reload_conf();
-});
+alter_system($node, 'pgjq.naptime', undef);
 my $reload_at = time;
 ok( defined poll_fast($node, 'postgres',
 		"SELECT state = 'ready' FROM jq.jq_result($hid)", 30),
@@ -324,10 +271,7 @@ ok( $node->poll_query_until('postgres',
 
 # --- SIGTERM: a fast shutdown does not wait for the worker's sleep -----------
 
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM SET pgjq.naptime = '60s';
-	SELECT pg_reload_conf();
-});
+alter_system($node, 'pgjq.naptime', '60s');
 ok( $node->poll_query_until('postgres',
 		idle_for($newpid, '> 1')),
 	'the worker is in a 60 s sleep');
@@ -355,10 +299,8 @@ my ($create_rc, $create_out, $create_err) =
 	unlike($create_err, qr/FATAL/, 'loading pgjq without preloading is not fatal');
 	is($create_rc, 0, 'without preloading, CREATE EXTENSION pgjq works');
 
-	$plain->safe_psql('postgres', q{
-		SELECT 1 FROM jq.jq_create_queue('pq');
-		SELECT jq.jq_enqueue('pq', '{"n": 1}');
-	});
+	create_queue($plain, 'postgres', 'pq');
+	$plain->safe_psql('postgres', q{SELECT jq.jq_enqueue('pq', '{"n": 1}')});
 	my ($pid_p, $tok_p) = split /\|/,
 	  $plain->safe_psql('postgres',
 		q{SELECT job_id, lease_token FROM jq.jq_dequeue('pq', 1)});

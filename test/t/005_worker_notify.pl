@@ -12,35 +12,25 @@
 # The defaults apply: pgjq.naptime 1s, pgjq.notify_interval 10ms.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use POSIX qw(ceil);
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
 my $notify_interval = 0.01;    # seconds, the default pgjq.notify_interval
 
-my $node = PostgreSQL::Test::Cluster->new('notify');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgjq'");
-$node->start;
-
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq.jq_create_queue('q');
-	SELECT 1 FROM jq.jq_create_queue('other');
-	CREATE TABLE unrelated (x int);
-});
-ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
-	'the pgjq worker runs');
+my $node = new_node('notify', extension => 1);
+create_queue($node, 'postgres', 'q');
+create_queue($node, 'postgres', 'other');
+$node->safe_psql('postgres', 'CREATE TABLE unrelated (x int)');
+ok(defined wait_for_worker($node, 'postgres'), 'the pgjq worker runs');
 # counters that lose their validity (here reset by hand, as CREATE
 # EXTENSION does) are rebuilt at the worker's next pass (pgjq.naptime,
 # 1 s), not at its next statistics tick, stretched here to a minute
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM SET pgjq.stats_interval = '60s';
-	SELECT pg_reload_conf();
-});
+alter_system($node, 'pgjq.stats_interval', '60s');
 sleep 1;
 my $t0 = time;
 $node->safe_psql('postgres', 'SELECT jq.reset_counters()');
@@ -48,11 +38,8 @@ ok($node->poll_query_until('postgres', q{SELECT bool_and(counters_valid) FROM jq
 	'counters become valid again after a reset');
 cmp_ok(time - $t0, '<', 5, sprintf('within a few seconds (%.1f s), not at the next statistics tick',
 		time - $t0));
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM RESET pgjq.stats_interval;
-	SELECT pg_reload_conf();
-});
-my $worker = $node->safe_psql('postgres', 'SELECT worker_pid FROM jq.jq_worker_status()');
+alter_system($node, 'pgjq.stats_interval', undef);
+my $worker = worker_pid($node, 'postgres');
 is($node->safe_psql('postgres', 'SHOW pgjq.notify_interval'),
 	'10ms', 'pgjq.notify_interval has its default, 10ms');
 
@@ -249,9 +236,7 @@ is($sjob, $sid, 'jq_dequeue gets the job');
 $node->safe_psql('postgres', "SELECT jq.jq_ack($sid, $stoken)");
 my $lid = $node->safe_psql('postgres', q{SELECT jq.jq_enqueue('q', '{"n": "lease"}')});
 ok(defined wait_q(5), 'enqueued a job (and heard of it)');
-my ($ljob, $ltoken, $lexpires) = split /\|/, $node->safe_psql('postgres', q{
-	SELECT job_id, lease_token, extract(epoch FROM lease_expires_at)
-	  FROM jq.jq_dequeue('q', 1, 2)});
+my ($ljob, $ltoken, $lexpires) = lease_and_disconnect($node, 'postgres', 'q', 2);
 is($ljob, $lid, 'it is leased for 2 seconds and not acked');
 @early = ();
 while (time < $lexpires - 0.05)

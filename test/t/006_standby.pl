@@ -14,23 +14,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'pgjq'
-pgjq.naptime = '200ms'
-});
-$primary->start;
-$primary->safe_psql('postgres', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq.jq_create_queue('sq');
-});
-ok($primary->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
-	'the primary runs a pgjq worker');
+my $primary = new_node('primary', extension => 1,
+	init => { allows_streaming => 1 },
+	conf => { 'pgjq.naptime' => '200ms' });
+create_queue($primary, 'postgres', 'sq');
+ok(defined wait_for_worker($primary, 'postgres'), 'the primary runs a pgjq worker');
 
 $primary->backup('base');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
@@ -46,8 +39,7 @@ is($standby->safe_psql('postgres', 'SHOW shared_preload_libraries'),
 # --- an expired lease on the primary, replicated --------------------------------
 
 my $id = $primary->safe_psql('postgres', q{SELECT jq.jq_enqueue('sq', '{"n": 1}')});
-my ($lid, $expires) = split /\|/, $primary->safe_psql('postgres', q{
-	SELECT job_id, extract(epoch FROM lease_expires_at) FROM jq.jq_dequeue('sq', 1, 2)});
+my ($lid) = lease_and_disconnect($primary, 'postgres', 'sq', 2);
 is($lid, $id, 'on the primary a job is leased for 2 seconds, in autocommit');
 
 my $holder = $primary->background_psql('postgres');
@@ -92,22 +84,16 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 	'f', 'the standby is promoted');
 $standby->wait_for_log(qr/pgjq worker started for database "postgres"/, $log_offset);
 pass('a pgjq worker starts after the promotion');
-ok($standby->poll_query_until('postgres',
-		q{SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}),
+ok(defined wait_for_worker($standby, 'postgres'),
 	'jq.jq_worker_status() on the promoted node names the worker');
-my $wpid = $standby->safe_psql('postgres', 'SELECT worker_pid FROM jq.jq_worker_status()');
+my $wpid = worker_pid($standby, 'postgres');
 is( $standby->safe_psql('postgres', qq{
 		SELECT backend_type FROM pg_stat_activity WHERE pid = $wpid}),
 	'pgjq worker', 'and it shows in pg_stat_activity');
 
-my $reclaimed;
-while (time - $promote_at < 30)
-{
-	$reclaimed = time - $promote_at
-	  if $standby->safe_psql('postgres', "SELECT state FROM jq.jq_result($id)") eq 'ready';
-	last if defined $reclaimed;
-	usleep(20_000);
-}
+my $reclaimed = poll_fast($standby, 'postgres',
+	"SELECT state = 'ready' FROM jq.jq_result($id)", 30 - (time - $promote_at));
+$reclaimed = time - $promote_at if defined $reclaimed;
 ok(defined $reclaimed, 'the promoted node reclaims the expired lease');
 note sprintf('reclaimed %.2f s after the promotion began', $reclaimed // -1);
 cmp_ok($reclaimed // 99, '<', 5, 'within 5 s of the promotion');

@@ -4,46 +4,22 @@
 # up with deltas afterwards.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('counters');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-pgjq.naptime = '200ms'
-pgjq.stats_interval = '1s'
-max_prepared_transactions = 5
-});
-$node->start;
-
-$node->safe_psql('postgres', q{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('c', max_attempts => 2, backoff_base => '1 hour',
-                                  backoff_cap => '1 hour');
-    -- the truth, and where the counters differ from it
-    CREATE VIEW mismatch AS
-    WITH t AS (
-        SELECT queue_id, priority::integer AS priority,
-               count(*) FILTER (WHERE state = 'r') AS ready,
-               count(*) FILTER (WHERE state = 's') AS scheduled,
-               count(*) FILTER (WHERE state = 'l') AS leased, 0 AS dead
-          FROM jq.job GROUP BY 1, 2
-        UNION ALL
-        SELECT queue_id, priority, 0, 0, 0, count(*) FROM jq.dead_letter GROUP BY 1, 2),
-    tt AS (SELECT queue_id, priority, sum(ready) r, sum(scheduled) s, sum(leased) l, sum(dead) d
-             FROM t GROUP BY 1, 2),
-    c AS (SELECT * FROM jq.counters() WHERE ready + scheduled + leased + dead > 0)
-    SELECT * FROM tt FULL JOIN c USING (queue_id, priority)
-     WHERE tt.r IS DISTINCT FROM c.ready OR tt.s IS DISTINCT FROM c.scheduled
-        OR tt.l IS DISTINCT FROM c.leased OR tt.d IS DISTINCT FROM c.dead;
-});
+my $node = new_node('counters', extension => 1, conf => {
+    'pgjq.database' => 'postgres',
+    'pgjq.naptime' => '200ms',
+    'pgjq.stats_interval' => '1s',
+    'max_prepared_transactions' => 5 });
+create_queue($node, 'postgres', 'c', max_attempts => 2, backoff_base => '1 hour',
+             backoff_cap => '1 hour');
 
 # the worker builds the counters once it runs
-$node->poll_query_until('postgres',
-    q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'c'})
+wait_for_counters($node, 'postgres', 'c')
   or die 'counters never became valid';
 
 sub workload
@@ -70,7 +46,7 @@ sub workload
 }
 
 workload();
-is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+is(counters_mismatch($node, 'postgres'), '0',
    'counters equal the truth after a mixed workload');
 
 # a prepared transaction's deltas reach the counters through a rebuild
@@ -78,28 +54,26 @@ $node->safe_psql('postgres', q{
     BEGIN; SELECT jq.jq_enqueue('c', '{"prepared": true}'); PREPARE TRANSACTION 'p1';
 });
 $node->safe_psql('postgres', q{COMMIT PREPARED 'p1'});
-$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM mismatch')
+counters_mismatch($node, 'postgres', wait => 1) eq '0'
   or die 'counters did not catch up with a prepared transaction';
 pass('counters catch up after COMMIT PREPARED');
 
 $node->restart;
-$node->poll_query_until('postgres',
-    q{SELECT counters_valid AND ready > 0 FROM jq.queue_stats WHERE queue = 'c'})
+wait_for_counters($node, 'postgres', 'c', 'ready > 0')
   or die 'counters never rebuilt after restart';
-is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+is(counters_mismatch($node, 'postgres'), '0',
    'counters equal the truth after a clean restart');
 
 workload();
 $node->stop('immediate');
 $node->start;
-$node->poll_query_until('postgres',
-    q{SELECT counters_valid AND ready > 0 FROM jq.queue_stats WHERE queue = 'c'})
+wait_for_counters($node, 'postgres', 'c', 'ready > 0')
   or die 'counters never rebuilt after a crash';
-is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+is(counters_mismatch($node, 'postgres'), '0',
    'counters equal the truth after an immediate-mode crash');
 
 workload();
-is($node->safe_psql('postgres', 'SELECT count(*) FROM mismatch'), '0',
+is(counters_mismatch($node, 'postgres'), '0',
    'and keep up with the deltas after the rebuild');
 
 # the view reads no table in full: its cost does not grow with depth
@@ -109,10 +83,8 @@ unlike($plan, qr/Seq Scan on job\b/, 'jq.queue_stats never scans the job table')
 
 # alerts fire and clear by themselves: the worker checks every stats_interval
 my $log_offset = -s $node->logfile;
-$node->safe_psql('postgres', q{
-    SELECT 1 FROM jq.jq_create_queue('alerted', alert_depth_warning => 3);
-    SELECT jq.jq_enqueue_batch('alerted', ARRAY['{}', '{}', '{}', '{}']::jsonb[]);
-});
+create_queue($node, 'postgres', 'alerted', alert_depth_warning => 3);
+enqueue_jobs($node, 'postgres', 'alerted', ('{}') x 4);
 $node->poll_query_until('postgres',
     q{SELECT count(*) = 1 FROM jq.alert WHERE queue = 'alerted' AND cleared_at IS NULL})
   or die 'the depth alert never fired';

@@ -2,24 +2,17 @@
 # by another transaction, it keeps sleeping between passes.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('nospin');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-pgjq.stats_interval = '1h'
-});
-$node->start;
-$node->safe_psql('postgres', q{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('q');
-    SELECT jq.jq_enqueue('q', '{}');
-    SELECT job_id FROM jq.jq_dequeue('q', 1, 1);
-});
+my $node = new_node('nospin', extension => 1,
+    conf => { 'pgjq.database' => 'postgres', 'pgjq.stats_interval' => '1h' });
+create_queue($node, 'postgres', 'q');
+enqueue_jobs($node, 'postgres', 'q', '{}');
+lease_and_disconnect($node, 'postgres', 'q', 1);
 
 # hold the job's row lock past its lease expiry
 my $holder = $node->background_psql('postgres');

@@ -17,11 +17,11 @@
 # fails the test: make test installs them.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
+use PgjqTest;
 use ScoringRules;
 use IPC::Run;
 use File::Spec;
@@ -53,46 +53,14 @@ my %command = (
 	shell => [ $shell, "$dir/shell/worker.sh" ],);
 my @langs = qw(python node shell);
 
-# the scoring rules (expected_score) and json_string: test/t/ScoringRules.pm
+# the scoring rules (expected_score), the copies and the malformed payloads:
+# test/t/ScoringRules.pm
 
 # --- the jobs -------------------------------------------------------------------------
 
-my $e_acute = "\x{e9}";
 my $rocket = "\x{1f680}";
-my @copies = (
-	'Buy two, get one free',
-	'Shop the autumn sale today: coats, boots and scarves at half price.',
-	'GUARANTEED results or your money back. Order now!',
-	'A miracle cure for tired skin. Guaranteed. Buy today.',
-	'Be a winner: book your table',
-	'hi',
-	'',
-	'Our buyers love the bookshop on the corner',      # no whole-word CTA
-	'Shopping made simple for every season of the year',    # "shopping" is not "shop"
-	'ORDER your custom print online; delivery in 2 days',
-	"Caf${e_acute} cr${e_acute}me, fresh every morning. Book a table now!",
-	"New ${rocket}${rocket} buy it today",                     # 19 characters, 21 UTF-16 units
-	"New ${rocket}${rocket} buy it today!",                    # 20 characters
-	'x' x 150,
-	'Shop ' . ("caf$e_acute" x 35) . ' now!',           # 150 characters, 185 bytes
-	('Shop ' . 'a' x 146),                               # 151 characters
-	"line one\nline two\tBUY \"quoted\" and back\\slash",
-	'Miracle cure for every winner, guaranteed. No need to act.',    # clamps to 0
-	'book book book book book book book book book book',
-	'Order, shop, buy or book: we take them all, in that order',
-	'Nothing to see here, just words without a call to action.',
-	"Caf${e_acute}s: winner of 2024",
-	'buy1 shop2 order3 book4: digits stick to words',
-	'Book-keeping made easy. Order the guide.',
-);
-my @malformed = (
-	'{"nocopy": "Buy now"}',
-	'{"copy": 5}',
-	'{"copy": null}',
-	'{"copy": {"text": "Buy now"}}',
-	'{"copy": ["Buy now"]}',
-	'["copy", "Buy now"]',
-);
+my @copies = ad_copies();
+my @malformed = malformed_payloads();
 is(scalar @copies, 24, '24 valid copies');
 is(length("New ${rocket}${rocket} buy it today"), 19, 'a copy of 19 characters');
 is((expected_score("New ${rocket}${rocket} buy it today"))[1],
@@ -109,29 +77,17 @@ my @jobs = job_mix(30, 5, \@copies, \@malformed);
 
 # --- the cluster -------------------------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('workers');
-$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION pgjq');
+my $node = new_node('workers', extension => 1,
+	init => { extra => [ '--encoding=UTF8', '--locale=C' ] },
+	conf => { 'pgjq.database' => 'postgres' });
 for my $lang (@langs)
 {
-	$node->safe_psql('postgres',
-		"SELECT 1 FROM jq.jq_create_queue('ads_$lang', lease_seconds => $lease, max_attempts => 3)");
+	create_queue($node, 'postgres', "ads_$lang", lease_seconds => $lease, max_attempts => 3);
 }
-ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
-	'the pgjq worker runs');
+ok(defined wait_for_worker($node, 'postgres'), 'the pgjq worker runs');
 
-my $user = getpwuid($>);
-$ENV{PGHOST} = $node->host;
-$ENV{PGPORT} = $node->port;
-$ENV{PGUSER} = $user;
-$ENV{PGDATABASE} = 'postgres';
-delete $ENV{$_} for grep { /^JQ_/ } keys %ENV;
+client_env($node, 'postgres');
+$ENV{PGUSER} = getpwuid($>);
 
 # start_worker(LANG, OPTIONS...): the worker as a subprocess; returns
 # [harness, \stdout, \stderr]
@@ -171,9 +127,7 @@ ok(wait_listening('python', 'node'), 'the Python and Node workers are connected'
 my %job_of;    # lang => { job id => index into @jobs }
 for my $lang (@langs)
 {
-	my $array = join(",\n", map { my $p = $_->[0]; $p =~ s/'/''/g; "'$p'" } @jobs);
-	my @ids = split /\n/, $node->safe_psql('postgres',
-		"SELECT unnest(jq.jq_enqueue_batch('ads_$lang', ARRAY[$array]::jsonb[]))");
+	my @ids = enqueue_jobs($node, 'postgres', "ads_$lang", map { $_->[0] } @jobs);
 	is(scalar @ids, 30, "30 jobs enqueued into ads_$lang");
 	@{ $job_of{$lang} }{@ids} = (0 .. $#ids);
 }

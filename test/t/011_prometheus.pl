@@ -3,9 +3,11 @@
 # against a cluster and read its /metrics.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 use HTTP::Tiny;
 use IO::Socket::INET;
 use IPC::Run;
@@ -17,25 +19,17 @@ ok(-x $exporter, 'prometheus-postgres-exporter is installed') or BAIL_OUT('no ex
 my $queries = dirname(__FILE__) . '/../../docs/prometheus/pgjq_queries.yaml';
 $queries = Cwd::abs_path($queries);
 
-my $node = PostgreSQL::Test::Cluster->new('prom');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-pgjq.stats_interval = '1s'
-});
-$node->start;
+my $node = new_node('prom', extension => 1,
+    conf => { 'pgjq.database' => 'postgres', 'pgjq.stats_interval' => '1s' });
+create_queue($node, 'postgres', 'scoring', max_attempts => 1, alert_depth_warning => 5);
+enqueue_jobs($node, 'postgres', 'scoring', ('{}') x 7);
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION pgjq;
     CREATE ROLE prom_exporter LOGIN IN ROLE jq_reader, pg_monitor;
-    SELECT 1 FROM jq.jq_create_queue('scoring', max_attempts => 1, alert_depth_warning => 5);
-    SELECT jq.jq_enqueue_batch('scoring', (SELECT array_agg('{}'::jsonb) FROM generate_series(1, 7)));
     SELECT jq.jq_enqueue('scoring', '{"urgent": true}', priority => 10);
     SELECT jq.jq_ack(job_id, lease_token) FROM jq.jq_dequeue('scoring', 1);
     SELECT jq.jq_fail(job_id, lease_token, 'bad', permanent => true) FROM jq.jq_dequeue('scoring', 1);
 });
-$node->poll_query_until('postgres',
-    q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'scoring'})
+wait_for_counters($node, 'postgres', 'scoring')
   or die 'counters never valid';
 $node->poll_query_until('postgres',
     q{SELECT count(*) = 1 FROM jq.alert WHERE queue = 'scoring' AND cleared_at IS NULL})

@@ -4,21 +4,19 @@
 # restored queue carries on: leases ack with their tokens, ids continue.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('dump');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgjq'\npgjq.database = 'dst'");
-$node->start;
+my $node = new_node('dump', conf => { 'pgjq.database' => 'dst' });
 $node->safe_psql('postgres', 'CREATE DATABASE src');
+$node->safe_psql('src', 'CREATE EXTENSION pgjq');
+create_queue($node, 'src', 'd', max_attempts => 2, backoff_base => '1 hour',
+             backoff_cap => '1 hour', alert_depth_warning => 100);
+enqueue_jobs($node, 'src', 'd', map { qq({"n": $_}) } 1 .. 20);
 $node->safe_psql('src', q{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('d', max_attempts => 2, backoff_base => '1 hour',
-                                  backoff_cap => '1 hour', alert_depth_warning => 100);
-    SELECT jq.jq_enqueue_batch('d', (SELECT array_agg(jsonb_build_object('n', g))
-                                    FROM generate_series(1, 20) g));
     SELECT jq.jq_enqueue('d', '{"later": true}', run_at => now() + interval '1 day',
                       idempotency_key => 'later-1');
     SELECT jq.jq_submit_batch('d', ARRAY['{"b": 1}', '{"b": 2}']::jsonb[], label => 'two');
@@ -28,18 +26,8 @@ $node->safe_psql('src', q{
     CREATE TABLE held AS SELECT job_id, lease_token FROM jq.jq_dequeue('d', 4, 3600);
 });
 
-# everything pgjq keeps, as one comparable text per table
-my $snapshot = q{
-    SELECT string_agg(t, E'\n' ORDER BY t) FROM (
-      SELECT 'queue ' || to_jsonb(q)::text AS t FROM jq.queue q
-      UNION ALL SELECT 'job ' || to_jsonb(j)::text FROM jq.job j
-      UNION ALL SELECT 'result ' || to_jsonb(r)::text FROM jq.job_result r
-      UNION ALL SELECT 'dead ' || to_jsonb(d)::text FROM jq.dead_letter d
-      UNION ALL SELECT 'key ' || to_jsonb(k)::text FROM jq.idempotency_key k
-      UNION ALL SELECT 'batch ' || to_jsonb(b)::text FROM jq.batch b
-      UNION ALL SELECT 'member ' || to_jsonb(m)::text FROM jq.batch_job m
-      UNION ALL SELECT 'seq ' || last_value FROM jq.job_id_seq) s};
-my $before = $node->safe_psql('src', $snapshot);
+# everything pgjq keeps, the job id sequence too, as one comparable text
+my $before = snapshot_tables($node, 'src', with_sequence => 1);
 like($before, qr/"state": "l"/, 'the source has leased jobs');
 like($before, qr/"state": "s"/, 'and scheduled ones');
 like($before, qr/^dead /m, 'and dead letters');
@@ -51,7 +39,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE dst');
 $node->command_ok(
     [ 'pg_restore', '-d', $node->connstr('dst'), $dump ], 'pg_restore');
 
-my $after = $node->safe_psql('dst', $snapshot);
+my $after = snapshot_tables($node, 'dst', with_sequence => 1);
 is($after, $before, 'every queue, job, result, dead letter, key and batch is restored as it was');
 
 # the restored queue carries on
@@ -69,7 +57,7 @@ is($node->safe_psql('dst', q{SELECT jq.jq_enqueue('d', '{}', idempotency_key => 
                                   (SELECT job_id FROM jq.idempotency_key WHERE key = 'later-1')}),
    't', 'idempotency keys still hold');
 is($node->safe_psql('dst', q{SELECT jq.jq_redrive('d')}), '2', 'dead letters can be redriven');
-$node->poll_query_until('dst', q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'd'})
+wait_for_counters($node, 'dst', 'd')
   or die 'counters never valid on the restored database';
 is($node->safe_psql('dst', q{SELECT ready + scheduled + in_flight FROM jq.queue_stats WHERE queue = 'd'}),
    $node->safe_psql('dst', 'SELECT count(*) FROM jq.job'), 'the worker counts the restored jobs');

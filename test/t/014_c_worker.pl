@@ -25,11 +25,11 @@
 #   - bad options exit 2, a failed connection exits 1.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
+use PgjqTest;
 use ScoringRules;
 use IPC::Run;
 use File::Spec;
@@ -57,37 +57,15 @@ my $worker = "$bindir/worker";
 	unlike("$out$err", qr/warning/i, 'without a warning');
 }
 
-# the scoring rules (expected_score) and json_string: test/t/ScoringRules.pm
+# the scoring rules (expected_score), the copies and the malformed payloads
+# of 010_worker_examples.pl: test/t/ScoringRules.pm
 
 # --- the jobs: those of 010_worker_examples.pl, and some for a byte-wise reader ---
 
 my $e_acute = "\x{e9}";
 my $rocket = "\x{1f680}";
 my @copies = (
-	'Buy two, get one free',
-	'Shop the autumn sale today: coats, boots and scarves at half price.',
-	'GUARANTEED results or your money back. Order now!',
-	'A miracle cure for tired skin. Guaranteed. Buy today.',
-	'Be a winner: book your table',
-	'hi',
-	'',
-	'Our buyers love the bookshop on the corner',      # no whole-word CTA
-	'Shopping made simple for every season of the year',    # "shopping" is not "shop"
-	'ORDER your custom print online; delivery in 2 days',
-	"Caf${e_acute} cr${e_acute}me, fresh every morning. Book a table now!",
-	"New ${rocket}${rocket} buy it today",                     # 19 characters, 27 bytes
-	"New ${rocket}${rocket} buy it today!",                    # 20 characters
-	'x' x 150,
-	'Shop ' . ("caf$e_acute" x 35) . ' now!',           # 150 characters, 185 bytes
-	('Shop ' . 'a' x 146),                               # 151 characters
-	"line one\nline two\tBUY \"quoted\" and back\\slash",
-	'Miracle cure for every winner, guaranteed. No need to act.',    # clamps to 0
-	'book book book book book book book book book book',
-	'Order, shop, buy or book: we take them all, in that order',
-	'Nothing to see here, just words without a call to action.',
-	"Caf${e_acute}s: winner of 2024",
-	'buy1 shop2 order3 book4: digits stick to words',
-	'Book-keeping made easy. Order the guide.',
+	ad_copies(),
 	# 2,000 characters, 2,996 bytes: too long, still a call to action
 	'Buy ' . ("${e_acute}t${e_acute} " x 498) . 'done',
 	# non-ASCII letters that lowercase to ASCII elsewhere (U+0130, the
@@ -96,16 +74,7 @@ my @copies = (
 	"WINNER winner WiNnEr: ${rocket}CURE${rocket} ${e_acute}order",    # 'order' after é
 	' ' x 25,
 );
-my @malformed = (
-	'{"nocopy": "Buy now"}',
-	'{"copy": 5}',
-	'{"copy": null}',
-	'{"copy": {"text": "Buy now"}}',
-	'{"copy": ["Buy now"]}',
-	'["copy", "Buy now"]',
-	'{"copy": true}',
-	'{}',
-);
+my @malformed = (malformed_payloads(), '{"copy": true}', '{}');
 is(scalar @copies, 28, '28 valid copies');
 is(length($copies[24]), 2000, 'a copy of 2,000 characters');
 is((expected_score($copies[26]))[1],
@@ -118,34 +87,22 @@ my @jobs = job_mix(36, 4, \@copies, \@malformed);
 
 # --- the cluster -------------------------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('c_worker');
-$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-});
-$node->start;
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION pgjq;
-	CREATE ROLE scoring_worker LOGIN IN ROLE jq_worker;
-	SELECT 1 FROM jq.jq_create_queue('ads_c', lease_seconds => 2, max_attempts => 3);
-	SELECT 1 FROM jq.jq_create_queue('ads_c_long', lease_seconds => 1, max_attempts => 3);
-	SELECT 1 FROM jq.jq_create_queue('ads_c_wake', lease_seconds => 30);
-	SELECT 1 FROM jq.jq_create_queue('ads_c_stop', lease_seconds => 30);
-	SELECT 1 FROM jq.jq_create_queue('ads_c_cancel', lease_seconds => 2);
-	SELECT 1 FROM jq.jq_create_queue('ads_c_retry', lease_seconds => 30, max_attempts => 2,
-	                              backoff_base => '100 ms', backoff_cap => '100 ms');
-});
-ok($node->poll_query_until('postgres',
-		q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
-	'the pgjq worker runs');
+my $node = new_node('c_worker', extension => 1,
+	init => { extra => [ '--encoding=UTF8', '--locale=C' ] },
+	conf => { 'pgjq.database' => 'postgres' });
+$node->safe_psql('postgres', 'CREATE ROLE scoring_worker LOGIN IN ROLE jq_worker');
+create_queue($node, 'postgres', 'ads_c', lease_seconds => 2, max_attempts => 3);
+create_queue($node, 'postgres', 'ads_c_long', lease_seconds => 1, max_attempts => 3);
+create_queue($node, 'postgres', 'ads_c_wake', lease_seconds => 30);
+create_queue($node, 'postgres', 'ads_c_stop', lease_seconds => 30);
+create_queue($node, 'postgres', 'ads_c_cancel', lease_seconds => 2);
+create_queue($node, 'postgres', 'ads_c_retry', lease_seconds => 30, max_attempts => 2,
+	backoff_base => '100 ms', backoff_cap => '100 ms');
+ok(defined wait_for_worker($node, 'postgres'), 'the pgjq worker runs');
 
 # the worker connects with these (and PGUSER, set to the worker's role in
 # start_worker only: safe_psql here runs as the superuser)
-$ENV{PGHOST} = $node->host;
-$ENV{PGPORT} = $node->port;
-$ENV{PGDATABASE} = 'postgres';
-delete $ENV{$_} for grep { /^JQ_/ } keys %ENV;
+client_env($node, 'postgres');
 
 # start_worker(ARGS...): the worker as a subprocess; returns
 # [harness, \stdout, \stderr]
@@ -172,13 +129,7 @@ sub finish_worker
 }
 
 # enqueue(QUEUE, PAYLOADS...): returns the job ids, in order
-sub enqueue
-{
-	my ($queue, @payloads) = @_;
-	my $array = join(",\n", map { (my $p = $_) =~ s/'/''/g; "'$p'" } @payloads);
-	return split /\n/, $node->safe_psql('postgres',
-		"SELECT unnest(jq.jq_enqueue_batch('$queue', ARRAY[$array]::jsonb[]))");
-}
+sub enqueue { return enqueue_jobs($node, 'postgres', @_); }
 
 # results(IDS...): job id => [state, attempts, score, reasons, worker, last_error]
 sub results

@@ -14,41 +14,27 @@
 # to sql/pgjq.sql without its upgrade script fails here.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use JSON::PP;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('upgrade');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'pgjq'\npgjq.database = 'postgres'\npgjq.naptime = '200ms'");
-$node->start;
+my $node = new_node('upgrade',
+	conf => { 'pgjq.database' => 'postgres', 'pgjq.naptime' => '200ms' });
 
 my $current = $node->safe_psql('postgres',
 	q{SELECT default_version FROM pg_available_extensions WHERE name = 'pgjq'});
 isnt($current, '0.1.0', "the current version ($current) is newer than the first release");
+# the PGXN metadata names the same version as pgjq.control
+my $meta = JSON::PP::decode_json(slurp_file("$FindBin::RealBin/../../META.json"));
+is("$meta->{version},$meta->{provides}{pgjq}{version}", "$current,$current",
+	"META.json gives the version of pgjq.control ($current)");
 
 $node->safe_psql('postgres', q{CREATE EXTENSION pgjq VERSION '0.1.0'});
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
 	'0.1.0', 'installed the first release, 0.1.0');
-
-# the counters against the truth counted from the tables: mismatching rows
-my $mismatch = q{
-	WITH truth AS (
-	    SELECT queue_id, priority::integer AS priority,
-	           count(*) FILTER (WHERE state = 'r') AS ready,
-	           count(*) FILTER (WHERE state = 's') AS scheduled,
-	           count(*) FILTER (WHERE state = 'l') AS leased, 0::bigint AS dead
-	      FROM jq.job GROUP BY 1, 2
-	    UNION ALL
-	    SELECT queue_id, priority, 0, 0, 0, count(*) FROM jq.dead_letter GROUP BY 1, 2),
-	t AS (SELECT queue_id, priority, sum(ready) AS ready, sum(scheduled) AS scheduled,
-	             sum(leased) AS leased, sum(dead) AS dead FROM truth GROUP BY 1, 2),
-	c AS (SELECT * FROM jq.counters()
-	       WHERE ready <> 0 OR scheduled <> 0 OR leased <> 0 OR dead <> 0)
-	SELECT count(*) FROM t FULL JOIN c USING (queue_id, priority)
-	 WHERE t.ready IS DISTINCT FROM c.ready OR t.scheduled IS DISTINCT FROM c.scheduled
-	    OR t.leased IS DISTINCT FROM c.leased OR t.dead IS DISTINCT FROM c.dead};
 
 # jobs in every state, made by the 0.1.0 schema on the current library
 $node->safe_psql('postgres', q{
@@ -67,7 +53,7 @@ $node->safe_psql('postgres', q{
 	      FROM jq_dequeue('up', 2);
 	CREATE TABLE held AS SELECT job_id, lease_token FROM jq_dequeue('up', 4, 3600);
 });
-is($node->safe_psql('postgres', $mismatch), '0', '0.1.0 schema on the new library: counters equal the tables');
+is(counters_mismatch($node, 'postgres'), '0', '0.1.0 schema on the new library: counters equal the tables');
 ok($node->poll_query_until('postgres', q{
 		SELECT status LIKE 'the pgjq worker waits for ALTER EXTENSION pgjq UPDATE%'
 		  FROM jq_worker_status()}),
@@ -83,26 +69,17 @@ $node->safe_psql('postgres', q{
 	SELECT jq_drop_queue('gone', force => true);
 });
 
-my $snapshot = q{
-	SELECT string_agg(t, E'\n' ORDER BY t) FROM (
-	  SELECT 'queue ' || to_jsonb(q)::text AS t FROM jq.queue q
-	  UNION ALL SELECT 'job ' || to_jsonb(j)::text FROM jq.job j
-	  UNION ALL SELECT 'result ' || to_jsonb(r)::text FROM jq.job_result r
-	  UNION ALL SELECT 'dead ' || to_jsonb(d)::text FROM jq.dead_letter d
-	  UNION ALL SELECT 'key ' || to_jsonb(k)::text FROM jq.idempotency_key k
-	  UNION ALL SELECT 'batch ' || to_jsonb(b)::text FROM jq.batch b
-	  UNION ALL SELECT 'member ' || to_jsonb(m)::text FROM jq.batch_job m) s};
-my $before = $node->safe_psql('postgres', $snapshot);
+my $before = snapshot_tables($node, 'postgres');
 
 # the update itself, while a worker's session holds a lease (its
 # transaction is committed; the lease lives in the row)
 $node->safe_psql('postgres', 'ALTER EXTENSION pgjq UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
 	$current, "updated to $current");
-is($node->safe_psql('postgres', $snapshot), $before, 'every row is as it was before the update');
-ok($node->poll_query_until('postgres', q{SELECT status = 'ok' FROM jq.jq_worker_status()}),
+is(snapshot_tables($node, 'postgres'), $before, 'every row is as it was before the update');
+ok(defined wait_for_worker($node, 'postgres'),
 	'after the update the worker serves the queues again');
-is($node->safe_psql('postgres', $mismatch), '0', 'after the update: counters equal the tables');
+is(counters_mismatch($node, 'postgres'), '0', 'after the update: counters equal the tables');
 
 # the jobs in flight carry on
 is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE jq.jq_ack(job_id, lease_token, '{"after": true}'))
@@ -121,7 +98,7 @@ my $drained = $node->safe_psql('postgres', q{
 cmp_ok($drained, '>=', 14, "the ready, retried and redriven jobs dequeue and ack ($drained)");
 is($node->safe_psql('postgres', q{SELECT string_agg(state::text, ',') FROM jq.job}),
 	's', 'only the job scheduled for tomorrow is left');
-is($node->safe_psql('postgres', $mismatch), '0', 'after draining: counters equal the tables');
+is(counters_mismatch($node, 'postgres'), '0', 'after draining: counters equal the tables');
 is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT job_id) FROM jq.job_result}),
 	'23 23', '23 jobs succeeded in all (24 enqueued, 1 scheduled for tomorrow), none twice');
 is($node->safe_psql('postgres', q{SELECT percent_complete FROM jq.batch_progress WHERE label = 'two'}),
@@ -179,23 +156,27 @@ my $describe = q{
 	  SELECT 'other ' || pg_describe_object(m.classid, m.objid, 0)
 	    FROM m WHERE m.classid NOT IN ('pg_proc'::regclass, 'pg_class'::regclass)
 	) s};
+# same_schema(DESCRIPTION, FRESH, WHAT): passes when a described schema
+# equals a fresh install's; otherwise lists the lines only one side has
+sub same_schema
+{
+	my ($got, $fresh, $what) = @_;
+	my $name = "$what equals a fresh install of the current version";
+	return pass($name) if $got eq $fresh;
+	my $split = qr/\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/;
+	my %u = map { $_ => 1 } split $split, $got;
+	my %f = map { $_ => 1 } split $split, $fresh;
+	diag("only in $what:\n" . join("\n", grep { !$f{$_} } sort keys %u));
+	diag("only in a fresh install:\n" . join("\n", grep { !$u{$_} } sort keys %f));
+	return fail($name);
+}
+
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION pgjq');
 my $upgraded = $node->safe_psql('postgres', $describe);
 my $fresh = $node->safe_psql('fresh', $describe);
 cmp_ok(length($fresh), '>', 10000, 'the description of a fresh install is substantial');
-if ($upgraded eq $fresh)
-{
-	pass('the upgraded schema equals a fresh install of the current version');
-}
-else
-{
-	my %u = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $upgraded;
-	my %f = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $fresh;
-	diag("only in the upgraded schema:\n" . join("\n", grep { !$f{$_} } sort keys %u));
-	diag("only in a fresh install:\n" . join("\n", grep { !$u{$_} } sort keys %f));
-	fail('the upgraded schema equals a fresh install of the current version');
-}
+same_schema($upgraded, $fresh, 'the upgraded schema');
 
 # a database installed at 0.2.0, the last release, with jobs in flight,
 # updates straight to the current version and equals a fresh install too
@@ -217,18 +198,7 @@ is($node->safe_psql('from020', q{
 is($node->safe_psql('from020', q{SELECT count(*) FROM jq.jq_dequeue('q', 10)}),
 	'1', 'the ready job dequeues');
 my $from020 = $node->safe_psql('from020', $describe);
-if ($from020 eq $fresh)
-{
-	pass('the schema updated from 0.2.0 equals a fresh install of the current version');
-}
-else
-{
-	my %u = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $from020;
-	my %f = map { $_ => 1 } split /\n(?=function |relation |column |constraint |index |trigger |view |dumped |other )/, $fresh;
-	diag("only in the schema updated from 0.2.0:\n" . join("\n", grep { !$f{$_} } sort keys %u));
-	diag("only in a fresh install:\n" . join("\n", grep { !$u{$_} } sort keys %f));
-	fail('the schema updated from 0.2.0 equals a fresh install of the current version');
-}
+same_schema($from020, $fresh, 'the schema updated from 0.2.0');
 
 $node->stop;
 done_testing();

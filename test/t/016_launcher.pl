@@ -12,39 +12,25 @@
 #   - DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
 #     TEMPLATE, which need the database to themselves, succeed while a
 #     worker runs there; the worker comes back afterwards (in the copy too).
+#     Someone who does not own the database cannot stop its worker by
+#     trying them.
+#   - Taking a database out of pgjq.database stops its worker at the reload.
+#   - After a restart every database with pgjq has its worker again.
 # Every wait is a poll with a deadline; no test sleeps a fixed time, except
 # the check that a worker does not linger.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('launcher');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'app'
-pgjq.naptime = '200ms'
-log_min_messages = log
-});
-$node->start;
-
-# seconds until $query returns 't' in $db, or undef after $limit seconds
-sub seconds_until
-{
-	my ($db, $query, $limit) = @_;
-	my $start = time;
-	while (time - $start < $limit)
-	{
-		my ($rc, $out) = $node->psql($db, $query);
-		return time - $start if $rc == 0 && $out eq 't';
-		usleep(20_000);
-	}
-	return undef;
-}
+my $node = new_node('launcher', conf => {
+	'pgjq.database' => 'app',
+	'pgjq.naptime' => '200ms',
+	'log_min_messages' => 'log' });
 
 # the pids of the workers serving a database, as pg_stat_activity shows them
 sub workers_of
@@ -56,7 +42,7 @@ sub workers_of
 		 WHERE backend_type = 'pgjq worker' AND datname = '$db'});
 }
 
-ok(defined seconds_until('postgres', q{
+ok(defined poll_fast($node, 'postgres', q{
 		SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pgjq launcher'}, 30),
 	'one pgjq launcher runs');
 is($node->safe_psql('postgres', q{
@@ -75,24 +61,21 @@ is($node->safe_psql('postgres', 'SELECT databases, worker_pid IS NULL, status FR
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 my $created = time;
-$node->safe_psql('app', q{
-	CREATE EXTENSION pgjq;
-	SELECT 1 FROM jq.jq_create_queue('q');
-});
-my $secs = seconds_until('app', q{
-	SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 30);
+$node->safe_psql('app', 'CREATE EXTENSION pgjq');
+create_queue($node, 'app', 'q');
+my $secs = wait_for_worker($node, 'app', 30);
 ok(defined $secs, 'pgjq created in app, listed in pgjq.database: a worker serves it, no restart');
 note sprintf('worker serving %.2f s after CREATE EXTENSION', $secs // -1);
 cmp_ok($secs // 99, '<', 3, 'within 3 seconds');
-my $app_pid = $node->safe_psql('app', 'SELECT worker_pid FROM jq.jq_worker_status()');
+my $app_pid = worker_pid($node, 'app');
 is(workers_of('app'), $app_pid, 'jq_worker_status() names the one worker of app');
 $node->wait_for_log(qr/pgjq worker started for database "app"/, $log_offset);
 pass('the worker logged its start');
 
 # it does the work: an abandoned one-second lease comes back
-$node->safe_psql('app', q{SELECT jq.jq_enqueue('q', '{}')});
-$node->safe_psql('app', q{SELECT 1 FROM jq.jq_dequeue('q', 1, 1)});
-ok(defined seconds_until('app', q{
+enqueue_jobs($node, 'app', 'q', '{}');
+lease_and_disconnect($node, 'app', 'q', 1);
+ok(defined poll_fast($node, 'app', q{
 		SELECT state = 'ready' FROM jq.job WHERE errors IS NOT NULL}, 10),
 	'the worker reclaims an expired lease in app');
 
@@ -103,10 +86,8 @@ $node->safe_psql('postgres', 'CREATE DATABASE plain');
 $node->safe_psql('second', 'CREATE EXTENSION pgjq');
 is($node->safe_psql('second', 'SELECT worker_pid IS NULL FROM jq.jq_worker_status()'),
 	't', 'second, not listed yet, has no worker');
-$node->safe_psql('postgres', q{ALTER SYSTEM SET pgjq.database = 'app, second, plain'});
-$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
-ok(defined seconds_until('second', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 30),
+alter_system($node, 'pgjq.database', 'app, second, plain');
+ok(defined wait_for_worker($node, 'second', 30),
 	'after adding second to pgjq.database and a reload, a worker serves it');
 
 # a listed database without pgjq keeps no worker: the launcher's probe
@@ -115,10 +96,8 @@ usleep(1_000_000);
 is(workers_of('plain'), '', 'plain, listed but without pgjq, has no worker');
 
 # an empty list: every database with pgjq
-$node->safe_psql('postgres', q{ALTER SYSTEM SET pgjq.database = ''});
-$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
-ok(defined seconds_until('postgres', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 30),
+alter_system($node, 'pgjq.database', '');
+ok(defined wait_for_worker($node, 'postgres', 30),
 	'with pgjq.database empty, postgres gets a worker too');
 is(workers_of('plain'), '', 'and plain, without pgjq, still none');
 
@@ -127,7 +106,7 @@ is(workers_of('plain'), '', 'and plain, without pgjq, still none');
 $log_offset = -s $node->logfile;
 my $second_pid = workers_of('second');
 $node->safe_psql('second', 'DROP EXTENSION pgjq');
-$secs = seconds_until('postgres', qq{
+$secs = poll_fast($node, 'postgres', qq{
 	SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $second_pid}, 10);
 ok(defined $secs, 'DROP EXTENSION pgjq stops the worker of second');
 cmp_ok($secs // 99, '<', 2, 'within 2 seconds');
@@ -135,15 +114,20 @@ $node->wait_for_log(qr/pgjq worker for database "second" exiting: pgjq is not in
 	$log_offset);
 pass('and it said why');
 $node->safe_psql('second', 'CREATE EXTENSION pgjq');
-ok(defined seconds_until('second', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 10),
+ok(defined wait_for_worker($node, 'second', 10),
 	'CREATE EXTENSION pgjq again: a worker serves second again');
 
 # --- DDL that needs a database to itself ----------------------------------------
 
 $second_pid = workers_of('second');
+$node->safe_psql('postgres', 'CREATE ROLE regress_nobody LOGIN CREATEDB');
+my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE second',
+	extra_params => [ '-U', 'regress_nobody' ]);
+like($err, qr/must be owner of database second/,
+	'DROP DATABASE by someone who does not own it fails');
+is(workers_of('second'), $second_pid, 'and leaves the worker alone');
 my $t0 = time;
-my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE second');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE second');
 is($rc, 0, 'DROP DATABASE succeeds while a worker serves the database') or diag($err);
 cmp_ok(time - $t0, '<', 5, 'promptly');
 is($node->safe_psql('postgres', qq{
@@ -153,22 +137,35 @@ is($node->safe_psql('postgres', qq{
 $app_pid = workers_of('app');
 ($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE app RENAME TO app2');
 is($rc, 0, 'ALTER DATABASE ... RENAME succeeds while a worker serves the database') or diag($err);
-ok(defined seconds_until('app2', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 15),
+ok(defined wait_for_worker($node, 'app2', 15),
 	'a worker serves the renamed database again');
 isnt(workers_of('app2'), $app_pid, 'a new one');
 
 ($rc, $out, $err) = $node->psql('postgres', 'CREATE DATABASE copy TEMPLATE app2');
 is($rc, 0, 'CREATE DATABASE ... TEMPLATE succeeds while a worker serves the template')
   or diag($err);
-ok(defined seconds_until('app2', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 15),
+ok(defined wait_for_worker($node, 'app2', 15),
 	'the template database is served again');
-ok(defined seconds_until('copy', q{
-		SELECT status = 'ok' AND worker_pid IS NOT NULL FROM jq.jq_worker_status()}, 15),
+ok(defined wait_for_worker($node, 'copy', 15),
 	'and the copy, which has pgjq, gets its own worker');
 is($node->safe_psql('copy', q{SELECT count(*) FROM jq.queue WHERE name = 'q'}),
 	'1', 'the copy has the queues of its template');
+
+# --- a database taken out of the allow-list, and a restart ----------------------
+
+my $copy_pid = workers_of('copy');
+alter_system($node, 'pgjq.database', 'app2, postgres');
+ok(defined poll_fast($node, 'postgres', qq{
+		SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $copy_pid}, 10),
+	'taking copy out of pgjq.database stops its worker at the reload');
+is($node->safe_psql('copy', 'SELECT worker_pid IS NULL FROM jq.jq_worker_status()'),
+	't', 'and no other starts there');
+alter_system($node, 'pgjq.database', '');
+
+$node->restart;
+ok(defined wait_for_worker($node, 'postgres', 30) && defined wait_for_worker($node, 'app2', 30)
+	  && defined wait_for_worker($node, 'copy', 30),
+	'after a restart, every database with pgjq has its worker again');
 
 # --- nothing went wrong ----------------------------------------------------------
 

@@ -30,9 +30,11 @@
 # timing, and so the interleaving, still differs).
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
 use File::Basename qw(dirname);
 use File::Spec;
 use List::Util qw(shuffle);
@@ -61,25 +63,15 @@ is(system("make -s -C '$bench' bin/jqchaos >'$build_log' 2>&1"), 0,
 
 # --- the cluster ----------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('chaos');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pgjq'
-pgjq.database = 'postgres'
-pgjq.naptime = '200ms'
-pgjq.stats_interval = '1s'
-max_connections = 50
-# thousands of statements a second: keep the log to what matters
-log_statement = none
-});
-$node->start;
-
-$node->safe_psql('postgres', qq{
-    CREATE EXTENSION pgjq;
-    SELECT 1 FROM jq.jq_create_queue('chaos', lease_seconds => $lease, max_attempts => 4,
-                                  backoff_base => '50 milliseconds',
-                                  backoff_cap => '500 milliseconds');
-});
+my $node = new_node('chaos', extension => 1, conf => {
+    'pgjq.database' => 'postgres',
+    'pgjq.naptime' => '200ms',
+    'pgjq.stats_interval' => '1s',
+    'max_connections' => 50,
+    # thousands of statements a second: keep the log to what matters
+    'log_statement' => 'none' });
+create_queue($node, 'postgres', 'chaos', lease_seconds => $lease, max_attempts => 4,
+             backoff_base => '50 milliseconds', backoff_cap => '500 milliseconds');
 my $qid = $node->safe_psql('postgres', q{SELECT queue_id FROM jq.queue WHERE name = 'chaos'});
 
 # --- helpers --------------------------------------------------------------
@@ -561,8 +553,7 @@ ok($max_overdue < 6,
            . '(longest seen %.1f s past expiry or the worker\'s start, %s; %.1f s past expiry alone)',
            $max_overdue, $overdue_at, $max_overdue_raw));
 
-$node->poll_query_until('postgres',
-    q{SELECT counters_valid FROM jq.queue_stats WHERE queue = 'chaos'})
+wait_for_counters($node, 'postgres', 'chaos')
   or die 'counters never became valid';
 none('counters (jq.counters) equal the truth counted from the tables', qq{
     WITH truth AS (
@@ -654,10 +645,8 @@ diag('shortest lease left when jq_dequeue returned: '
 # waits up to 2 s and queues dequeues behind it).  The lease is then
 # shorter by the wait, or over before the worker gets it: the job is
 # reclaimed and a second worker runs it while the first still does.
-$node->safe_psql('postgres', q{
-    SELECT 1 FROM jq.jq_create_queue('lockwait', lease_seconds => 3);
-    SELECT jq.jq_enqueue('lockwait', '{}');
-});
+create_queue($node, 'postgres', 'lockwait', lease_seconds => 3);
+enqueue_jobs($node, 'postgres', 'lockwait', '{}');
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK TABLE jq.job IN EXCLUSIVE MODE;');
 my $w1 = $node->background_psql('postgres');

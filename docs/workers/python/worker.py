@@ -88,7 +88,7 @@ def parse_args():
     p.add_argument("--batch", type=int, default=env_default("JQ_BATCH", 10),
                    help="jobs per jq.jq_dequeue (default 10)")
     p.add_argument("--lease-seconds", type=int, default=env_default("JQ_LEASE_SECONDS", 60),
-                   help="lease asked of jq_dequeue and jq.jq_extend (default 60)")
+                   help="lease asked of jq.jq_dequeue and jq.jq_extend (default 60)")
     p.add_argument("--work-ms", type=int, default=env_default("JQ_WORK_MS", 0),
                    help="simulated work per job, in milliseconds (default 0)")
     p.add_argument("--poll-seconds", type=float, default=env_default("JQ_POLL_SECONDS", 10, float),
