@@ -14,9 +14,16 @@
 #                                          PG 14/15's pg_regress reads both
 #                                          from one --inputdir, here "."
 #   test/specs + test/expected             isolation specs
-#   test/t                                 TAP (PostgreSQL::Test::Cluster)
-#   test/pgtap                             pgTAP files, run by pg_prove
+#   test/t                                 TAP (PostgreSQL::Test::Cluster);
+#                                          test/t/PgjqTest.pm holds what the
+#                                          TAP files share
+#   test/pgtap                             the generated hostile-input test,
+#                                          run by pg_prove
 #   test/bin                               the harness behind make test
+#
+# Beside them: clients/c (the C client library that bench/, the example C
+# worker in docs/workers/c and the TAP tests build against), bench/ (make
+# bench, make bench-quick, make soak), docs/.
 
 EXTENSION = pgjq
 EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
@@ -42,8 +49,10 @@ OBJS = \
 # sql/pgjq--<default_version>.sql.  Released versions are frozen: their
 # install scripts (sql/pgjq--0.1.0.sql) and the upgrade deltas between them
 # (sql/pgjq--A--B.sql) are committed and never edited.  When releasing,
-# bump default_version in pgjq.control, add the delta from the previous
-# version, and move the /sql/pgjq--<version>.sql line of .gitignore.
+# bump default_version in pgjq.control and META.json, add the delta from
+# the previous version (test/t/015_upgrade.pl proves it yields a fresh
+# install's schema), and commit the built script of the previous version
+# with "git add -f" (.gitignore ignores every built install script).
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
