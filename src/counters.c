@@ -47,9 +47,6 @@ PG_FUNCTION_INFO_V1(pgjq_counters_valid);
 PG_FUNCTION_INFO_V1(pgjq_reset_counters);
 PG_FUNCTION_INFO_V1(pgjq_rebuild_counters);
 
-#define STATE_INFO(name, text, table, counter) {PGJQ_STATE_##name, table, PGJQ_C_##counter},
-static const PgjqStateInfo states[] = {PGJQ_STATES(STATE_INFO)};
-
 typedef struct CounterKey
 {
 	Oid			dboid;
@@ -115,27 +112,6 @@ pgjq_counters_shmem_init(LWLock *lock)
 	counter_hash = ShmemInitHash("pgjq counter hash", PGJQ_MAX_COUNTERS,
 								 PGJQ_MAX_COUNTERS, &info,
 								 HASH_ELEM | HASH_BLOBS);
-}
-
-/* pgjq_state_info describes a state code; NULL for a code that is none */
-const PgjqStateInfo *
-pgjq_state_info(char code)
-{
-	for (size_t i = 0; i < lengthof(states); i++)
-		if (states[i].code == code)
-			return &states[i];
-	return NULL;
-}
-
-/* pgjq_state_counter is the counter slot of a state that a stored row holds */
-int
-pgjq_state_counter(char code)
-{
-	const PgjqStateInfo *info = pgjq_state_info(code);
-
-	if (info == NULL)
-		elog(ERROR, "pgjq: unknown job state '%c'", code);
-	return info->counter;
 }
 
 /* the state slot of a database, created on demand; NULL when all taken */

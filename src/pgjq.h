@@ -65,6 +65,33 @@ typedef enum PgjqStateTable
 	X(CANCELLED,	"cancelled",	PGJQ_IN_RESULT,			CANCELLED) \
 	X(DEAD,			"dead",			PGJQ_IN_DEAD_LETTER,	DEAD)
 
+/* counter slots of counters.c, in the column order of jq.counters() */
+typedef enum PgjqCounter
+{
+	PGJQ_C_READY,				/* gauges: jobs in a state now */
+	PGJQ_C_SCHEDULED,
+	PGJQ_C_LEASED,
+	PGJQ_C_DEAD,
+	PGJQ_C_ENQUEUED,			/* totals: events since the counters began */
+	PGJQ_C_SUCCEEDED,
+	PGJQ_C_FAILED,
+	PGJQ_C_DEAD_LETTERED,
+	PGJQ_C_CANCELLED,
+	PGJQ_C_NUM
+} PgjqCounter;
+
+/* a state as PGJQ_STATES describes it (vocabulary.c) */
+typedef struct PgjqStateInfo
+{
+	char		code;
+	const char *name;
+	PgjqStateTable table;
+	PgjqCounter counter;
+} PgjqStateInfo;
+
+extern const PgjqStateInfo *pgjq_state_info(char code);
+extern PgjqCounter pgjq_state_counter(char code);
+
 /* a state as an SQL literal, for statement text: "'r'" for READY */
 #define PGJQ_SQL_STATE(name)	CppAsString2(PGJQ_STATE_##name)
 

@@ -118,6 +118,22 @@ held(Oid dboid, TimestampTz now)
 }
 
 /*
+ * ask_launcher asks the launcher to look at a database again (every
+ * database, when the requests are full) and wakes it; caller holds the
+ * lock exclusively.
+ */
+static void
+ask_launcher(Oid dboid)
+{
+	if (launcher->nprobes < PGJQ_MAX_DATABASES)
+		launcher->probes[launcher->nprobes++] = dboid;
+	else
+		launcher->rescan = true;
+	if (launcher->launcher_latch != NULL)
+		SetLatch(launcher->launcher_latch);
+}
+
+/*
  * pgjq_wake_database_worker sets the latch of the database's worker, if
  * one runs; committing producers call it (wakeup.c).
  */
@@ -156,14 +172,7 @@ pgjq_extension_changed(Oid dboid)
 			SetLatch(slot->latch);
 	}
 	else
-	{
-		if (launcher->nprobes < PGJQ_MAX_DATABASES)
-			launcher->probes[launcher->nprobes++] = dboid;
-		else
-			launcher->rescan = true;
-		if (launcher->launcher_latch != NULL)
-			SetLatch(launcher->launcher_latch);
-	}
+		ask_launcher(dboid);
 	LWLockRelease(launcher_lock);
 }
 
@@ -256,10 +265,7 @@ pgjq_release_database(Oid dboid)
 	for (int i = 0; i < PGJQ_MAX_HOLDS; i++)
 		if (launcher->holds[i].dboid == dboid)
 			launcher->holds[i].until = 0;
-	if (launcher->nprobes < PGJQ_MAX_DATABASES)
-		launcher->probes[launcher->nprobes++] = dboid;
-	if (launcher->launcher_latch != NULL)
-		SetLatch(launcher->launcher_latch);
+	ask_launcher(dboid);
 	LWLockRelease(launcher_lock);
 }
 

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * vocabulary.c
- *	  The states and limits of pgjq as the SQL side reads them, so that
- *	  PL/pgSQL, views and documentation never repeat a number or a state
- *	  code that pgjq.h defines.
+ *	  The states and limits of pgjq, from the tables of pgjq.h: for the C
+ *	  code (pgjq_state_info), and for the SQL side (jq.state_name,
+ *	  jq.limits, jq.limit), so that PL/pgSQL, views and documentation never
+ *	  repeat a number or a state code.
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -34,14 +35,9 @@ typedef struct LimitDef
 #define LIMIT_DEF(name, value, sqlname, description) {sqlname, value, description},
 static const LimitDef limits[] = {PGJQ_LIMITS(LIMIT_DEF)};
 
-typedef struct StateDef
-{
-	char		code;
-	const char *name;
-} StateDef;
-
-#define STATE_DEF(name, text, table, counter) {PGJQ_STATE_##name, text},
-static const StateDef states[] = {PGJQ_STATES(STATE_DEF)};
+#define STATE_INFO(name, text, table, counter) \
+	{PGJQ_STATE_##name, text, table, PGJQ_C_##counter},
+static const PgjqStateInfo states[] = {PGJQ_STATES(STATE_INFO)};
 
 /*
  * An error message longer than PGJQ_LIMIT_ERROR_MAXLEN bytes is cut to
@@ -49,6 +45,30 @@ static const StateDef states[] = {PGJQ_STATES(STATE_DEF)};
  */
 #define ERROR_CLIPLEN	8000
 #define ERROR_CLIPMARK	" ... (truncated)"
+
+/* pgjq_state_info describes a state code; NULL for a code that is none */
+const PgjqStateInfo *
+pgjq_state_info(char code)
+{
+	for (size_t i = 0; i < lengthof(states); i++)
+		if (states[i].code == code)
+			return &states[i];
+	return NULL;
+}
+
+/*
+ * pgjq_state_counter is the counter slot of a state that a stored row
+ * holds; a code that is no state is a corrupt row, not a user error.
+ */
+PgjqCounter
+pgjq_state_counter(char code)
+{
+	const PgjqStateInfo *info = pgjq_state_info(code);
+
+	if (info == NULL)
+		elog(ERROR, "pgjq: unknown job state '%c'", code);
+	return info->counter;
+}
 
 /* jq.limits() lists every limit: name, value, description */
 Datum
@@ -95,6 +115,7 @@ Datum
 pgjq_state_name(PG_FUNCTION_ARGS)
 {
 	char		code;
+	const PgjqStateInfo *info;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -102,10 +123,10 @@ pgjq_state_name(PG_FUNCTION_ARGS)
 	if (code == PGJQ_STATE_SCHEDULED && !PG_ARGISNULL(1) &&
 		PG_GETARG_TIMESTAMPTZ(1) <= GetCurrentTransactionStartTimestamp())
 		code = PGJQ_STATE_READY;
-	for (size_t i = 0; i < lengthof(states); i++)
-		if (states[i].code == code)
-			PG_RETURN_TEXT_P(cstring_to_text(states[i].name));
-	PG_RETURN_NULL();
+	info = pgjq_state_info(code);
+	if (info == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(info->name));
 }
 
 /*

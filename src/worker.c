@@ -135,7 +135,7 @@ extension_state(void)
 }
 
 static void
-finish_transaction(void)
+end_step(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -173,7 +173,7 @@ begin_step(const char *what)
 		return true;
 	}
 
-	finish_transaction();
+	end_step();
 	if (state == EXT_ABSENT)
 	{
 		pgjq_worker_set_state(true, false);
@@ -187,8 +187,6 @@ begin_step(const char *what)
 	old_schema = true;
 	return false;
 }
-
-#define end_step() finish_transaction()
 
 /* call runs one step that calls a function taking one int4 and returns it */
 static int64
