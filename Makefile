@@ -36,6 +36,7 @@ OBJS = \
 	src/queue.o \
 	src/enqueue.o \
 	src/lease.o \
+	src/lanes.o \
 	src/counters.o \
 	src/count_trigger.o \
 	src/wakeup.o \
@@ -65,7 +66,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # pg_regress: tests run in this order against a temporary instance that
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
-	batch privileges search_path bad_input periodic stats calling_convention rules
+	batch privileges search_path bad_input periodic stats calling_convention rules bounds
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

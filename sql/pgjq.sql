@@ -1232,7 +1232,10 @@ COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts and timestamps of a
  * ------------------------------------------------------------------------ */
 
 -- Records each change of the three tables as a counter delta, applied to
--- shared memory at commit, and checks the invariants of a new row.
+-- shared memory at commit, and checks the invariants of a new row; on
+-- jq.job it also tells the dequeue bounds (src/lanes.c) where a job became
+-- ready or a ready job changed, so UPDATE fires it for every column of the
+-- ready index's key.
 CREATE FUNCTION jq.count_trigger()
 RETURNS trigger
 LANGUAGE C
@@ -1245,7 +1248,7 @@ AS 'MODULE_PATHNAME', 'pgjq_count_trigger';
 -- page image: a third of the WAL of a batch drain.
 CREATE TRIGGER job_count_insert BEFORE INSERT
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, id OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 CREATE TRIGGER job_result_count BEFORE INSERT
     ON jq.job_result FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job_result');
@@ -1275,6 +1278,17 @@ RETURNS boolean
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_counters_valid';
+
+-- Where the next dequeue of each lane starts (src/lanes.c): one row per
+-- queue and priority that may hold ready jobs, most urgent first; run_at
+-- -infinity and id NULL for a lane scanned from its start.  No rows while
+-- the counters are not valid: dequeues then scan whole lanes.
+CREATE FUNCTION jq.lane_bounds(
+    OUT queue_id integer, OUT priority integer, OUT run_at timestamptz, OUT id bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_lane_bounds';
 
 -- Forgets this database's counters (left over from a dropped pgjq, say)
 -- and has the worker rebuild them.
@@ -1677,7 +1691,7 @@ GRANT EXECUTE ON FUNCTION jq.jq_list_queues(), jq.jq_worker_status(),
 TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
                  jq.batch_progress, jq.dead_letter_errors TO jq_reader;
-GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid() TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.lane_bounds() TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 

@@ -26,6 +26,7 @@
 #include "utils/rel.h"
 
 #include "counters.h"
+#include "lanes.h"
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 
@@ -42,6 +43,8 @@ typedef struct CountedTable
 	AttrNumber	state;			/* jq.job and jq.job_result */
 	AttrNumber	lease_token;	/* jq.job */
 	AttrNumber	lease_expires_at;	/* jq.job */
+	AttrNumber	run_at;			/* jq.job */
+	AttrNumber	id;				/* jq.job */
 } CountedTable;
 
 static CountedTable counted[3];
@@ -82,10 +85,14 @@ counted_table(Relation rel, int which)
 	t->state = attnum(desc, "state");
 	t->lease_token = attnum(desc, "lease_token");
 	t->lease_expires_at = attnum(desc, "lease_expires_at");
+	t->run_at = attnum(desc, "run_at");
+	t->id = attnum(desc, "id");
 	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
 		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
 		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
-								  t->lease_expires_at == InvalidAttrNumber)))
+								  t->lease_expires_at == InvalidAttrNumber ||
+								  t->run_at == InvalidAttrNumber ||
+								  t->id == InvalidAttrNumber)))
 		elog(ERROR, "pgjq: table \"%s\" lacks a column the count trigger reads",
 			 RelationGetRelationName(rel));
 	t->relid = RelationGetRelid(rel);
@@ -96,10 +103,12 @@ counted_table(Relation rel, int which)
  * check_row enforces, for a new row, the invariants that would be CHECK
  * constraints but cost less here (the executor parses a table's CHECK
  * expressions again for every statement, which the hot path would pay on
- * every enqueue): the state belongs in the table, and a row of jq.job has
+ * every enqueue): the state belongs in the table, a row of jq.job has a
+ * priority in range (the dequeue bounds keep one lane per priority) and
  * lease_expires_at set if and only if it is leased.  Every INSERT and
- * every UPDATE of state fires the trigger; the one UPDATE that leaves
- * state alone, jq_extend, only touches a leased job's lease_expires_at.
+ * every UPDATE of state or priority fires the trigger; the one UPDATE that
+ * leaves both alone, jq_extend, only touches a leased job's
+ * lease_expires_at.
  */
 static void
 check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
@@ -107,6 +116,8 @@ check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
 {
 	const PgjqStateInfo *info = pgjq_state_info(state);
 	bool		no_lease;
+	bool		isnull;
+	int16		priority;
 
 	if (info == NULL || (int) info->table != which)
 		ereport(ERROR,
@@ -117,6 +128,13 @@ check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
 				 errdetail("A job in jq.job_result succeeded (d) or was cancelled (c).")));
 	if (which != PGJQ_IN_JOB)
 		return;
+	priority = DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull));
+	if (priority < PGJQ_LIMIT_PRIORITY_MIN || priority > PGJQ_LIMIT_PRIORITY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("priority %d of a row of jq.job is out of range", priority),
+				 errdetail("A job's priority is between %d and %d.",
+						   PGJQ_LIMIT_PRIORITY_MIN, PGJQ_LIMIT_PRIORITY_MAX)));
 	(void) heap_getattr(tup, t->lease_expires_at, desc, &no_lease);
 	if ((state == PGJQ_STATE_LEASED) == no_lease)
 		ereport(ERROR,
@@ -124,6 +142,23 @@ check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
 				 errmsg("a row of jq.job has lease_expires_at set if and only if it is leased"),
 				 errdetail("The row has state \"%c\" and %s lease_expires_at.",
 						   state, no_lease ? "no" : "a")));
+}
+
+/*
+ * note_lane tells lanes.c that a row of jq.job became ready (made_ready),
+ * or that a ready row is being changed: its lane's dequeue bound must not
+ * pass it (lanes.c).
+ */
+static void
+note_lane(HeapTuple tup, TupleDesc desc, const CountedTable *t, bool made_ready)
+{
+	bool		isnull;
+
+	pgjq_lanes_note(DatumGetInt32(heap_getattr(tup, t->queue_id, desc, &isnull)),
+					DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull)),
+					DatumGetTimestampTz(heap_getattr(tup, t->run_at, desc, &isnull)),
+					DatumGetInt64(heap_getattr(tup, t->id, desc, &isnull)),
+					made_ready);
 }
 
 /*
@@ -193,6 +228,8 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 		pgjq_counters_add(DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull)),
 				  DatumGetInt16(heap_getattr(oldtup, t->priority, desc, &isnull)),
 				  pgjq_state_counter(oldstate), -1);
+		if (oldstate == PGJQ_STATE_READY)
+			note_lane(oldtup, desc, t, false);
 	}
 	if (newtup == NULL)
 		return PointerGetDatum(oldtup);
@@ -204,6 +241,8 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 	if (oldtup != NULL && which == PGJQ_IN_RESULT)
 		return PointerGetDatum(newtup);	/* a result rewritten: no event */
 	pgjq_counters_add(queue_id, priority, pgjq_state_counter(state), 1);
+	if (which == PGJQ_IN_JOB && state == PGJQ_STATE_READY)
+		note_lane(newtup, desc, t, true);
 
 	if (which == PGJQ_IN_JOB && oldtup == NULL)
 	{

@@ -40,6 +40,8 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "lanes.h"
+#include "queue.h"
 #include "statements.h"
 
 PG_FUNCTION_INFO_V1(pgjq_counters);
@@ -319,7 +321,7 @@ pgjq_counters_need_rebuild(void)
 	db = counters_db(MyDatabaseId, false);
 	result = db == NULL || !db->valid || db->stale;
 	LWLockRelease(counter_lock);
-	return result;
+	return result || pgjq_lanes_need_install();
 }
 
 /*
@@ -363,6 +365,32 @@ install_counts(void)
 		db->since = GetCurrentTimestamp();
 	}
 	LWLockRelease(counter_lock);
+
+	/*
+	 * The dequeue bounds start afresh: every lane with ready jobs.  Not
+	 * with a schema older than the library's, whose count trigger misses
+	 * some changes the bounds need (its dequeues scan whole lanes).
+	 */
+	if (!pgjq_schema_bounds())
+		pgjq_lanes_install(NULL, NULL, -1);
+	else
+	{
+		int32	   *queue_ids = palloc(sizeof(int32) * (SPI_processed + 1));
+		int16	   *priorities = palloc(sizeof(int16) * (SPI_processed + 1));
+		int			n = 0;
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			if (DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull)) != PGJQ_STATE_READY)
+				continue;
+			queue_ids[n] = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
+			priorities[n] = DatumGetInt16(pgjq_stmt_value(i, COUNT_JOBS_PRIORITY, &isnull));
+			n++;
+		}
+		pgjq_lanes_install(queue_ids, priorities, n);
+	}
 }
 
 /*
@@ -500,6 +528,7 @@ pgjq_reset_counters(PG_FUNCTION_ARGS)
 
 	if (counters_shared == NULL)
 		PG_RETURN_VOID();
+	pgjq_lanes_forget();
 	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
 	forget_counters();
 	db = counters_db(MyDatabaseId, false);

@@ -34,6 +34,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "lanes.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -45,24 +46,86 @@ PG_FUNCTION_INFO_V1(pgjq_finish_cancelled);
 
 /*
  * put_spi_result copies every row of the last SPI result into the
- * function's tuplestore.  The query's columns match the function's result
- * columns one to one.
+ * function's tuplestore.  The query's first columns match the function's
+ * result columns one to one; any further ones are not returned.
  */
 static void
 put_spi_result(FunctionCallInfo fcinfo)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			natts = rsinfo->setDesc->natts;
+	int			natts = SPI_tuptable->tupdesc->natts;
 	Datum	   *values = palloc(sizeof(Datum) * natts);
 	bool	   *nulls = palloc(sizeof(bool) * natts);
 
-	Assert(SPI_tuptable->tupdesc->natts == natts);
+	Assert(natts >= rsinfo->setDesc->natts);
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
 		heap_deform_tuple(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
 						  values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+/*
+ * lane_head reads the head of a lane from the last statement's first row,
+ * or +inf when it returned none, into *head.
+ */
+static void
+lane_head(int run_at_column, int id_column, PgjqLaneKey *head)
+{
+	bool		isnull;
+	Datum		run_at;
+
+	if (SPI_processed == 0)
+		return;					/* stays +inf: the lane looks empty */
+	run_at = pgjq_stmt_value(0, run_at_column, &isnull);
+	if (isnull)
+		return;
+	head->run_at = DatumGetTimestampTz(run_at);
+	head->id = DatumGetInt64(pgjq_stmt_value(0, id_column, &isnull));
+}
+
+/*
+ * dequeue_lanes leases up to max_jobs jobs lane by lane, each lane from
+ * its bound (lanes.c), most urgent lane first, and publishes each scanned
+ * lane's head as its new bound; values holds the first four parameters of
+ * the dequeue.  Returns false, having leased nothing, when the bounds
+ * cannot be trusted.
+ */
+static bool
+dequeue_lanes(FunctionCallInfo fcinfo, int32 queue_id, int32 max_jobs,
+			  Datum *values)
+{
+	PgjqLaneScan *scan = palloc(sizeof(PgjqLaneScan));
+	int32		taken = 0;
+
+	/* before the statements' snapshots: see lanes.c */
+	if (!pgjq_lanes_begin(queue_id, scan))
+		return false;
+	for (int l = 0; l < scan->nlanes && taken < max_jobs; l++)
+	{
+		values[1] = Int32GetDatum(max_jobs - taken);
+		values[4] = Int16GetDatum(scan->lane[l].priority);
+		values[5] = TimestampTzGetDatum(scan->lane[l].start.run_at);
+		values[6] = Int64GetDatum(scan->lane[l].start.id);
+		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE_LANE, values, NULL, SPI_OK_SELECT);
+		scan->lane[l].scanned = true;
+		if (SPI_processed > 0)
+		{
+			lane_head(DEQUEUE_LANE_HEAD_RUN_AT, DEQUEUE_LANE_HEAD_ID,
+					  &scan->lane[l].head);
+			taken += (int32) SPI_processed;
+			put_spi_result(fcinfo);
+		}
+		else
+		{
+			/* nothing to take: is anything ready at all, locked or not? */
+			pgjq_stmt_execute(PGJQ_STMT_LANE_HEAD, values, NULL, SPI_OK_SELECT);
+			lane_head(LANE_HEAD_RUN_AT, LANE_HEAD_ID, &scan->lane[l].head);
+		}
+	}
+	pgjq_lanes_advance(queue_id, scan);
+	return true;
 }
 
 /*
@@ -117,7 +180,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	PgjqQueue	queue;
 	int32		max_jobs;
 	int32		lease_seconds;
-	Datum		values[4];
+	Datum		values[7];
 	TimestampTz now;
 	Oid			job_relid;
 
@@ -176,8 +239,11 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = Float8GetDatum((float8) lease_seconds);
 	values[3] = TimestampTzGetDatum(now);
-	pgjq_stmt_execute(PGJQ_STMT_DEQUEUE, values, NULL, SPI_OK_SELECT);
-	put_spi_result(fcinfo);
+	if (!dequeue_lanes(fcinfo, queue.queue_id, max_jobs, values))
+	{
+		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE, values, NULL, SPI_OK_SELECT);
+		put_spi_result(fcinfo);
+	}
 	SPI_finish();
 
 	return (Datum) 0;

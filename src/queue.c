@@ -74,6 +74,7 @@ static uint64 queue_cache_generation = 0;	/* bumped by every reset */
  */
 static bool schema_caches = false;
 static bool schema_promotes = false;
+static bool schema_bounds = false;
 
 /* jq.job_scheduled_idx, for jq_dequeue's probe (pgjq_scheduled_index) */
 static Oid	scheduled_idx_oid = InvalidOid;
@@ -171,6 +172,7 @@ queue_cache_init(void)
 										get_namespace_oid(PGJQ_SCHEMA, false));
 		schema_caches = function_exists("queue_changed", 0, NULL);
 		schema_promotes = function_exists("promote_due", 2, promote_args);
+		schema_bounds = function_exists("lane_bounds", 0, NULL);
 	}
 	if (queue_cache == NULL)
 	{
@@ -276,6 +278,18 @@ pgjq_schema_promotes(void)
 {
 	queue_cache_init();
 	return schema_promotes;
+}
+
+/*
+ * pgjq_schema_bounds tells whether the installed schema's count trigger
+ * notes every change that can make a job ready below a dequeue bound
+ * (0.4.0 and later; src/lanes.c).
+ */
+bool
+pgjq_schema_bounds(void)
+{
+	queue_cache_init();
+	return schema_bounds;
 }
 
 /*

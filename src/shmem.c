@@ -25,6 +25,7 @@
 #include "storage/shmem.h"
 
 #include "counters.h"
+#include "lanes.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "wakeup.h"
@@ -35,6 +36,7 @@ enum
 	LOCK_LAUNCHER,
 	LOCK_WAKEUP,
 	LOCK_COUNTERS,
+	LOCK_LANES,
 	NUM_LOCKS
 };
 
@@ -52,9 +54,10 @@ pgjq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(pgjq_launcher_shmem_size(),
-											 pgjq_wakeup_shmem_size()),
-									pgjq_counters_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(pgjq_launcher_shmem_size(),
+													  pgjq_wakeup_shmem_size()),
+											 pgjq_counters_shmem_size()),
+									pgjq_lanes_shmem_size()));
 	RequestNamedLWLockTranche("pgjq", NUM_LOCKS);
 }
 
@@ -75,6 +78,7 @@ pgjq_shmem_startup(void)
 	pgjq_launcher_shmem_init(&locks[LOCK_LAUNCHER].lock);
 	pgjq_wakeup_shmem_init(&locks[LOCK_WAKEUP].lock);
 	pgjq_counters_shmem_init(&locks[LOCK_COUNTERS].lock);
+	pgjq_lanes_shmem_init(&locks[LOCK_LANES].lock);
 	attached = true;
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -73,8 +73,40 @@
 	"        pg_catalog.clock_timestamp()" \
 	"   FROM done"
 
+/*
+ * Leasing the candidate jobs "cand" of a dequeue.  The lease token's high
+ * 32 bits count the deliveries of the job, so a job's tokens only grow;
+ * the low 32 bits are random, so a token is never valid for another job by
+ * accident.  $4 is the clock at the call, so every job of one call shares
+ * started_at and the order of started_at never contradicts the order of
+ * delivery.  The columns are those of jq_dequeue's result.
+ */
+#define SQL_LEASE_CANDIDATES \
+	"   UPDATE jq.job j" \
+	"      SET state = " PGJQ_SQL_STATE(LEASED) "," \
+	"          attempt = j.attempt + 1," \
+	"          lease_token = ((((COALESCE(j.lease_token, 0) >> 32) + 1) << 32)" \
+	"                         | (pg_catalog.random() * 2147483647)::bigint)," \
+	"          started_at = $4," \
+	"          lease_expires_at = $4 + pg_catalog.make_interval(secs => $3)" \
+	"    WHERE j.id = ANY (ARRAY(SELECT id FROM cand))" \
+	"   RETURNING j.id, j.lease_token, j.attempt, j.priority, j.payload," \
+	"             j.enqueued_at, j.lease_expires_at, j.run_at"
+#define SQL_DEQUEUE_COLUMNS \
+	" leased.id AS job_id, leased.lease_token, leased.attempt," \
+	" leased.priority::integer AS priority, leased.payload, leased.enqueued_at," \
+	" leased.lease_expires_at"
+#define SQL_DEQUEUE_COLUMN_NAMES \
+	"job_id", "lease_token", "attempt", "priority", "payload", "enqueued_at", \
+	"lease_expires_at"
+
+/* the ready jobs of queue $1 in lane $5 from the bound ($6, $7) on */
+#define SQL_LANE_FROM_BOUND \
+	" queue_id = $1 AND state = " PGJQ_SQL_STATE(READY) \
+	" AND priority = $5 AND (run_at, id) >= ($6, $7)"
+
 #define MAX_ARGS 7
-#define MAX_COLUMNS 7
+#define MAX_COLUMNS 9
 
 typedef struct PgjqStmt
 {
@@ -178,12 +210,9 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	},
 	[PGJQ_STMT_DEQUEUE] = {
 		/*
-		 * Up to $2 ready jobs of queue $1, most urgent first.  The lease
-		 * token's high 32 bits count the deliveries of the job, so a job's
-		 * tokens only grow; the low 32 bits are random, so a token is never
-		 * valid for another job by accident.  $4 is the clock at the call,
-		 * so every job of one call shares started_at and the order of
-		 * started_at never contradicts the order of delivery.
+		 * Up to $2 ready jobs of queue $1, most urgent first, scanning
+		 * every lane from its start: the dequeue of a database whose lane
+		 * bounds are not (yet) trusted (lanes.c).
 		 */
 		"WITH cand AS ("
 		"    SELECT id FROM jq.job"
@@ -191,25 +220,53 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		"     ORDER BY priority DESC, run_at, id"
 		"     LIMIT $2"
 		"     FOR UPDATE SKIP LOCKED"
-		"), leased AS ("
-		"    UPDATE jq.job j"
-		"       SET state = " PGJQ_SQL_STATE(LEASED) ","
-		"           attempt = j.attempt + 1,"
-		"           lease_token = ((((COALESCE(j.lease_token, 0) >> 32) + 1) << 32)"
-		"                          | (pg_catalog.random() * 2147483647)::bigint),"
-		"           started_at = $4,"
-		"           lease_expires_at = $4 + pg_catalog.make_interval(secs => $3)"
-		"     WHERE j.id = ANY (ARRAY(SELECT id FROM cand))"
-		"    RETURNING j.id, j.lease_token, j.attempt, j.priority, j.payload,"
-		"              j.enqueued_at, j.lease_expires_at, j.run_at"
-		")"
-		" SELECT id AS job_id, lease_token, attempt, priority::integer AS priority,"
-		"        payload, enqueued_at, lease_expires_at"
+		"), leased AS (" SQL_LEASE_CANDIDATES ")"
+		" SELECT" SQL_DEQUEUE_COLUMNS
 		"   FROM leased"
-		"  ORDER BY leased.priority DESC, run_at, id",
+		"  ORDER BY leased.priority DESC, leased.run_at, leased.id",
 		4, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID},
-		{"job_id", "lease_token", "attempt", "priority", "payload", "enqueued_at",
-		"lease_expires_at"}
+		{SQL_DEQUEUE_COLUMN_NAMES}
+	},
+	[PGJQ_STMT_DEQUEUE_LANE] = {
+		/*
+		 * Up to $2 ready jobs of queue $1 in the lane of priority $5,
+		 * from the lane's bound ($6, $7) on: the index descent lands past
+		 * the dead entries of the jobs handed out before (lanes.c).  Each
+		 * row also carries the lane's head: the first ready job this
+		 * snapshot sees from the bound on, locked by another transaction
+		 * or not, which is where the bound may move.
+		 */
+		"WITH cand AS ("
+		"    SELECT id FROM jq.job"
+		"     WHERE" SQL_LANE_FROM_BOUND
+		"     ORDER BY run_at, id"
+		"     LIMIT $2"
+		"     FOR UPDATE SKIP LOCKED"
+		"), leased AS (" SQL_LEASE_CANDIDATES
+		"), head AS ("
+		"    SELECT run_at, id FROM jq.job"
+		"     WHERE" SQL_LANE_FROM_BOUND
+		"     ORDER BY run_at, id"
+		"     LIMIT 1"
+		")"
+		" SELECT" SQL_DEQUEUE_COLUMNS ","
+		"        h.run_at AS head_run_at, h.id AS head_id"
+		"   FROM leased LEFT JOIN head h ON true"
+		"  ORDER BY leased.run_at, leased.id",
+		7, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID, INT2OID, TIMESTAMPTZOID, INT8OID},
+		{SQL_DEQUEUE_COLUMN_NAMES, "head_run_at", "head_id"}
+	},
+	[PGJQ_STMT_LANE_HEAD] = {
+		/*
+		 * The head of a lane where DEQUEUE_LANE took nothing; the same
+		 * parameters ($2 to $4 unused)
+		 */
+		"SELECT run_at AS head_run_at, id AS head_id FROM jq.job"
+		" WHERE" SQL_LANE_FROM_BOUND
+		" ORDER BY run_at, id"
+		" LIMIT 1",
+		7, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID, INT2OID, TIMESTAMPTZOID, INT8OID},
+		{"head_run_at", "head_id"}
 	},
 	[PGJQ_STMT_ACK] = {
 		/* a row when the lease was current; acked is false when cancelled */

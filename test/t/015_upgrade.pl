@@ -200,5 +200,36 @@ is($node->safe_psql('from020', q{SELECT count(*) FROM jq.jq_dequeue('q', 10)}),
 my $from020 = $node->safe_psql('from020', $describe);
 same_schema($from020, $fresh, 'the schema updated from 0.2.0');
 
+# a database installed at 0.3.0, the last release, with jobs in flight:
+# while its schema is older than the library, dequeues scan whole lanes
+# (its count trigger misses an UPDATE of run_at, which the bounds need);
+# after the update, a counter rebuild installs the bounds
+$node->safe_psql('postgres', 'CREATE DATABASE from030');
+$node->safe_psql('from030', q{
+	CREATE EXTENSION pgjq VERSION '0.3.0';
+	SELECT 1 FROM jq.jq_create_queue('q');
+	SELECT jq.jq_enqueue_batch('q', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}', '{"n": 4}']::jsonb[]);
+	CREATE TABLE held AS SELECT job_id, lease_token FROM jq.jq_dequeue('q', 2);
+	SELECT jq.jq_ack(job_id, lease_token) FROM held LIMIT 1;
+});
+is($node->safe_psql('from030', 'SELECT jq.rebuild_counters()'),
+	't', 'at 0.3.0 the counters rebuild (without bounds: jq.lane_bounds() is not there yet)');
+is($node->safe_psql('from030', q{SELECT payload->>'n' FROM jq.jq_dequeue('q', 1)}),
+	'3', 'at 0.3.0 the next job dequeues (from the lane\'s start)');
+$node->safe_psql('from030', 'ALTER EXTENSION pgjq UPDATE');
+is($node->safe_psql('from030', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
+	$current, "0.3.0 updated to $current");
+is($node->safe_psql('from030', q{
+		SELECT jq.rebuild_counters()
+		   AND (SELECT count(*) FROM jq.lane_bounds() WHERE run_at = '-infinity') = 1}),
+	't', 'after the update a rebuild installs the bounds');
+is($node->safe_psql('from030', q{
+		SELECT count(*) FILTER (WHERE jq.jq_ack(h.job_id, h.lease_token))
+		  FROM held h JOIN jq.job j ON j.id = h.job_id}),
+	'1', 'the lease left open under 0.3.0 acks with its token');
+is($node->safe_psql('from030', q{SELECT string_agg(payload->>'n', ',') FROM jq.jq_dequeue('q', 10)}),
+	'4', 'the ready job carried over dequeues through the bounds');
+same_schema($node->safe_psql('from030', $describe), $fresh, 'the schema updated from 0.3.0');
+
 $node->stop;
 done_testing();
