@@ -36,7 +36,7 @@ OBJS = \
 	src/queue.o \
 	src/enqueue.o \
 	src/lease.o \
-	src/lanes.o \
+	src/bounds.o \
 	src/counters.o \
 	src/count_trigger.o \
 	src/wakeup.o \

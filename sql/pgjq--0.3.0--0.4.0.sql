@@ -1,25 +1,208 @@
 /*
- * pgjq 0.3.0 -> 0.4.0: dequeue bounds (src/lanes.c).
+ * pgjq 0.3.0 -> 0.4.0: scan bounds (src/bounds.c).
  *
- * The count trigger now also tells the dequeue bounds where a job became
- * ready, so it must fire for an UPDATE of any column of the ready index's
- * key; jq.lane_bounds() shows the bounds.
+ * jq_dequeue, the promotion of due jobs and the reclaim of expired leases
+ * start their index scans at bounds kept in shared memory, past the dead
+ * entries of jobs that have left the state the index holds.  The count
+ * trigger tells the bounds where a job entered or left a state, so it must
+ * fire for an UPDATE of any column of those indexes' keys.
  */
 \echo Use "ALTER EXTENSION pgjq UPDATE TO '0.4.0'" to load this file. \quit
 
 DROP TRIGGER job_count ON jq.job;
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, id OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 
-CREATE FUNCTION jq.lane_bounds(
-    OUT queue_id integer, OUT priority integer, OUT run_at timestamptz, OUT id bigint)
+CREATE FUNCTION jq.scan_bounds(
+    OUT state text, OUT queue_id integer, OUT priority integer,
+    OUT at timestamptz, OUT id bigint)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'pgjq_lane_bounds';
+AS 'MODULE_PATHNAME', 'pgjq_scan_bounds';
 
-REVOKE ALL ON FUNCTION jq.lane_bounds() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION jq.lane_bounds() TO jq_reader;
+CREATE FUNCTION jq.scan_bound(state "char", queue_id integer, priority integer,
+                              OUT at timestamptz, OUT id bigint, OUT generation bigint)
+RETURNS record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_scan_bound';
+
+CREATE FUNCTION jq.advance_scan_bound(state "char", queue_id integer, priority integer,
+                                      generation bigint, at timestamptz, id bigint)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_advance_scan_bound';
+
+CREATE OR REPLACE FUNCTION jq.promote_due(queue_id integer, max_jobs integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n integer := 0;
+    qids integer[];
+    starts timestamptz[];
+    generations bigint[];
+    now timestamptz;
+BEGIN
+    -- each queue's scan bound, in a statement of its own: it must be read
+    -- before the snapshot of the scan below (src/bounds.c); a queue whose
+    -- bound is infinity has no scheduled job
+    SELECT array_agg(q.queue_id), array_agg(b.at), array_agg(b.generation)
+      INTO qids, starts, generations
+      FROM jq.queue q CROSS JOIN LATERAL jq.scan_bound('s', q.queue_id, NULL) b
+     WHERE (promote_due.queue_id IS NULL OR q.queue_id = promote_due.queue_id)
+       AND b.at < 'infinity';
+    IF qids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a variable, not clock_timestamp() in the query, so that it bounds the
+    -- index scan rather than filtering every row it reads
+    now := clock_timestamp();
+    FOR r IN
+        WITH bound AS (
+            SELECT * FROM unnest(qids, starts, generations) AS u(queue_id, start, generation)
+        ), promoted AS (
+            UPDATE jq.job j SET state = 'r'
+             WHERE j.id IN (SELECT d.id FROM bound b CROSS JOIN LATERAL
+                              (SELECT x.id FROM jq.job x
+                                WHERE x.queue_id = b.queue_id AND x.state = 's'
+                                  AND x.run_at >= b.start AND x.run_at <= now
+                                ORDER BY x.run_at
+                                LIMIT greatest(promote_due.max_jobs, 1)
+                                  FOR UPDATE SKIP LOCKED) d)
+            RETURNING j.queue_id
+        ), heads AS (
+            -- the first scheduled job of each queue this snapshot sees from
+            -- the bound on, promoted by this statement or not
+            SELECT b.queue_id, b.generation,
+                   (SELECT x.run_at FROM jq.job x
+                     WHERE x.queue_id = b.queue_id AND x.state = 's' AND x.run_at >= b.start
+                     ORDER BY x.run_at LIMIT 1) AS head
+              FROM bound b
+        )
+        SELECT h.queue_id, h.generation, h.head,
+               (SELECT count(*)::integer FROM promoted p WHERE p.queue_id = h.queue_id) AS jobs
+          FROM heads h
+    LOOP
+        PERFORM jq.advance_scan_bound('s', r.queue_id, NULL, r.generation, r.head, NULL);
+        IF r.jobs > 0 THEN
+            PERFORM jq.wake_at_commit(r.queue_id);
+            n := n + r.jobs;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.reclaim_expired_leases(max_jobs integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    bound record;
+    head timestamptz;
+    now timestamptz;
+BEGIN
+    -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    -- the leases' scan bound, before the snapshot of the scan (src/bounds.c)
+    bound := jq.scan_bound('l', NULL, NULL);
+    IF bound.at = 'infinity' THEN
+        RETURN 0;
+    END IF;
+    now := clock_timestamp();
+    SELECT count(*)::integer INTO n
+      FROM jq.fail_leased(
+             ARRAY(SELECT j.id FROM jq.job j
+                    WHERE j.lease_expires_at >= bound.at AND j.lease_expires_at < now
+                    ORDER BY j.lease_expires_at
+                    LIMIT greatest(max_jobs, 1)
+                      FOR UPDATE SKIP LOCKED),
+             'lease expired', false, now, now);
+    -- the first lease still there from the bound on (those just reclaimed
+    -- are gone for this transaction; if it rolls back they lower the bound)
+    SELECT min(j.lease_expires_at) INTO head
+      FROM jq.job j WHERE j.lease_expires_at >= bound.at;
+    PERFORM jq.advance_scan_bound('l', NULL, NULL, bound.generation, head, NULL);
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.next_deadline()
+RETURNS timestamptz
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST(
+        (SELECT min(j.lease_expires_at) FROM jq.job j
+          WHERE j.lease_expires_at >= (SELECT b.at FROM jq.scan_bound('l', NULL, NULL) b)),
+        (SELECT min(x.run_at) FROM jq.queue q
+           CROSS JOIN LATERAL jq.scan_bound('s', q.queue_id, NULL) b
+           CROSS JOIN LATERAL
+            (SELECT j.run_at FROM jq.job j
+              WHERE j.queue_id = q.queue_id AND j.state = 's' AND j.run_at >= b.at
+              ORDER BY j.run_at LIMIT 1) x
+          WHERE b.at < 'infinity'))
+$$;
+
+CREATE OR REPLACE VIEW jq.queue_stats AS
+WITH c AS MATERIALIZED (SELECT * FROM jq.counters()),
+     -- where each lane's ready jobs begin: the oldest one is the first
+     -- from there, past the dead entries of jobs handed out (src/bounds.c)
+     b AS MATERIALIZED (SELECT * FROM jq.scan_bounds())
+SELECT q.name AS queue,
+       coalesce(sum(c.ready), 0)::bigint AS ready,
+       coalesce(sum(c.scheduled), 0)::bigint AS scheduled,
+       coalesce(sum(c.leased), 0)::bigint AS in_flight,
+       coalesce(sum(c.dead), 0)::bigint AS dead,
+       coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
+                    FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
+       (SELECT clock_timestamp() - min(o.run_at)
+          FROM c c2
+          LEFT JOIN b ON b.state = 'ready' AND b.queue_id = c2.queue_id
+                     AND b.priority = c2.priority
+          CROSS JOIN LATERAL
+               (SELECT j.run_at FROM jq.job j
+                 WHERE j.queue_id = c2.queue_id AND j.state = 'r'
+                   AND j.priority = c2.priority
+                   AND (j.run_at, j.id) >= (coalesce(b.at, '-infinity'),
+                                            coalesce(b.id, -9223372036854775808))
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
+         WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
+       coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
+       coalesce(sum(c.succeeded_total), 0)::bigint AS succeeded_total,
+       coalesce(sum(c.failed_total), 0)::bigint AS failed_total,
+       coalesce(sum(c.dead_lettered_total), 0)::bigint AS dead_lettered_total,
+       coalesce(sum(c.cancelled_total), 0)::bigint AS cancelled_total,
+       round((coalesce(sum(c.enqueued_total), 0) - h.enqueued_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS enqueued_per_min,
+       round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
+             / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
+           AS succeeded_per_min,
+       jq.counters_valid() AS counters_valid
+  FROM jq.queue q
+  LEFT JOIN c ON c.queue_id = q.queue_id
+  LEFT JOIN LATERAL
+       (SELECT s.sampled_at, s.enqueued_total, s.succeeded_total
+          FROM jq.stats_history s
+         WHERE s.queue_id = q.queue_id
+           AND s.sampled_at >= clock_timestamp() - interval '90 seconds'
+           AND s.counters_since IS NOT DISTINCT FROM
+               (SELECT max(c3.since) FROM c c3 WHERE c3.queue_id = q.queue_id)
+         ORDER BY s.sampled_at
+         LIMIT 1) h ON true
+ GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+
+REVOKE ALL ON FUNCTION jq.scan_bounds(), jq.scan_bound("char", integer, integer),
+    jq.advance_scan_bound("char", integer, integer, bigint, timestamptz, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jq.scan_bounds() TO jq_reader;
 
 -- Bounds are only installed for a schema whose count trigger notes every
 -- change they need: have the worker rebuild the counters now, which

@@ -833,6 +833,29 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_finish_cancelled';
 
+/*
+ * Scan bounds (src/bounds.c): where the scans of jq.job's partial indexes
+ * start, past the entries of jobs that have left the state the index
+ * holds.  jq_dequeue keeps the ready lanes' bounds in C; jq.promote_due
+ * and jq.reclaim_expired_leases keep those of scheduled jobs and leases
+ * through these two: read the bound (and its generation) in one
+ * statement, scan from it in the next, then advance it to the head the
+ * scan found.  Internal: no pgjq role may call them.
+ */
+CREATE FUNCTION jq.scan_bound(state "char", queue_id integer, priority integer,
+                              OUT at timestamptz, OUT id bigint, OUT generation bigint)
+RETURNS record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_scan_bound';
+
+CREATE FUNCTION jq.advance_scan_bound(state "char", queue_id integer, priority integer,
+                                      generation bigint, at timestamptz, id bigint)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_advance_scan_bound';
+
 /* ------------------------------------------------------------------------
  * The cold transitions, each in one function that the worker and the
  * tests both call: promotion of due jobs, failure of an attempt (and lease
@@ -857,25 +880,56 @@ AS $$
 DECLARE
     r record;
     n integer := 0;
+    qids integer[];
+    starts timestamptz[];
+    generations bigint[];
+    now timestamptz;
 BEGIN
+    -- each queue's scan bound, in a statement of its own: it must be read
+    -- before the snapshot of the scan below (src/bounds.c); a queue whose
+    -- bound is infinity has no scheduled job
+    SELECT array_agg(q.queue_id), array_agg(b.at), array_agg(b.generation)
+      INTO qids, starts, generations
+      FROM jq.queue q CROSS JOIN LATERAL jq.scan_bound('s', q.queue_id, NULL) b
+     WHERE (promote_due.queue_id IS NULL OR q.queue_id = promote_due.queue_id)
+       AND b.at < 'infinity';
+    IF qids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a variable, not clock_timestamp() in the query, so that it bounds the
+    -- index scan rather than filtering every row it reads
+    now := clock_timestamp();
     FOR r IN
-        WITH promoted AS (
+        WITH bound AS (
+            SELECT * FROM unnest(qids, starts, generations) AS u(queue_id, start, generation)
+        ), promoted AS (
             UPDATE jq.job j SET state = 'r'
-             WHERE j.id IN (SELECT d.id FROM jq.queue q CROSS JOIN LATERAL
+             WHERE j.id IN (SELECT d.id FROM bound b CROSS JOIN LATERAL
                               (SELECT x.id FROM jq.job x
-                                WHERE x.queue_id = q.queue_id AND x.state = 's'
-                                  AND x.run_at <= clock_timestamp()
+                                WHERE x.queue_id = b.queue_id AND x.state = 's'
+                                  AND x.run_at >= b.start AND x.run_at <= now
                                 ORDER BY x.run_at
                                 LIMIT greatest(promote_due.max_jobs, 1)
-                                  FOR UPDATE SKIP LOCKED) d
-                             WHERE promote_due.queue_id IS NULL
-                                OR q.queue_id = promote_due.queue_id)
+                                  FOR UPDATE SKIP LOCKED) d)
             RETURNING j.queue_id
+        ), heads AS (
+            -- the first scheduled job of each queue this snapshot sees from
+            -- the bound on, promoted by this statement or not
+            SELECT b.queue_id, b.generation,
+                   (SELECT x.run_at FROM jq.job x
+                     WHERE x.queue_id = b.queue_id AND x.state = 's' AND x.run_at >= b.start
+                     ORDER BY x.run_at LIMIT 1) AS head
+              FROM bound b
         )
-        SELECT p.queue_id, count(*)::integer AS jobs FROM promoted p GROUP BY p.queue_id
+        SELECT h.queue_id, h.generation, h.head,
+               (SELECT count(*)::integer FROM promoted p WHERE p.queue_id = h.queue_id) AS jobs
+          FROM heads h
     LOOP
-        PERFORM jq.wake_at_commit(r.queue_id);
-        n := n + r.jobs;
+        PERFORM jq.advance_scan_bound('s', r.queue_id, NULL, r.generation, r.head, NULL);
+        IF r.jobs > 0 THEN
+            PERFORM jq.wake_at_commit(r.queue_id);
+            n := n + r.jobs;
+        END IF;
     END LOOP;
     RETURN n;
 END
@@ -1035,17 +1089,31 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
+    bound record;
+    head timestamptz;
+    now timestamptz;
 BEGIN
     -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
     LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    -- the leases' scan bound, before the snapshot of the scan (src/bounds.c)
+    bound := jq.scan_bound('l', NULL, NULL);
+    IF bound.at = 'infinity' THEN
+        RETURN 0;
+    END IF;
+    now := clock_timestamp();
     SELECT count(*)::integer INTO n
       FROM jq.fail_leased(
              ARRAY(SELECT j.id FROM jq.job j
-                    WHERE j.lease_expires_at < clock_timestamp()
+                    WHERE j.lease_expires_at >= bound.at AND j.lease_expires_at < now
                     ORDER BY j.lease_expires_at
                     LIMIT greatest(max_jobs, 1)
                       FOR UPDATE SKIP LOCKED),
-             'lease expired', false, clock_timestamp(), clock_timestamp());
+             'lease expired', false, now, now);
+    -- the first lease still there from the bound on (those just reclaimed
+    -- are gone for this transaction; if it rolls back they lower the bound)
+    SELECT min(j.lease_expires_at) INTO head
+      FROM jq.job j WHERE j.lease_expires_at >= bound.at;
+    PERFORM jq.advance_scan_bound('l', NULL, NULL, bound.generation, head, NULL);
     RETURN n;
 END
 $$;
@@ -1173,14 +1241,19 @@ COMMENT ON FUNCTION jq.jq_redrive IS 'move dead letters of a queue (all, or thos
 -- run_at, NULL when there is neither.
 CREATE FUNCTION jq.next_deadline()
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT LEAST(
-        (SELECT min(j.lease_expires_at) FROM jq.job j WHERE j.lease_expires_at IS NOT NULL),
-        (SELECT min(x.run_at) FROM jq.queue q CROSS JOIN LATERAL
-            (SELECT j.run_at FROM jq.job j WHERE j.queue_id = q.queue_id AND j.state = 's'
-              ORDER BY j.run_at LIMIT 1) x))
+        (SELECT min(j.lease_expires_at) FROM jq.job j
+          WHERE j.lease_expires_at >= (SELECT b.at FROM jq.scan_bound('l', NULL, NULL) b)),
+        (SELECT min(x.run_at) FROM jq.queue q
+           CROSS JOIN LATERAL jq.scan_bound('s', q.queue_id, NULL) b
+           CROSS JOIN LATERAL
+            (SELECT j.run_at FROM jq.job j
+              WHERE j.queue_id = q.queue_id AND j.state = 's' AND j.run_at >= b.at
+              ORDER BY j.run_at LIMIT 1) x
+          WHERE b.at < 'infinity'))
 $$;
 
 /* ------------------------------------------------------------------------
@@ -1233,9 +1306,9 @@ COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts and timestamps of a
 
 -- Records each change of the three tables as a counter delta, applied to
 -- shared memory at commit, and checks the invariants of a new row; on
--- jq.job it also tells the dequeue bounds (src/lanes.c) where a job became
--- ready or a ready job changed, so UPDATE fires it for every column of the
--- ready index's key.
+-- jq.job it also tells the scan bounds (src/bounds.c) where a job entered
+-- or left a state, so UPDATE fires it for every column of the keys of the
+-- ready, scheduled and leased indexes.
 CREATE FUNCTION jq.count_trigger()
 RETURNS trigger
 LANGUAGE C
@@ -1248,7 +1321,7 @@ AS 'MODULE_PATHNAME', 'pgjq_count_trigger';
 -- page image: a third of the WAL of a batch drain.
 CREATE TRIGGER job_count_insert BEFORE INSERT
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, id OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 CREATE TRIGGER job_result_count BEFORE INSERT
     ON jq.job_result FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job_result');
@@ -1279,16 +1352,18 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_counters_valid';
 
--- Where the next dequeue of each lane starts (src/lanes.c): one row per
--- queue and priority that may hold ready jobs, most urgent first; run_at
--- -infinity and id NULL for a lane scanned from its start.  No rows while
--- the counters are not valid: dequeues then scan whole lanes.
-CREATE FUNCTION jq.lane_bounds(
-    OUT queue_id integer, OUT priority integer, OUT run_at timestamptz, OUT id bigint)
+-- Where the next scan of each job index starts (src/bounds.c): one row per
+-- bound that may have jobs past it: ready (a dequeue lane: queue and
+-- priority), scheduled (a queue's promotion) and leased (the reclaim);
+-- at -infinity and id NULL for a scan from the start.  No rows while the
+-- counters are not valid: scans then start at the start of their index.
+CREATE FUNCTION jq.scan_bounds(
+    OUT state text, OUT queue_id integer, OUT priority integer,
+    OUT at timestamptz, OUT id bigint)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'pgjq_lane_bounds';
+AS 'MODULE_PATHNAME', 'pgjq_scan_bounds';
 
 -- Forgets this database's counters (left over from a dropped pgjq, say)
 -- and has the worker rebuild them.
@@ -1344,7 +1419,10 @@ AS 'MODULE_PATHNAME', 'pgjq_rebuild_counters';
  * ready jobs, and one history row per queue: never count(*).
  */
 CREATE VIEW jq.queue_stats AS
-WITH c AS MATERIALIZED (SELECT * FROM jq.counters())
+WITH c AS MATERIALIZED (SELECT * FROM jq.counters()),
+     -- where each lane's ready jobs begin: the oldest one is the first
+     -- from there, past the dead entries of jobs handed out (src/bounds.c)
+     b AS MATERIALIZED (SELECT * FROM jq.scan_bounds())
 SELECT q.name AS queue,
        coalesce(sum(c.ready), 0)::bigint AS ready,
        coalesce(sum(c.scheduled), 0)::bigint AS scheduled,
@@ -1353,10 +1431,15 @@ SELECT q.name AS queue,
        coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
                     FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
        (SELECT clock_timestamp() - min(o.run_at)
-          FROM c c2 CROSS JOIN LATERAL
+          FROM c c2
+          LEFT JOIN b ON b.state = 'ready' AND b.queue_id = c2.queue_id
+                     AND b.priority = c2.priority
+          CROSS JOIN LATERAL
                (SELECT j.run_at FROM jq.job j
                  WHERE j.queue_id = c2.queue_id AND j.state = 'r'
                    AND j.priority = c2.priority
+                   AND (j.run_at, j.id) >= (coalesce(b.at, '-infinity'),
+                                            coalesce(b.id, -9223372036854775808))
                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
          WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
        coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
@@ -1691,7 +1774,7 @@ GRANT EXECUTE ON FUNCTION jq.jq_list_queues(), jq.jq_worker_status(),
 TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
                  jq.batch_progress, jq.dead_letter_errors TO jq_reader;
-GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.lane_bounds() TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.scan_bounds() TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 

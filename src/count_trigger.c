@@ -26,7 +26,7 @@
 #include "utils/rel.h"
 
 #include "counters.h"
-#include "lanes.h"
+#include "bounds.h"
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 
@@ -145,20 +145,24 @@ check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
 }
 
 /*
- * note_lane tells lanes.c that a row of jq.job became ready (made_ready),
- * or that a ready row is being changed: its lane's dequeue bound must not
- * pass it (lanes.c).
+ * note_bound tells bounds.c that a row of jq.job entered its state (made),
+ * or that it is being changed: the bound of the scans of that state's
+ * index must not pass it.  The key is run_at for ready and scheduled jobs,
+ * lease_expires_at for leased ones.
  */
 static void
-note_lane(HeapTuple tup, TupleDesc desc, const CountedTable *t, bool made_ready)
+note_bound(HeapTuple tup, TupleDesc desc, const CountedTable *t, char state,
+		   bool made)
 {
 	bool		isnull;
+	AttrNumber	at = state == PGJQ_STATE_LEASED ? t->lease_expires_at : t->run_at;
 
-	pgjq_lanes_note(DatumGetInt32(heap_getattr(tup, t->queue_id, desc, &isnull)),
-					DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull)),
-					DatumGetTimestampTz(heap_getattr(tup, t->run_at, desc, &isnull)),
-					DatumGetInt64(heap_getattr(tup, t->id, desc, &isnull)),
-					made_ready);
+	pgjq_bounds_note(state,
+					 DatumGetInt32(heap_getattr(tup, t->queue_id, desc, &isnull)),
+					 DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull)),
+					 DatumGetTimestampTz(heap_getattr(tup, at, desc, &isnull)),
+					 DatumGetInt64(heap_getattr(tup, t->id, desc, &isnull)),
+					 made);
 }
 
 /*
@@ -228,8 +232,8 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 		pgjq_counters_add(DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull)),
 				  DatumGetInt16(heap_getattr(oldtup, t->priority, desc, &isnull)),
 				  pgjq_state_counter(oldstate), -1);
-		if (oldstate == PGJQ_STATE_READY)
-			note_lane(oldtup, desc, t, false);
+		if (which == PGJQ_IN_JOB)
+			note_bound(oldtup, desc, t, oldstate, false);
 	}
 	if (newtup == NULL)
 		return PointerGetDatum(oldtup);
@@ -241,8 +245,8 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 	if (oldtup != NULL && which == PGJQ_IN_RESULT)
 		return PointerGetDatum(newtup);	/* a result rewritten: no event */
 	pgjq_counters_add(queue_id, priority, pgjq_state_counter(state), 1);
-	if (which == PGJQ_IN_JOB && state == PGJQ_STATE_READY)
-		note_lane(newtup, desc, t, true);
+	if (which == PGJQ_IN_JOB)
+		note_bound(newtup, desc, t, state, true);
 
 	if (which == PGJQ_IN_JOB && oldtup == NULL)
 	{

@@ -40,7 +40,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
-#include "lanes.h"
+#include "bounds.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -321,7 +321,7 @@ pgjq_counters_need_rebuild(void)
 	db = counters_db(MyDatabaseId, false);
 	result = db == NULL || !db->valid || db->stale;
 	LWLockRelease(counter_lock);
-	return result || pgjq_lanes_need_install();
+	return result || pgjq_bounds_need_install();
 }
 
 /*
@@ -367,29 +367,28 @@ install_counts(void)
 	LWLockRelease(counter_lock);
 
 	/*
-	 * The dequeue bounds start afresh: every lane with ready jobs.  Not
-	 * with a schema older than the library's, whose count trigger misses
-	 * some changes the bounds need (its dequeues scan whole lanes).
+	 * The scan bounds start afresh wherever there are jobs (bounds.c
+	 * ignores the finished states).  Not with a schema older than the
+	 * library's, whose count trigger misses some changes the bounds need
+	 * (its scans start at the start of their index).
 	 */
 	if (!pgjq_schema_bounds())
-		pgjq_lanes_install(NULL, NULL, -1);
+		pgjq_bounds_install(NULL, NULL, NULL, -1);
 	else
 	{
+		char	   *states = palloc(SPI_processed + 1);
 		int32	   *queue_ids = palloc(sizeof(int32) * (SPI_processed + 1));
 		int16	   *priorities = palloc(sizeof(int16) * (SPI_processed + 1));
-		int			n = 0;
 
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			bool		isnull;
 
-			if (DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull)) != PGJQ_STATE_READY)
-				continue;
-			queue_ids[n] = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
-			priorities[n] = DatumGetInt16(pgjq_stmt_value(i, COUNT_JOBS_PRIORITY, &isnull));
-			n++;
+			states[i] = DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull));
+			queue_ids[i] = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
+			priorities[i] = DatumGetInt16(pgjq_stmt_value(i, COUNT_JOBS_PRIORITY, &isnull));
 		}
-		pgjq_lanes_install(queue_ids, priorities, n);
+		pgjq_bounds_install(states, queue_ids, priorities, (int) SPI_processed);
 	}
 }
 
@@ -528,7 +527,7 @@ pgjq_reset_counters(PG_FUNCTION_ARGS)
 
 	if (counters_shared == NULL)
 		PG_RETURN_VOID();
-	pgjq_lanes_forget();
+	pgjq_bounds_forget();
 	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
 	forget_counters();
 	db = counters_db(MyDatabaseId, false);

@@ -34,7 +34,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "lanes.h"
+#include "bounds.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -71,7 +71,7 @@ put_spi_result(FunctionCallInfo fcinfo)
  * or +inf when it returned none, into *head.
  */
 static void
-lane_head(int run_at_column, int id_column, PgjqLaneKey *head)
+lane_head(int run_at_column, int id_column, PgjqBoundKey *head)
 {
 	bool		isnull;
 	Datum		run_at;
@@ -81,13 +81,13 @@ lane_head(int run_at_column, int id_column, PgjqLaneKey *head)
 	run_at = pgjq_stmt_value(0, run_at_column, &isnull);
 	if (isnull)
 		return;
-	head->run_at = DatumGetTimestampTz(run_at);
+	head->at = DatumGetTimestampTz(run_at);
 	head->id = DatumGetInt64(pgjq_stmt_value(0, id_column, &isnull));
 }
 
 /*
  * dequeue_lanes leases up to max_jobs jobs lane by lane, each lane from
- * its bound (lanes.c), most urgent lane first, and publishes each scanned
+ * its bound (bounds.c), most urgent lane first, and publishes each scanned
  * lane's head as its new bound; values holds the first four parameters of
  * the dequeue.  Returns false, having leased nothing, when the bounds
  * cannot be trusted.
@@ -99,14 +99,14 @@ dequeue_lanes(FunctionCallInfo fcinfo, int32 queue_id, int32 max_jobs,
 	PgjqLaneScan *scan = palloc(sizeof(PgjqLaneScan));
 	int32		taken = 0;
 
-	/* before the statements' snapshots: see lanes.c */
+	/* before the statements' snapshots: see bounds.c */
 	if (!pgjq_lanes_begin(queue_id, scan))
 		return false;
 	for (int l = 0; l < scan->nlanes && taken < max_jobs; l++)
 	{
 		values[1] = Int32GetDatum(max_jobs - taken);
 		values[4] = Int16GetDatum(scan->lane[l].priority);
-		values[5] = TimestampTzGetDatum(scan->lane[l].start.run_at);
+		values[5] = TimestampTzGetDatum(scan->lane[l].start.at);
 		values[6] = Int64GetDatum(scan->lane[l].start.id);
 		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE_LANE, values, NULL, SPI_OK_SELECT);
 		scan->lane[l].scanned = true;
@@ -137,25 +137,38 @@ dequeue_lanes(FunctionCallInfo fcinfo, int32 queue_id, int32 max_jobs,
  * was 5-7% of a one-job dequeue and ack.  The probe reads with the latest
  * snapshot; an entry whose row is no longer scheduled is not visible
  * through it (changing state is never a HOT update: state is in the
- * index's predicate).
+ * index's predicate).  It starts at the queue's scan bound (bounds.c),
+ * past the entries of jobs promoted before, and a queue whose bound says
+ * it has no scheduled job is not probed at all.
  */
 static bool
 due_scheduled_job(Oid job_relid, int32 queue_id, TimestampTz now)
 {
-	Relation	heap = table_open(job_relid, NoLock);	/* locked by the caller */
-	Relation	index = index_open(pgjq_scheduled_index(), AccessShareLock);
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	ScanKeyData keys[2];
+	Relation	heap;
+	Relation	index;
+	Snapshot	snapshot;
+	ScanKeyData keys[3];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
+	PgjqBoundKey start;
+	uint64		generation;
 	bool		found;
 
+	(void) pgjq_bound_get(PGJQ_STATE_SCHEDULED, queue_id, 0, &start, &generation);
+	if (start.at > now)
+		return false;			/* none scheduled, or none due yet */
+
+	heap = table_open(job_relid, NoLock);	/* locked by the caller */
+	index = index_open(pgjq_scheduled_index(), AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum(queue_id));
-	ScanKeyInit(&keys[1], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+	ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+				TimestampTzGetDatum(start.at));
+	ScanKeyInit(&keys[2], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
 				TimestampTzGetDatum(now));
-	scan = index_beginscan(heap, index, snapshot, 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
+	scan = index_beginscan(heap, index, snapshot, 3, 0);
+	index_rescan(scan, keys, 3, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	ExecDropSingleTupleTableSlot(slot);

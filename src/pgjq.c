@@ -41,7 +41,7 @@ int			pgjq_reclaim_batch = 1000;
 int			pgjq_stats_interval = 10;
 int			pgjq_history_retention = 7 * 24 * 3600;
 int			pgjq_purge_batch = 1000;
-bool		pgjq_use_lane_bounds = true;
+bool		pgjq_use_scan_bounds = true;
 
 /*
  * check_databases refuses a pgjq.database that is not a list of database
@@ -145,10 +145,10 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
-	DefineCustomBoolVariable("pgjq.lane_bounds",
-							 "Starts each dequeue at its lane's bound, past the jobs already handed out.",
-							 "Off scans every lane from its start, as pgjq 0.3 did: slow after many jobs without VACUUM.",
-							 &pgjq_use_lane_bounds,
+	DefineCustomBoolVariable("pgjq.scan_bounds",
+							 "Starts each scan of a job index at its bound, past the jobs that left it.",
+							 "Off scans dequeue lanes, due jobs and expired leases from the start of their index, as pgjq 0.3 did: slow after many jobs without VACUUM.",
+							 &pgjq_use_scan_bounds,
 							 true,
 							 PGC_SUSET,
 							 0,

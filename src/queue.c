@@ -172,7 +172,7 @@ queue_cache_init(void)
 										get_namespace_oid(PGJQ_SCHEMA, false));
 		schema_caches = function_exists("queue_changed", 0, NULL);
 		schema_promotes = function_exists("promote_due", 2, promote_args);
-		schema_bounds = function_exists("lane_bounds", 0, NULL);
+		schema_bounds = function_exists("scan_bounds", 0, NULL);
 	}
 	if (queue_cache == NULL)
 	{
@@ -283,7 +283,7 @@ pgjq_schema_promotes(void)
 /*
  * pgjq_schema_bounds tells whether the installed schema's count trigger
  * notes every change that can make a job ready below a dequeue bound
- * (0.4.0 and later; src/lanes.c).
+ * (0.4.0 and later; src/bounds.c).
  */
 bool
 pgjq_schema_bounds(void)

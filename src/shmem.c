@@ -25,7 +25,7 @@
 #include "storage/shmem.h"
 
 #include "counters.h"
-#include "lanes.h"
+#include "bounds.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "wakeup.h"
@@ -36,7 +36,7 @@ enum
 	LOCK_LAUNCHER,
 	LOCK_WAKEUP,
 	LOCK_COUNTERS,
-	LOCK_LANES,
+	LOCK_BOUNDS,
 	NUM_LOCKS
 };
 
@@ -57,7 +57,7 @@ pgjq_shmem_request(void)
 	RequestAddinShmemSpace(add_size(add_size(add_size(pgjq_launcher_shmem_size(),
 													  pgjq_wakeup_shmem_size()),
 											 pgjq_counters_shmem_size()),
-									pgjq_lanes_shmem_size()));
+									pgjq_bounds_shmem_size()));
 	RequestNamedLWLockTranche("pgjq", NUM_LOCKS);
 }
 
@@ -78,7 +78,7 @@ pgjq_shmem_startup(void)
 	pgjq_launcher_shmem_init(&locks[LOCK_LAUNCHER].lock);
 	pgjq_wakeup_shmem_init(&locks[LOCK_WAKEUP].lock);
 	pgjq_counters_shmem_init(&locks[LOCK_COUNTERS].lock);
-	pgjq_lanes_shmem_init(&locks[LOCK_LANES].lock);
+	pgjq_bounds_shmem_init(&locks[LOCK_BOUNDS].lock);
 	attached = true;
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -212,7 +212,7 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		/*
 		 * Up to $2 ready jobs of queue $1, most urgent first, scanning
 		 * every lane from its start: the dequeue of a database whose lane
-		 * bounds are not (yet) trusted (lanes.c).
+		 * bounds are not (yet) trusted (bounds.c).
 		 */
 		"WITH cand AS ("
 		"    SELECT id FROM jq.job"
@@ -231,7 +231,7 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		/*
 		 * Up to $2 ready jobs of queue $1 in the lane of priority $5,
 		 * from the lane's bound ($6, $7) on: the index descent lands past
-		 * the dead entries of the jobs handed out before (lanes.c).  Each
+		 * the dead entries of the jobs handed out before (bounds.c).  Each
 		 * row also carries the lane's head: the first ready job this
 		 * snapshot sees from the bound on, locked by another transaction
 		 * or not, which is where the bound may move.

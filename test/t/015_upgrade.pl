@@ -213,7 +213,7 @@ $node->safe_psql('from030', q{
 	SELECT jq.jq_ack(job_id, lease_token) FROM held LIMIT 1;
 });
 is($node->safe_psql('from030', 'SELECT jq.rebuild_counters()'),
-	't', 'at 0.3.0 the counters rebuild (without bounds: jq.lane_bounds() is not there yet)');
+	't', 'at 0.3.0 the counters rebuild (without bounds: jq.scan_bounds() is not there yet)');
 is($node->safe_psql('from030', q{SELECT payload->>'n' FROM jq.jq_dequeue('q', 1)}),
 	'3', 'at 0.3.0 the next job dequeues (from the lane\'s start)');
 $node->safe_psql('from030', 'ALTER EXTENSION pgjq UPDATE');
@@ -221,7 +221,7 @@ is($node->safe_psql('from030', q{SELECT extversion FROM pg_extension WHERE extna
 	$current, "0.3.0 updated to $current");
 is($node->safe_psql('from030', q{
 		SELECT jq.rebuild_counters()
-		   AND (SELECT count(*) FROM jq.lane_bounds() WHERE run_at = '-infinity') = 1}),
+		   AND (SELECT count(*) FROM jq.scan_bounds() WHERE state = 'ready' AND at = '-infinity') = 1}),
 	't', 'after the update a rebuild installs the bounds');
 is($node->safe_psql('from030', q{
 		SELECT count(*) FILTER (WHERE jq.jq_ack(h.job_id, h.lease_token))

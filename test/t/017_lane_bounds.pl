@@ -1,4 +1,4 @@
-# Dequeue bounds under races (src/lanes.c).  A dequeue starts each lane at
+# Dequeue bounds under races (src/bounds.c).  A dequeue starts each lane at
 # its bound and then moves the bound up, so a job that became ready below
 # the bound and was not noticed would never be handed out again: it would
 # sit in jq.job, ready, while every dequeue returns nothing.  The isolation
@@ -18,7 +18,8 @@
 # every job must come out, and the bounds must not have been given up
 # (the counters stay valid, so no dequeue fell back to full scans).  Four
 # rounds of three seconds.  Without the generation check of
-# pgjq_lanes_advance, about half the rounds strand a job.
+# pgjq_lanes_advance, about half the rounds strand a job.  Then the same
+# for the bounds of scheduled jobs and leases (see below).
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -30,7 +31,7 @@ use PgjqTest;
 my $rounds = 4;
 my $seconds = 3;
 
-my $node = new_node('lanes', extension => 1);
+my $node = new_node('lanes', extension => 1, conf => { 'pgjq.naptime' => '100ms' });
 create_queue($node, 'postgres', 'st', max_attempts => '1000');
 ok(poll_fast($node, 'postgres', 'SELECT jq.counters_valid()', 30),
     'the worker built the counters, and with them the bounds');
@@ -122,10 +123,75 @@ for my $round (1 .. $rounds)
 	is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.job WHERE state = 'r'}),
 		'0', "round $round: once a dequeue returns nothing, no job is left ready (none stranded below a bound)");
 	is($node->safe_psql('postgres', q{
-			SELECT count(*) FROM jq.lane_bounds() b JOIN jq.queue q USING (queue_id)
-			 WHERE q.name = 'st'}),
+			SELECT count(*) FROM jq.scan_bounds() b JOIN jq.queue q USING (queue_id)
+			 WHERE q.name = 'st' AND b.state = 'ready'}),
 		'0', "round $round: the last dequeue found every lane of the drained queue empty");
 }
+
+# The bounds of scheduled jobs and of leases, which the promotion and the
+# reclaim (the worker's, and jq_dequeue's probe for due jobs) start from.
+# Producers schedule jobs a moment ahead; workers fail jobs for a retry a
+# moment later, abandon leases of one second, or shorten a lease to one
+# second with jq_extend and abandon it, and roll some of that back.  After
+# the race, the queue must empty by dequeues and acks alone, with the
+# worker promoting and reclaiming: a job stranded below a bound would stay
+# scheduled or leased for ever.
+my %later = (
+    produce => q{
+\set ahead random(0, 300)
+SELECT jq.jq_enqueue('st', '{}', run_at => now() + :ahead * interval '1 millisecond');
+},
+    fail => q{
+\set rb random(1, 5)
+BEGIN;
+SELECT count(jq.jq_fail(d.job_id, d.lease_token, 'again', retry_in => random() * interval '0.3 seconds'))
+  FROM jq.jq_dequeue('st', 2) d;
+\if :rb = 1
+ROLLBACK;
+\else
+COMMIT;
+\endif
+},
+    abandon => q{
+SELECT count(*) FROM jq.jq_dequeue('st', 1, lease_seconds => 1);
+},
+    shorten => q{
+\set rb random(1, 5)
+BEGIN;
+SELECT count(jq.jq_extend(d.job_id, d.lease_token, 1)) FROM jq.jq_dequeue('st', 1) d;
+\if :rb = 1
+ROLLBACK;
+\else
+COMMIT;
+\endif
+},
+    work => $script{work});
+my %later_weight = (produce => 4, fail => 2, abandon => 1, shorten => 1, work => 3);
+for my $round (1 .. 2)
+{
+	$node->pgbench(
+		"--no-vacuum --client=6 --jobs=6 --time=$seconds",
+		0,
+		[qr{processed: [1-9]}],
+		[qr{^$}],
+		"scheduled and leased, round $round: producers, failing, abandoning "
+		  . "and shortening workers race for $seconds seconds without an error",
+		{
+			map { ("017_later_${_}_r$round\@$later_weight{$_}" => $later{$_}) }
+			  keys %later
+		});
+	note "scheduled and leased, round $round: "
+	  . $node->safe_psql('postgres',
+		q{SELECT coalesce(string_agg(state::text || ' ' || n, ', '), 'empty') FROM
+		    (SELECT state, count(*) AS n FROM jq.job GROUP BY state ORDER BY state) s});
+	ok( poll_fast($node, 'postgres', q{
+			SELECT count(jq.jq_ack(d.job_id, d.lease_token, NULL)) = 0
+			   AND NOT EXISTS (SELECT FROM jq.job)
+			  FROM jq.jq_dequeue('st', 100) d}, 60),
+		"scheduled and leased, round $round: every job is promoted or reclaimed "
+		  . 'and handed out: none stranded below a bound');
+}
+
 is($node->safe_psql('postgres', 'SELECT jq.counters_valid()'),
 	't', 'the bounds were trusted throughout (counters valid)');
 
