@@ -39,6 +39,8 @@ if [ "$MODE" = full ]; then
     W4_SECS=20
     W5_DEEP=1000000
     W5_SAMPLE=5000          # jobs timed at each depth
+    W5H_CHURN=200000        # jobs processed while a snapshot is held
+    W8_JOBS=20000           # per run of the worker-turn cycle
     W6_BACKLOG=100000
     W7_JOBS=30000
 else
@@ -49,6 +51,8 @@ else
     W4_SECS=5
     W5_DEEP=100000
     W5_SAMPLE=5000
+    W5H_CHURN=100000
+    W8_JOBS=6000
     W6_BACKLOG=20000
     W7_JOBS=10000
 fi
@@ -138,6 +142,74 @@ CHECKPOINT;
 SQL
 }
 
+# autovacuum_off / autovacuum_on: W5 runs without autovacuum on the queue
+# tables (so that the dead rows of the churn are all still there)
+autovacuum_off() {
+    pg -d bench -c 'ALTER TABLE jq.job SET (autovacuum_enabled = off)' \
+        -c 'ALTER TABLE jq.job_result SET (autovacuum_enabled = off)' \
+        -c 'ALTER TABLE floor_job SET (autovacuum_enabled = off)' >/dev/null
+}
+autovacuum_on() {
+    pg -d bench -c 'ALTER TABLE jq.job RESET (autovacuum_enabled)' \
+        -c 'ALTER TABLE jq.job_result RESET (autovacuum_enabled)' \
+        -c 'ALTER TABLE floor_job RESET (autovacuum_enabled)' >/dev/null
+}
+# hold_snapshot / release_snapshot: a session holds a REPEATABLE READ
+# snapshot open (an analyst's long query), which holds back the xmin
+# horizon: nothing that dies after it can be vacuumed, pruned or killed
+hold_snapshot() {
+    as_pg psql -h "$PGDIR" -p "$PORT" -U postgres -d bench -X -q \
+        -c "SET application_name = 'bench_holder'" \
+        -c 'BEGIN ISOLATION LEVEL REPEATABLE READ' \
+        -c 'SELECT count(*) FROM jq.queue' -c 'SELECT pg_sleep(86400)' >/dev/null 2>&1 &
+    for _ in $(seq 1 100); do
+        [ "$(pg -d bench -At -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bench_holder' AND backend_xmin IS NOT NULL")" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "bench: the snapshot holder did not start" >&2
+    exit 1
+}
+release_snapshot() {
+    pg -d bench -At -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bench_holder'" >/dev/null
+    wait 2>/dev/null || true
+}
+
+# W8: a worker's turn, one job at a time, by pgbench: pgjq's fused
+# jq_ack_dequeue (one transaction per job: ack the job held, lease the
+# next), pgjq's jq_dequeue then jq_ack, and the floor's UPDATE ... RETURNING
+# then DELETE (two transactions per job each)
+cat >"$WORK/w8_fused.sql" <<'EOF'
+SELECT job_id, lease_token FROM jq.jq_ack_dequeue('bench', 1, NULL, ARRAY[:job_id]::bigint[], ARRAY[:lease_token]::bigint[]) \gset
+EOF
+cat >"$WORK/w8_two.sql" <<'EOF'
+SELECT job_id, lease_token FROM jq.jq_dequeue('bench', 1) \gset
+SELECT jq.jq_ack(:job_id, :lease_token);
+EOF
+cat >"$WORK/w8_floor.sql" <<'EOF'
+UPDATE floor_job SET state = 'leased' WHERE id = (SELECT id FROM floor_job WHERE state = 'ready' ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id \gset
+DELETE FROM floor_job WHERE id = :id;
+EOF
+chmod 644 "$WORK"/w8_*.sql
+# w8 TAG BACKEND SCRIPT WORKERS: reset, prefill W8_JOBS, time the turns
+w8() {
+    local tag=$1 backend=$2 script=$3 workers=$4 per tps
+    reset_state
+    if [ "$backend" = pgjq ]; then
+        pg -d bench -c "SELECT count(*) FROM jq.jq_enqueue_batch('bench', array_fill('{\"w\": 8}'::jsonb, ARRAY[$W8_JOBS]))" >/dev/null
+    else
+        pg -d bench -c "INSERT INTO floor_job (payload) SELECT '{\"w\": 8}' FROM generate_series(1, $W8_JOBS)" >/dev/null
+    fi
+    pg -d bench -c 'VACUUM ANALYZE jq.job, floor_job' -c CHECKPOINT >/dev/null
+    # every worker stops a few jobs short of the end: a turn must find a job
+    per=$(( W8_JOBS / workers - 5 ))
+    tps=$(as_pg pgbench -h "$PGDIR" -p "$PORT" -U postgres -n -M prepared -c "$workers" -j "$workers" \
+            -t "$per" -D job_id=0 -D lease_token=0 -f "$script" bench 2>&1 |
+          sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
+    [ -n "$tps" ] || { echo "bench: pgbench failed: $tag $backend" >&2; exit 1; }
+    echo "RESULT label=$tag backend=$backend jobs=$(( per * workers )) rate=$tps" >>"$RAW"
+    printf '  %-10s %-5s rate=%s\n' "$tag" "$backend" "$tps"
+}
+
 # run TAG BACKEND ARGS...: one jqbench run (no reset); appends its RESULT line
 run() {
     local tag=$1 backend=$2 line
@@ -177,13 +249,33 @@ for rep in $(seq 1 "$REPS"); do
         # again right after the deep queue was processed (no VACUUM)
         bench W5_1K "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
         reset_state
+        autovacuum_off
         run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --refill --max-jobs $W5_SAMPLE \
             --workers $CLIENTS --dequeue 1
         run W5_REST "$b" --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
         run W5_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+        autovacuum_on
+        # W5H: the same churn while a snapshot is held, then the 1k rate
+        # again with the snapshot still held
+        reset_state
+        autovacuum_off
+        hold_snapshot
+        run W5H_CHURN "$b" --prefill $W5H_CHURN --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
+        run W5H_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+        release_snapshot
+        autovacuum_on
         # W6: urgent trickle while a backlog drains
         bench W6 "$b" --prefill $W6_BACKLOG --checkpoint --urgent-rate $W6_URGENT_RATE \
             --workers $CLIENTS --dequeue 1
+        # W8: a worker's turn, 1 and 8 workers
+        for w in 1 8; do
+            if [ "$b" = pgjq ]; then
+                w8 "W8_FUSED_$w" pgjq "$WORK/w8_fused.sql" $w
+                w8 "W8_TWO_$w" pgjq "$WORK/w8_two.sql" $w
+            else
+                w8 "W8_TWO_$w" floor "$WORK/w8_floor.sql" $w
+            fi
+        done
         # W7: W1 without and with 8 idle LISTEN sessions, back to back; the
         # floor variant with listeners also sends NOTIFY inside each enqueue
         # transaction (what pgjq avoids)
@@ -249,12 +341,22 @@ pd=$(med W5_DEEP pgjq rate); fd=$(med W5_DEEP floor rate); rd=$(ratio "$pd" "$p1
 echo "| W5 W2 rate at $W5_DEEP queued (jobs/s) | $(cell W5_DEEP pgjq rate) | $(cell W5_DEEP floor rate) | $(ratio "$pd" "$fd") | ≥ 0.8 × pgjq 1k rate | $rd | $(meets "$rd" ">=" 0.8) |"
 pa=$(med W5_AFTER pgjq rate); fa=$(med W5_AFTER floor rate); ra=$(ratio "$pa" "$p1k")
 echo "| W5 W2 rate at 1,000 queued, right after $W5_DEEP were processed (jobs/s) | $(cell W5_AFTER pgjq rate) | $(cell W5_AFTER floor rate) | $(ratio "$pa" "$fa") | ≥ 0.8 × pgjq 1k rate | $ra | $(meets "$ra" ">=" 0.8) |"
+ph=$(med W5H_AFTER pgjq rate); fh=$(med W5H_AFTER floor rate); rh=$(ratio "$ph" "$p1k")
+echo "| W5H W2 rate at 1,000 queued, after $W5H_CHURN were processed while a snapshot is held, still held (jobs/s) | $(cell W5H_AFTER pgjq rate) | $(cell W5H_AFTER floor rate) | $(ratio "$ph" "$fh") | ≥ 0.8 × pgjq 1k rate | $rh | $(meets "$rh" ">=" 0.8) |"
+echo "| W5 floor after churn / floor at 1k; held | | | | — (the floor's own decay) | $(ratio "$fa" "$f1k"); $(ratio "$fh" "$f1k") | |"
 # W6: urgent pickup p99 against 2 x W4 p99
 u99=$(med W6 pgjq upick_p99_ms); fu99=$(med W6 floor upick_p99_ms)
 lim=$(awk -v x="$p99" 'BEGIN { printf("%.2f\n", 2 * x) }')
 echo "| W6 urgent pickup p50, $W6_URGENT_RATE/s during a $W6_BACKLOG backlog drain (ms) | $(cell W6 pgjq upick_p50_ms) | $(cell W6 floor upick_p50_ms) | $(ratio "$(med W6 pgjq upick_p50_ms)" "$(med W6 floor upick_p50_ms)") | — | | |"
 echo "| W6 urgent pickup p99 (ms) | $(cell W6 pgjq upick_p99_ms) | $(cell W6 floor upick_p99_ms) | $(ratio "$u99" "$fu99") | ≤ 2 × pgjq W4 p99 ($lim ms) | $u99 | $(meets "$u99" "<=" "$lim") |"
 echo "| W6 backlog drain rate (jobs/s) | $(cell W6 pgjq rate) | $(cell W6 floor rate) | $(ratio "$(med W6 pgjq rate)" "$(med W6 floor rate)") | — | | |"
+# W8: the fused turn against the floor's two transactions
+for w in 1 8; do
+    pf=$(med "W8_FUSED_$w" pgjq rate); p2=$(med "W8_TWO_$w" pgjq rate); f2=$(med "W8_TWO_$w" floor rate)
+    r8=$(ratio "$pf" "$f2")
+    echo "| W8 worker turn, 1 job, $w worker(s): pgjq jq_ack_dequeue, 1 txn/job; floor UPDATE then DELETE, 2 txns/job (jobs/s) | $(cell "W8_FUSED_$w" pgjq rate) | $(cell "W8_TWO_$w" floor rate) | $r8 | pgjq fused/floor ≥ 1.5 | $r8 | $(meets "$r8" ">=" 1.5) |"
+    echo "| W8 the same with pgjq jq_dequeue then jq_ack, 2 txns/job, $w worker(s) (jobs/s) | $(cell "W8_TWO_$w" pgjq rate) | $(cell "W8_TWO_$w" floor rate) | $(ratio "$p2" "$f2") | — | | |"
+done
 # W7: notify cost, each side against its own run without listeners
 p7=$(med W7_8 pgjq rate); p0=$(med W7_0 pgjq rate); r7=$(ratio "$p7" "$p0")
 f7=$(med W7_8 floor rate); f0=$(med W7_0 floor rate)
@@ -329,10 +431,15 @@ echo "W1 batch $W1B_JOBS jobs in calls of 1,000; W2 $W2_JOBS queued jobs, $CLIEN
 echo "W3 $W3_JOBS queued, 100 per dequeue, one batch ack; W4 $W4_RATE jobs/s for $W4_SECS s from 2 producers,"
 echo "4 workers (up to 10 per dequeue); W5 $W5_SAMPLE jobs timed (W2 style) with the depth held at 1,000,"
 echo "then at $W5_DEEP (a refill producer puts 100 jobs back whenever the workers took 100), then the"
-echo "deep queue drained 100 at a time, then $W5_SAMPLE again at 1,000 without VACUUM;"
+echo "deep queue drained 100 at a time, then $W5_SAMPLE again at 1,000, autovacuum off on the queue tables;"
+echo "W5H $W5H_CHURN queued and drained 100 at a time while another session holds a REPEATABLE READ"
+echo "snapshot, then $W5_SAMPLE at 1,000 with the snapshot still held (autovacuum off);"
 echo "W6 $W6_BACKLOG standard jobs queued, urgent (priority 10) ones at $W6_URGENT_RATE/s until the backlog"
 echo "is drained, $CLIENTS workers; W7 $W7_JOBS single-job transactions, $CLIENTS clients, without and then with"
-echo "8 idle LISTEN sessions (the floor's run with listeners sends NOTIFY in every enqueue transaction)."
+echo "8 idle LISTEN sessions (the floor's run with listeners sends NOTIFY in every enqueue transaction);"
+echo "W8 $W8_JOBS queued, then pgbench (-M prepared) runs 1 or 8 workers taking one job per turn:"
+echo "pgjq's jq.jq_ack_dequeue (ack the job held and lease the next: one transaction), pgjq's"
+echo "jq_dequeue then jq_ack, and the floor's UPDATE ... RETURNING then DELETE (two each)."
 echo "Payloads are ~120-byte JSON objects."
 echo
 echo "## Raw RESULT lines"

@@ -83,3 +83,43 @@ SELECT count(*) FROM jq.jq_ack_batch('{}', '{}');
 SELECT jq.jq_enqueue('acks', '{"n": 6}') AS j6 \gset
 SELECT lease_token AS tok6 FROM jq.jq_dequeue('acks') \gset
 SELECT acked FROM jq.jq_ack_batch(ARRAY[:j6]::bigint[], ARRAY[:tok6]::bigint[], ARRAY[NULL]::jsonb[]);
+
+-- jq_ack_dequeue: a worker's turn in one call
+SELECT 1 FROM jq.jq_create_queue('turns', max_attempts => 2);
+SELECT cardinality(jq.jq_enqueue_batch('turns', ARRAY['{"t": 1}', '{"t": 2}', '{"t": 3}', '{"t": 4}', '{"t": 5}']::jsonb[]));
+-- the first turn completes nothing: it is jq_dequeue
+CREATE TEMP TABLE held AS SELECT job_id, lease_token, payload FROM jq.jq_ack_dequeue('turns', 2);
+SELECT payload->>'t' AS t FROM held ORDER BY job_id;
+-- the next: ack job 1 with a result, fail job 2, lease the next two, in one call
+CREATE TEMP TABLE next AS
+SELECT job_id, lease_token, payload
+  FROM jq.jq_ack_dequeue('turns', 2,
+         job_ids => (SELECT array_agg(job_id ORDER BY job_id) FROM held),
+         lease_tokens => (SELECT array_agg(lease_token ORDER BY job_id) FROM held),
+         results => ARRAY['{"score": 1}', NULL]::jsonb[],
+         errors => ARRAY[NULL, 'model timeout']);
+SELECT payload->>'t' AS t FROM next ORDER BY job_id;
+SELECT h.payload->>'t' AS t, r.state, r.result, r.attempts, r.last_error
+  FROM held h, jq.jq_result(h.job_id) r ORDER BY h.job_id;
+-- a stale token changes nothing; acks without results; the queue runs dry
+SELECT count(*) AS leased
+  FROM jq.jq_ack_dequeue('turns', 10,
+         job_ids => (SELECT array_agg(job_id) FROM next),
+         lease_tokens => (SELECT array_agg(lease_token + 1) FROM next));
+SELECT count(*) AS still_leased FROM next n JOIN jq.job j ON j.id = n.job_id AND j.state = 'l';
+SELECT count(*) AS leased
+  FROM jq.jq_ack_dequeue('turns', 10,
+         job_ids => (SELECT array_agg(job_id) FROM next),
+         lease_tokens => (SELECT array_agg(lease_token) FROM next));
+SELECT count(*) AS succeeded FROM next n, jq.jq_result(n.job_id) r WHERE r.state = 'succeeded';
+-- bad input
+SELECT * FROM jq.jq_ack_dequeue(NULL);
+SELECT * FROM jq.jq_ack_dequeue('turns', 0);
+SELECT * FROM jq.jq_ack_dequeue('turns', 1, job_ids => ARRAY[1]::bigint[]);
+SELECT * FROM jq.jq_ack_dequeue('turns', 1, results => ARRAY['{}']::jsonb[]);
+SELECT * FROM jq.jq_ack_dequeue('turns', 1, job_ids => ARRAY[1, 1]::bigint[], lease_tokens => ARRAY[1, 1]::bigint[]);
+SELECT * FROM jq.jq_ack_dequeue('turns', 1, job_ids => ARRAY[1]::bigint[], lease_tokens => ARRAY[1]::bigint[],
+                                errors => ARRAY['a', 'b']);
+SELECT * FROM jq.jq_ack_dequeue('no_such_queue', 1);
+DROP TABLE held, next;
+SELECT jq.jq_drop_queue('turns', force => true);

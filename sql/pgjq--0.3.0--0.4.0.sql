@@ -6,6 +6,9 @@
  * entries of jobs that have left the state the index holds.  The count
  * trigger tells the bounds where a job entered or left a state, so it must
  * fire for an UPDATE of any column of those indexes' keys.
+ *
+ * New: jq.jq_ack_dequeue, a worker's turn (complete the jobs it holds,
+ * lease the next ones) in one call.
  */
 \echo Use "ALTER EXTENSION pgjq UPDATE TO '0.4.0'" to load this file. \quit
 
@@ -199,6 +202,38 @@ SELECT q.name AS queue,
          ORDER BY s.sampled_at
          LIMIT 1) h ON true
  GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+
+/*
+ * A worker's turn in one call: complete the jobs it holds (ack each, or
+ * fail it when its element of errors is not NULL) and lease the next ones,
+ * in one round trip and one transaction.  The first three arguments are
+ * jq_dequeue's; without job_ids it is jq_dequeue.
+ */
+CREATE FUNCTION jq.jq_ack_dequeue(
+    queue text,
+    max_jobs integer DEFAULT 1,
+    lease_seconds integer DEFAULT NULL,
+    job_ids bigint[] DEFAULT NULL,
+    lease_tokens bigint[] DEFAULT NULL,
+    results jsonb[] DEFAULT NULL,
+    errors text[] DEFAULT NULL)
+RETURNS TABLE (
+    job_id bigint,
+    lease_token bigint,
+    attempt integer,
+    priority integer,
+    payload jsonb,
+    enqueued_at timestamptz,
+    lease_expires_at timestamptz)
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_ack_dequeue';
+
+COMMENT ON FUNCTION jq.jq_ack_dequeue IS 'ack (or fail) the jobs a worker holds and lease the next ones, in one call';
+
+REVOKE ALL ON FUNCTION jq.jq_ack_dequeue(text, integer, integer, bigint[], bigint[], jsonb[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jq.jq_ack_dequeue(text, integer, integer, bigint[], bigint[], jsonb[], text[]) TO jq_worker;
 
 REVOKE ALL ON FUNCTION jq.scan_bounds(), jq.scan_bound("char", integer, integer),
     jq.advance_scan_bound("char", integer, integer, bigint, timestamptz, bigint) FROM PUBLIC;

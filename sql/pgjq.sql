@@ -818,6 +818,35 @@ AS 'MODULE_PATHNAME', 'pgjq_ack_batch';
 
 COMMENT ON FUNCTION jq.jq_ack_batch IS 'complete many leased jobs in one call; one row per job, in input order';
 
+/*
+ * A worker's turn in one call: complete the jobs it holds (ack each, or
+ * fail it when its element of errors is not NULL) and lease the next ones,
+ * in one round trip and one transaction.  The first three arguments are
+ * jq_dequeue's; without job_ids it is jq_dequeue.
+ */
+CREATE FUNCTION jq.jq_ack_dequeue(
+    queue text,
+    max_jobs integer DEFAULT 1,
+    lease_seconds integer DEFAULT NULL,
+    job_ids bigint[] DEFAULT NULL,
+    lease_tokens bigint[] DEFAULT NULL,
+    results jsonb[] DEFAULT NULL,
+    errors text[] DEFAULT NULL)
+RETURNS TABLE (
+    job_id bigint,
+    lease_token bigint,
+    attempt integer,
+    priority integer,
+    payload jsonb,
+    enqueued_at timestamptz,
+    lease_expires_at timestamptz)
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_ack_dequeue';
+
+COMMENT ON FUNCTION jq.jq_ack_dequeue IS 'ack (or fail) the jobs a worker holds and lease the next ones, in one call';
+
 -- Locks the job and returns true when (job_id, lease_token) is its
 -- current lease; false, locking nothing, when the token is stale.
 CREATE FUNCTION jq.lock_lease(job_id bigint, lease_token bigint)
@@ -1764,6 +1793,7 @@ GRANT EXECUTE ON FUNCTION
     jq.jq_dequeue(text, integer, integer),
     jq.jq_ack(bigint, bigint, jsonb),
     jq.jq_ack_batch(bigint[], bigint[], jsonb[]),
+    jq.jq_ack_dequeue(text, integer, integer, bigint[], bigint[], jsonb[], text[]),
     jq.jq_fail(bigint, bigint, text, interval, boolean),
     jq.jq_extend(bigint, bigint, integer),
     jq.jq_result(bigint)

@@ -41,6 +41,7 @@
 PG_FUNCTION_INFO_V1(pgjq_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_ack);
 PG_FUNCTION_INFO_V1(pgjq_ack_batch);
+PG_FUNCTION_INFO_V1(pgjq_ack_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_lock_lease);
 PG_FUNCTION_INFO_V1(pgjq_finish_cancelled);
 
@@ -180,42 +181,45 @@ due_scheduled_job(Oid job_relid, int32 queue_id, TimestampTz now)
 }
 
 /*
- * jq.jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
- * jobs of the queue, most urgent first (priority descending, then run_at,
- * then id), and returns one row per job.  The lease runs from the clock
- * once the call holds its table lock (not the start of the caller's
- * transaction or statement); all jobs of one call share that start.
+ * dequeue_args reads and checks the queue and max_jobs arguments of
+ * jq_dequeue and jq_ack_dequeue (at argument numbers queue_arg and
+ * queue_arg + 1).
  */
-Datum
-pgjq_dequeue(PG_FUNCTION_ARGS)
+static char *
+dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
 {
-	char	   *queue_name;
+	if (PG_ARGISNULL(queue_arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null")));
+
+	*max_jobs = PG_ARGISNULL(queue_arg + 1) ? 1 : PG_GETARG_INT32(queue_arg + 1);
+	if (*max_jobs < 1 || *max_jobs > PGJQ_LIMIT_MAX_JOBS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_jobs must be between 1 and %d", PGJQ_LIMIT_MAX_JOBS_MAX),
+				 errdetail("Got %d.", *max_jobs)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(queue_arg));
+}
+
+/*
+ * lease_jobs leases up to max_jobs ready jobs of the queue into the
+ * function's result, for leases of lease_seconds (the queue's when
+ * lease_arg, the argument that gives it, is NULL).  Connected to SPI.
+ */
+static void
+lease_jobs(FunctionCallInfo fcinfo, const char *queue_name, int32 max_jobs,
+		   int lease_arg)
+{
 	PgjqQueue	queue;
-	int32		max_jobs;
 	int32		lease_seconds;
 	Datum		values[7];
 	TimestampTz now;
 	Oid			job_relid;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	queue_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	max_jobs = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
-	if (max_jobs < 1 || max_jobs > PGJQ_LIMIT_MAX_JOBS_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_jobs must be between 1 and %d", PGJQ_LIMIT_MAX_JOBS_MAX),
-				 errdetail("Got %d.", max_jobs)));
-
-	pgjq_init_materialized_srf(fcinfo);
-
-	SPI_connect();
 	pgjq_lookup_queue(queue_name, &queue, false);
 
-	lease_seconds = PG_ARGISNULL(2) ? queue.lease_seconds : PG_GETARG_INT32(2);
+	lease_seconds = PG_ARGISNULL(lease_arg) ? queue.lease_seconds : PG_GETARG_INT32(lease_arg);
 	if (lease_seconds < 1 || lease_seconds > PGJQ_LIMIT_LEASE_SECONDS_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -257,10 +261,28 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE, values, NULL, SPI_OK_SELECT);
 		put_spi_result(fcinfo);
 	}
-	SPI_finish();
+}
 
+/*
+ * jq.jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
+ * jobs of the queue, most urgent first (priority descending, then run_at,
+ * then id), and returns one row per job.  The lease runs from the clock
+ * once the call holds its table lock (not the start of the caller's
+ * transaction or statement); all jobs of one call share that start.
+ */
+Datum
+pgjq_dequeue(PG_FUNCTION_ARGS)
+{
+	int32		max_jobs;
+	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
+
+	pgjq_init_materialized_srf(fcinfo);
+	SPI_connect();
+	lease_jobs(fcinfo, queue_name, max_jobs, 2);
+	SPI_finish();
 	return (Datum) 0;
 }
+
 
 /*
  * jq.jq_ack(job_id, lease_token, result) completes a leased job: the job
@@ -309,8 +331,9 @@ pgjq_ack(PG_FUNCTION_ARGS)
 }
 
 /*
- * check_ack_array deconstructs one array argument of jq_ack_batch and
- * checks its shape; returns the element count.
+ * check_ack_array deconstructs one array argument of jq_ack_batch or
+ * jq_ack_dequeue (bigint, jsonb or text elements) and checks its shape;
+ * returns the element count.
  */
 static int
 check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
@@ -328,7 +351,7 @@ check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
 		deconstruct_array(arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
 						  TYPALIGN_DOUBLE, &elems, &elem_nulls, &n);
 	else
-		deconstruct_array(arr, JSONBOID, -1, false, TYPALIGN_INT,
+		deconstruct_array(arr, elemtype, -1, false, TYPALIGN_INT,
 						  &elems, &elem_nulls, &n);
 	if (!nulls_allowed)
 		for (int i = 0; i < n; i++)
@@ -343,28 +366,19 @@ check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
 }
 
 /*
- * jq.jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
- * statement.  Returns one (job_id, acked) row per element, in input order;
- * each element succeeds or fails on its own token, as jq_ack would.  A job
- * id may appear only once, so that "acked" is unambiguous.
+ * check_completions checks the arrays that complete a batch of leases
+ * (jq_ack_batch, jq_ack_dequeue): job ids and their tokens, one-
+ * dimensional, as long as each other, without nulls or a job twice, at
+ * most PGJQ_LIMIT_BATCH_MAX; results and errors, when given, as long as
+ * them.  Returns the count.
  */
-Datum
-pgjq_ack_batch(PG_FUNCTION_ARGS)
+static int
+check_completions(ArrayType *ids_arr, ArrayType *tokens_arr,
+				  ArrayType *results_arr, ArrayType *errors_arr)
 {
-	ArrayType  *ids_arr;
-	ArrayType  *tokens_arr;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
 	int			nids;
 	int			ntokens;
 	Datum	   *id_elems;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job_ids and lease_tokens must not be null")));
-	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
-	tokens_arr = PG_GETARG_ARRAYTYPE_P(1);
 
 	nids = check_ack_array(ids_arr, "job_ids", INT8OID, false, &id_elems);
 	ntokens = check_ack_array(tokens_arr, "lease_tokens", INT8OID, false, NULL);
@@ -379,12 +393,10 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("a batch may hold at most %d jobs", PGJQ_LIMIT_BATCH_MAX),
 				 errdetail("Got %d.", nids)));
-	if (!PG_ARGISNULL(2))
+	if (results_arr != NULL)
 	{
-		ArrayType  *results_arr = PG_GETARG_ARRAYTYPE_P(2);
-		int			nresults;
+		int			nresults = check_ack_array(results_arr, "results", JSONBOID, true, NULL);
 
-		nresults = check_ack_array(results_arr, "results", JSONBOID, true, NULL);
 		if (nresults != nids)
 			ereport(ERROR,
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
@@ -392,10 +404,19 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 					 errdetail("job_ids has %d elements, results has %d.",
 							   nids, nresults),
 					 errhint("Pass NULL for results to store no results, or NULL elements for single jobs.")));
-		values[2] = PointerGetDatum(results_arr);
 	}
-	else
-		nulls[2] = 'n';
+	if (errors_arr != NULL)
+	{
+		int			nerrors = check_ack_array(errors_arr, "errors", TEXTOID, true, NULL);
+
+		if (nerrors != nids)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("errors must have as many elements as job_ids"),
+					 errdetail("job_ids has %d elements, errors has %d.",
+							   nids, nerrors),
+					 errhint("Pass NULL for errors to ack every job, or NULL elements for the jobs that succeeded.")));
+	}
 
 	/* refuse duplicate ids: sort a copy and compare neighbours */
 	if (nids > 1)
@@ -413,6 +434,36 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 								sorted[i])));
 		pfree(sorted);
 	}
+	return nids;
+}
+
+/*
+ * jq.jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
+ * statement.  Returns one (job_id, acked) row per element, in input order;
+ * each element succeeds or fails on its own token, as jq_ack would.  A job
+ * id may appear only once, so that "acked" is unambiguous.
+ */
+Datum
+pgjq_ack_batch(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids_arr;
+	ArrayType  *tokens_arr;
+	ArrayType  *results_arr;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_ids and lease_tokens must not be null")));
+	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
+	tokens_arr = PG_GETARG_ARRAYTYPE_P(1);
+	results_arr = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	(void) check_completions(ids_arr, tokens_arr, results_arr, NULL);
+
+	values[2] = PointerGetDatum(results_arr);
+	if (results_arr == NULL)
+		nulls[2] = 'n';
 
 	pgjq_init_materialized_srf(fcinfo);
 
@@ -424,6 +475,75 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	put_spi_result(fcinfo);
 	SPI_finish();
 
+	return (Datum) 0;
+}
+
+/*
+ * jq.jq_ack_dequeue(queue, max_jobs, lease_seconds, job_ids, lease_tokens,
+ * results, errors) is a worker's loop in one call: it completes the jobs the
+ * worker holds, then leases the next ones, in one round trip and in the
+ * caller's transaction, so a worker commits once per turn instead of twice.
+ * Each job of job_ids is acked with its element of results, or failed as
+ * jq_fail would (a retry with backoff, or a dead letter on its last
+ * attempt) when its element of errors is not NULL; a job whose token is
+ * stale is left alone, as jq_ack_batch and jq_fail leave it (their results
+ * say so; this call does not).  job_ids NULL completes nothing: the first
+ * turn of a loop.  Returns the new leases, as jq_dequeue.
+ */
+Datum
+pgjq_ack_dequeue(PG_FUNCTION_ARGS)
+{
+	int32		max_jobs;
+	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
+	ArrayType  *ids_arr = NULL;
+	ArrayType  *tokens_arr = NULL;
+	ArrayType  *results_arr = NULL;
+	ArrayType  *errors_arr = NULL;
+	int			n = 0;
+
+	if (PG_ARGISNULL(3) != PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_ids and lease_tokens must both be null or both be given")));
+	if (!PG_ARGISNULL(3))
+	{
+		ids_arr = PG_GETARG_ARRAYTYPE_P(3);
+		tokens_arr = PG_GETARG_ARRAYTYPE_P(4);
+		results_arr = PG_ARGISNULL(5) ? NULL : PG_GETARG_ARRAYTYPE_P(5);
+		errors_arr = PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6);
+		n = check_completions(ids_arr, tokens_arr, results_arr, errors_arr);
+	}
+	else if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("results and errors need job_ids and lease_tokens")));
+
+	pgjq_init_materialized_srf(fcinfo);
+	SPI_connect();
+	if (n > 0)
+	{
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		values[0] = PointerGetDatum(ids_arr);
+		values[1] = PointerGetDatum(tokens_arr);
+		values[2] = PointerGetDatum(results_arr);
+		values[3] = PointerGetDatum(errors_arr);
+		if (results_arr == NULL)
+			nulls[2] = 'n';
+		if (errors_arr == NULL)
+			nulls[3] = 'n';
+		pgjq_lock_job_table();	/* before jq.job_result: see queue.c */
+		pgjq_stmt_execute(PGJQ_STMT_COMPLETE_ACKS, values, nulls, SPI_OK_INSERT);
+		if (errors_arr != NULL)
+		{
+			bool		isnull;
+
+			(void) pgjq_stmt_call(PGJQ_STMT_COMPLETE_FAILS, values, nulls, &isnull);
+		}
+	}
+	lease_jobs(fcinfo, queue_name, max_jobs, 2);
+	SPI_finish();
 	return (Datum) 0;
 }
 

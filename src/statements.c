@@ -308,6 +308,39 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		3, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID},
 		{"job_id", "acked"}
 	},
+	[PGJQ_STMT_COMPLETE_ACKS] = {
+		/*
+		 * jq_ack_dequeue's acks: the elements whose error ($4) is NULL,
+		 * finished as ACK_BATCH finishes them
+		 */
+		"WITH input AS MATERIALIZED ("
+		"    SELECT u.id, u.token, u.result"
+		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                      pg_catalog.unnest($3), pg_catalog.unnest($4))"
+		"           AS u(id, token, result, error)"
+		"     WHERE u.error IS NULL"
+		"), done AS ("
+		"    DELETE FROM jq.job j USING input i"
+		"     WHERE" SQL_LEASE_IS_CURRENT("j.", "i.id", "i.token")
+		"    RETURNING" SQL_FINISHED_COLUMNS("j.") ", j.cancel_requested, i.result"
+		")"
+		SQL_INSERT_FINISHED,
+		4, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID},
+		{NULL}
+	},
+	[PGJQ_STMT_COMPLETE_FAILS] = {
+		/*
+		 * jq_ack_dequeue's failures: the elements with an error, each by
+		 * jq.jq_fail, the one failure transition; the same parameters as
+		 * COMPLETE_ACKS ($3 unused)
+		 */
+		"SELECT count(jq.jq_fail(u.id, u.token, u.error)) AS result"
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                  pg_catalog.unnest($4)) AS u(id, token, error)"
+		" WHERE u.error IS NOT NULL",
+		4, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID},
+		{"result"}
+	},
 	[PGJQ_STMT_LOCK_LEASE] = {
 		/* a row, locked, when the lease is current (jq_fail, jq_extend) */
 		"SELECT queue_id FROM jq.job"

@@ -267,10 +267,10 @@ INSERT INTO hv_extra VALUES
     ('jq_create_batch|jq_submit_batch', 'label', 'lbl512', $$repeat('l', 512)$$),
     ('jq_create_batch|jq_submit_batch', 'label', 'lbl513', $$repeat('l', 513)$$),
     ('jq_create_batch|jq_submit_batch', 'label', 'utf8_514', $$repeat(E'\u00e9', 257)$$),
-    ('jq_dequeue', 'max_jobs', 'mj10000', '10000'),
-    ('jq_dequeue', 'max_jobs', 'mj10001', '10001'),
-    ('jq_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86400', '86400'),
-    ('jq_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86401', '86401'),
+    ('jq_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10000', '10000'),
+    ('jq_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10001', '10001'),
+    ('jq_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86400', '86400'),
+    ('jq_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86401', '86401'),
     ('jq_create_queue|jq_alter_queue', 'max_attempts', 'ma1000', '1000'),
     ('jq_create_queue|jq_alter_queue', 'max_attempts', 'ma1001', '1001'),
     ('jq_create_queue|jq_alter_queue', 'max_payload_bytes', 'mp15', '15'),
@@ -308,7 +308,7 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('jq_redrive', 'job_ids', '{X}'),
     ('.*', 'job_id|job_ids', '{L}'),
     ('.*', 'lease_token|lease_tokens', '{T}'),
-    ('.*', 'error', $$'boom'$$),
+    ('.*', 'error|errors', $$'boom'$$),
     ('.*', 'idempotency_keys', $$'seed-key'$$);
 
 -- Calls of several hostile arguments at once: fn, label, the arguments that
@@ -343,6 +343,26 @@ INSERT INTO combo VALUES
      $${"job_ids": "ARRAY[[{L}]]", "lease_tokens": "ARRAY[[{T}]]"}$$),
     ('jq_ack_batch', 'both_lbshift',
      $${"job_ids": "'[5:5]={{L}}'", "lease_tokens": "'[5:5]={{T}}'"}$$),
+    ('jq_ack_dequeue', 'turn', $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}]"}$$),
+    ('jq_ack_dequeue', 'turn_results',
+     $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}]", "results": "ARRAY[jsonb_build_object('k', 1)]"}$$),
+    ('jq_ack_dequeue', 'turn_failed',
+     $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}]", "errors": "ARRAY['boom']"}$$),
+    ('jq_ack_dequeue', 'turn_stale', $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T} + 1]"}$$),
+    ('jq_ack_dequeue', 'turn_unknown', $${"job_ids": "ARRAY[0, -1]", "lease_tokens": "ARRAY[0, 0]"}$$),
+    ('jq_ack_dequeue', 'both_empty', $${"job_ids": "'{}'", "lease_tokens": "'{}'"}$$),
+    ('jq_ack_dequeue', 'duplicate_ids',
+     $${"job_ids": "ARRAY[{L}, {L}]", "lease_tokens": "ARRAY[{T}, {T}]"}$$),
+    ('jq_ack_dequeue', 'both_10001',
+     $${"job_ids": "array_fill({L}::bigint, ARRAY[10001])", "lease_tokens": "array_fill({T}::bigint, ARRAY[10001])"}$$),
+    ('jq_ack_dequeue', 'both_twodim',
+     $${"job_ids": "ARRAY[[{L}]]", "lease_tokens": "ARRAY[[{T}]]"}$$),
+    ('jq_ack_dequeue', 'tokens_longer',
+     $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}, {T}]"}$$),
+    ('jq_ack_dequeue', 'errors_longer',
+     $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}]", "errors": "ARRAY['a', 'b']"}$$),
+    ('jq_ack_dequeue', 'errors_null_element',
+     $${"job_ids": "ARRAY[{L}]", "lease_tokens": "ARRAY[{T}]", "errors": "ARRAY[NULL]::text[]"}$$),
     ('jq_enqueue_batch', 'keys_repeated',
      $${"payloads": "ARRAY['{}', '[]']::jsonb[]", "idempotency_keys": "ARRAY['k', 'k']"}$$),
     ('jq_enqueue_batch', 'keys_known', $${"idempotency_keys": "ARRAY[{KEY}]"}$$),
@@ -360,7 +380,7 @@ CREATE TEMP TABLE rule (id serial, prio int, fn text, param text, val text,
                         expect text, note text);
 INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     -- baseline calls
-    (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_ack|jq_ack_batch|jq_result|jq_fail|jq_extend|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
+    (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_ack_dequeue|jq_ack|jq_ack_batch|jq_result|jq_fail|jq_extend|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
         '-', 'baseline', 'ok', NULL),
     (1, 'jq\.counters|jq\.counters_valid|jq\.scan_bounds', '-', 'baseline', 'any',
         'the shared counters and dequeue bounds do not see this test''s uncommitted queues'),
@@ -422,10 +442,22 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (0, 'jq_enqueue_batch', 'idempotency_keys', '.*', 'ok', NULL),
 
     -- dequeue and extend
-    (1, 'jq_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
-    (1, 'jq_dequeue', 'max_jobs', 'zero|neg1|int2max|int2min|int4max|int4min|mj10001', '22023', NULL),
-    (1, 'jq_dequeue|jq_extend', 'lease_seconds', 'null|one|int2max|ls86400', 'ok', NULL),
-    (1, 'jq_dequeue|jq_extend', 'lease_seconds', 'zero|neg1|int2min|int4max|int4min|ls86401', '22023', NULL),
+    (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
+    (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'zero|neg1|int2max|int2min|int4max|int4min|mj10001', '22023', NULL),
+    (1, 'jq_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'null|one|int2max|ls86400', 'ok', NULL),
+    (1, 'jq_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'zero|neg1|int2min|int4max|int4min|ls86401', '22023', NULL),
+
+    -- a worker's turn (jq_ack_dequeue): the baseline completes nothing, so
+    -- one of job_ids and lease_tokens alone, or results or errors without
+    -- them, is refused; the combinations give both
+    (1, 'jq_ack_dequeue', 'job_ids|lease_tokens|results|errors', 'null', 'ok', NULL),
+    (0, 'jq_ack_dequeue', 'job_ids|lease_tokens', '.*', '22004', NULL),
+    (0, 'jq_ack_dequeue', 'results|errors', '.*', '22023', NULL),
+    (1, 'jq_ack_dequeue', 'combo',
+        'turn|turn_results|turn_failed|turn_stale|turn_unknown|both_empty|errors_null_element', 'ok', NULL),
+    (1, 'jq_ack_dequeue', 'combo', 'duplicate_ids', '22023', NULL),
+    (1, 'jq_ack_dequeue', 'combo', 'both_10001', '54000', NULL),
+    (1, 'jq_ack_dequeue', 'combo', 'both_twodim|tokens_longer|errors_longer', '2202E', NULL),
 
     -- job ids and lease tokens: a stale or unknown one is refused, not an error
     (1, 'jq_ack|jq_fail|jq_extend|jq_cancel', 'job_id', 'null', '22004', NULL),
