@@ -28,6 +28,11 @@ case "$MODE" in
     *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
 REPS=${PGJQ_BENCH_REPS:-3}
+# PGJQ_BENCH_ONLY="W5 W8": only these workloads (their rows in the report;
+# the others say n/a).  The order stays: W8 after W5 measures it on the
+# large indexes W5's churn leaves behind.
+ONLY=${PGJQ_BENCH_ONLY:-}
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 PORT=${PGJQ_BENCH_PORT:-5493}
 BENCH_START=$(date +%s)
 
@@ -40,7 +45,7 @@ if [ "$MODE" = full ]; then
     W5_DEEP=1000000
     W5_SAMPLE=5000          # jobs timed at each depth
     W5H_CHURN=200000        # jobs processed while a snapshot is held
-    W8_JOBS=20000           # per run of the worker-turn cycle
+    W8_JOBS=10000           # per run of the worker-turn cycle
     W6_BACKLOG=100000
     W7_JOBS=30000
 else
@@ -235,55 +240,71 @@ for rep in $(seq 1 "$REPS"); do
     if [ $((rep % 2)) -eq 1 ]; then order="pgjq floor"; else order="floor pgjq"; fi
     for b in $order; do
         log "rep $rep/$REPS, $b"
-        # W1: enqueue throughput, 8 clients, no workers
-        bench W1 "$b" --producers $CLIENTS --jobs $W1_JOBS
-        bench W1B "$b" --producers $CLIENTS --jobs $W1B_JOBS --batch 1000
-        # W2: drain, 8 workers, one job per dequeue, one ack each
-        bench W2 "$b" --prefill $W2_JOBS --checkpoint --workers $CLIENTS --dequeue 1
-        # W3: drain, 100 jobs per dequeue, one batch ack
-        bench W3 "$b" --prefill $W3_JOBS --checkpoint --workers $CLIENTS --dequeue 100 --ack-batch
-        # W4: pickup latency at a steady 500 jobs/s, 4 idle workers
-        bench W4 "$b" --producers 2 --rate $W4_RATE --duration $W4_SECS --workers 4 --dequeue 10
-        # W5: the W2 rate with the depth held at 1k (a refill producer puts
-        # back 100 jobs whenever the workers took 100); at deep depth; at 1k
-        # again right after the deep queue was processed (no VACUUM)
-        bench W5_1K "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
-        reset_state
-        autovacuum_off
-        run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --refill --max-jobs $W5_SAMPLE \
-            --workers $CLIENTS --dequeue 1
-        run W5_REST "$b" --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
-        run W5_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
-        autovacuum_on
-        # W5H: the same churn while a snapshot is held, then the 1k rate
-        # again with the snapshot still held
-        reset_state
-        autovacuum_off
-        hold_snapshot
-        run W5H_CHURN "$b" --prefill $W5H_CHURN --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
-        run W5H_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
-        release_snapshot
-        autovacuum_on
-        # W6: urgent trickle while a backlog drains
-        bench W6 "$b" --prefill $W6_BACKLOG --checkpoint --urgent-rate $W6_URGENT_RATE \
-            --workers $CLIENTS --dequeue 1
-        # W8: a worker's turn, 1 and 8 workers
-        for w in 1 8; do
+        if want W1; then
+            # W1: enqueue throughput, 8 clients, no workers
+            bench W1 "$b" --producers $CLIENTS --jobs $W1_JOBS
+            bench W1B "$b" --producers $CLIENTS --jobs $W1B_JOBS --batch 1000
+        fi
+        if want W2; then
+            # W2: drain, 8 workers, one job per dequeue, one ack each
+            bench W2 "$b" --prefill $W2_JOBS --checkpoint --workers $CLIENTS --dequeue 1
+        fi
+        if want W3; then
+            # W3: drain, 100 jobs per dequeue, one batch ack
+            bench W3 "$b" --prefill $W3_JOBS --checkpoint --workers $CLIENTS --dequeue 100 --ack-batch
+        fi
+        if want W4; then
+            # W4: pickup latency at a steady 500 jobs/s, 4 idle workers
+            bench W4 "$b" --producers 2 --rate $W4_RATE --duration $W4_SECS --workers 4 --dequeue 10
+        fi
+        if want W5; then
+            # W5: the W2 rate with the depth held at 1k (a refill producer puts
+            # back 100 jobs whenever the workers took 100); at deep depth; at 1k
+            # again right after the deep queue was processed (no VACUUM)
+            bench W5_1K "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+            reset_state
+            autovacuum_off
+            run W5_DEEP "$b" --prefill $W5_DEEP --checkpoint --refill --max-jobs $W5_SAMPLE \
+                --workers $CLIENTS --dequeue 1
+            run W5_REST "$b" --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
+            run W5_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+            autovacuum_on
+            # W5H: the same churn while a snapshot is held, then the 1k rate
+            # again with the snapshot still held
+            reset_state
+            autovacuum_off
+            hold_snapshot
+            run W5H_CHURN "$b" --prefill $W5H_CHURN --drain-existing --workers $CLIENTS --dequeue 100 --ack-batch
+            run W5H_AFTER "$b" --prefill 1000 --refill --max-jobs $W5_SAMPLE --workers $CLIENTS --dequeue 1
+            release_snapshot
+            autovacuum_on
+        fi
+        if want W6; then
+            # W6: urgent trickle while a backlog drains
+            bench W6 "$b" --prefill $W6_BACKLOG --checkpoint --urgent-rate $W6_URGENT_RATE \
+                --workers $CLIENTS --dequeue 1
+        fi
+        if want W8; then
+            # W8: a worker's turn, 1 and 8 workers
+            for w in 1 8; do
+                if [ "$b" = pgjq ]; then
+                    w8 "W8_FUSED_$w" pgjq "$WORK/w8_fused.sql" $w
+                    w8 "W8_TWO_$w" pgjq "$WORK/w8_two.sql" $w
+                else
+                    w8 "W8_TWO_$w" floor "$WORK/w8_floor.sql" $w
+                fi
+            done
+        fi
+        if want W7; then
+            # W7: W1 without and with 8 idle LISTEN sessions, back to back; the
+            # floor variant with listeners also sends NOTIFY inside each enqueue
+            # transaction (what pgjq avoids)
+            bench W7_0 "$b" --producers $CLIENTS --jobs $W7_JOBS
             if [ "$b" = pgjq ]; then
-                w8 "W8_FUSED_$w" pgjq "$WORK/w8_fused.sql" $w
-                w8 "W8_TWO_$w" pgjq "$WORK/w8_two.sql" $w
+                bench W7_8 pgjq --producers $CLIENTS --jobs $W7_JOBS --listeners 8
             else
-                w8 "W8_TWO_$w" floor "$WORK/w8_floor.sql" $w
+                bench W7_8 floor --producers $CLIENTS --jobs $W7_JOBS --listeners 8 --floor-notify
             fi
-        done
-        # W7: W1 without and with 8 idle LISTEN sessions, back to back; the
-        # floor variant with listeners also sends NOTIFY inside each enqueue
-        # transaction (what pgjq avoids)
-        bench W7_0 "$b" --producers $CLIENTS --jobs $W7_JOBS
-        if [ "$b" = pgjq ]; then
-            bench W7_8 pgjq --producers $CLIENTS --jobs $W7_JOBS --listeners 8
-        else
-            bench W7_8 floor --producers $CLIENTS --jobs $W7_JOBS --listeners 8 --floor-notify
         fi
     done
 done
@@ -385,6 +406,8 @@ cat "$WALTABLE"
 # ------------------------------------------------------------------ results file
 mkdir -p "$TOP/bench/results"
 OUT=$TOP/bench/results/RESULTS-$MODE.md
+# a partial run (PGJQ_BENCH_ONLY) does not replace the report of a whole one
+[ -z "$ONLY" ] || OUT=$TOP/bench/results/RESULTS-$MODE-only.md.tmp
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEM=$(awk '/^MemTotal/ { printf("%.1f GiB\n", $2 / 1048576) }' /proc/meminfo)
 PGVER=$(pg -d bench -At -c 'SELECT version()')

@@ -124,5 +124,16 @@ SELECT * FROM jq.scan_bound('r', 1, 101);
 SELECT jq.advance_scan_bound('l', NULL, NULL, NULL, now(), NULL);
 SELECT at, id IS NULL AS no_id FROM jq.scan_bound('s', -1, NULL);
 
+-- dropping a queue forgets its bounds at commit, not before, and not on
+-- rollback
+SELECT jq.queue_id('bounds') AS bq \gset
+SELECT jq.jq_enqueue('bounds', '{"n": 9}') > 0 AS enqueued;
+SELECT count(*) > 0 AS has_bounds FROM jq.scan_bounds() WHERE queue_id = :bq;
+BEGIN;
 SELECT jq.jq_drop_queue('bounds', force => true);
+SELECT count(*) > 0 AS has_bounds FROM jq.scan_bounds() WHERE queue_id = :bq;
+ROLLBACK;
+SELECT count(*) > 0 AS has_bounds FROM jq.scan_bounds() WHERE queue_id = :bq;
+SELECT jq.jq_drop_queue('bounds', force => true);
+SELECT count(*) AS bounds_left FROM jq.scan_bounds() WHERE queue_id = :bq;
 DROP VIEW bounds, other_bounds;

@@ -38,6 +38,49 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_advance_scan_bound';
 
+-- Drops a queue's bounds when the transaction commits (jq_drop_queue).
+CREATE FUNCTION jq.forget_scan_bounds(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_forget_scan_bounds';
+
+CREATE OR REPLACE FUNCTION jq.jq_drop_queue(name text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    live bigint;
+BEGIN
+    qid := jq.queue_id(jq_drop_queue.name, lock => true);
+    -- wait for the transactions adding jobs to the queue, keep new ones out
+    PERFORM jq.lock_queue(qid);
+
+    IF NOT coalesce(force, false) THEN
+        SELECT count(*) INTO live FROM jq.job WHERE queue_id = qid;
+        IF live > 0 THEN
+            RAISE EXCEPTION 'queue "%" has unfinished jobs', jq_drop_queue.name
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('Unfinished jobs (ready, scheduled or leased): %s.', live),
+                      HINT = 'Drain the queue first, or pass force => true to drop its jobs too.';
+        END IF;
+    END IF;
+
+    DELETE FROM jq.job WHERE queue_id = qid;
+    DELETE FROM jq.job_result WHERE queue_id = qid;
+    DELETE FROM jq.dead_letter WHERE queue_id = qid;
+    DELETE FROM jq.idempotency_key WHERE queue_id = qid;
+    DELETE FROM jq.stats_history WHERE queue_id = qid;
+    UPDATE jq.alert SET cleared_at = clock_timestamp()
+     WHERE queue_id = qid AND cleared_at IS NULL;
+    DELETE FROM jq.queue WHERE queue_id = qid;
+    PERFORM jq.forget_scan_bounds(qid);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION jq.promote_due(queue_id integer, max_jobs integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -236,7 +279,8 @@ REVOKE ALL ON FUNCTION jq.jq_ack_dequeue(text, integer, integer, bigint[], bigin
 GRANT EXECUTE ON FUNCTION jq.jq_ack_dequeue(text, integer, integer, bigint[], bigint[], jsonb[], text[]) TO jq_worker;
 
 REVOKE ALL ON FUNCTION jq.scan_bounds(), jq.scan_bound("char", integer, integer),
-    jq.advance_scan_bound("char", integer, integer, bigint, timestamptz, bigint) FROM PUBLIC;
+    jq.advance_scan_bound("char", integer, integer, bigint, timestamptz, bigint),
+    jq.forget_scan_bounds(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jq.scan_bounds() TO jq_reader;
 
 -- Bounds are only installed for a schema whose count trigger notes every

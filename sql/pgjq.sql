@@ -640,6 +640,7 @@ BEGIN
     UPDATE jq.alert SET cleared_at = clock_timestamp()
      WHERE queue_id = qid AND cleared_at IS NULL;
     DELETE FROM jq.queue WHERE queue_id = qid;
+    PERFORM jq.forget_scan_bounds(qid);
 END
 $$;
 
@@ -884,6 +885,13 @@ RETURNS void
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_advance_scan_bound';
+
+-- Drops a queue's bounds when the transaction commits (jq_drop_queue).
+CREATE FUNCTION jq.forget_scan_bounds(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_forget_scan_bounds';
 
 /* ------------------------------------------------------------------------
  * The cold transitions, each in one function that the worker and the

@@ -87,6 +87,7 @@
 PG_FUNCTION_INFO_V1(pgjq_scan_bounds);
 PG_FUNCTION_INFO_V1(pgjq_scan_bound);
 PG_FUNCTION_INFO_V1(pgjq_advance_scan_bound);
+PG_FUNCTION_INFO_V1(pgjq_forget_scan_bounds);
 
 /* queues whose bounds are kept at once, over all databases */
 #define PGJQ_MAX_BOUND_QUEUES	1024
@@ -100,6 +101,7 @@ PG_FUNCTION_INFO_V1(pgjq_advance_scan_bound);
 #define SLOT_LEASED				(PGJQ_NUM_LANES + 1)
 #define NUM_SLOTS				(PGJQ_NUM_LANES + 2)
 #define LEASES_QUEUE			0
+#define SLOT_FORGET				(-1)	/* a note: drop the queue's entry at commit */
 
 #define LANE_SLOT(priority)		((int) (priority) - PGJQ_LIMIT_PRIORITY_MIN)
 #define SLOT_PRIORITY(slot)		((int16) ((slot) + PGJQ_LIMIT_PRIORITY_MIN))
@@ -145,7 +147,9 @@ static HTAB *bounds_hash = NULL;
 /*
  * What this backend's transaction did to a slot, per subtransaction: the
  * least key of a row it put in the slot's state (lowered at commit) and
- * the least key of a row in that state it changed (lowered at abort).
+ * the least key of a row in that state it changed (lowered at abort).  A
+ * note of slot SLOT_FORGET drops its queue's entry at commit (the queue
+ * was dropped).
  */
 typedef struct BoundNote
 {
@@ -333,7 +337,14 @@ apply_notes(SubTransactionId subid, bool commit)
 
 		if (subid != InvalidSubTransactionId && notes[i].subid != subid)
 			continue;
-		if (!key_is_none(key))
+		if (notes[i].slot == SLOT_FORGET)
+		{
+			QueueBounds *e;
+
+			if (commit && db != NULL && (e = queue_entry(db, notes[i].queue_id, false)) != NULL)
+				hash_search(bounds_hash, &e->key, HASH_REMOVE, NULL);
+		}
+		else if (!key_is_none(key))
 			lower_bound(db, notes[i].queue_id, notes[i].slot, key);
 	}
 	LWLockRelease(bounds_lock);
@@ -414,6 +425,43 @@ bounds_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
+ * note_of finds or makes the current subtransaction's note of a slot.
+ */
+static BoundNote *
+note_of(int32 entry, int slot)
+{
+	static bool callbacks_registered = false;
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	BoundNote  *n;
+
+	for (int i = nnotes - 1; i >= 0; i--)
+		if (notes[i].subid == subid && notes[i].queue_id == entry &&
+			notes[i].slot == slot)
+			return &notes[i];
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(bounds_xact_callback, NULL);
+		RegisterSubXactCallback(bounds_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (nnotes == maxnotes)
+	{
+		maxnotes = Max(8, maxnotes * 2);
+		if (notes == NULL)
+			notes = MemoryContextAlloc(TopMemoryContext, sizeof(BoundNote) * maxnotes);
+		else
+			notes = repalloc(notes, sizeof(BoundNote) * maxnotes);
+	}
+	n = &notes[nnotes++];
+	n->queue_id = entry;
+	n->slot = slot;
+	n->subid = subid;
+	n->made = pgjq_bound_none;
+	n->changed = pgjq_bound_none;
+	return n;
+}
+
+/*
  * pgjq_bounds_note records, for the current subtransaction, that a row of
  * jq.job entered state (made) or was in state and is being changed, at
  * key (at, id) of the state's index: run_at for ready and scheduled jobs,
@@ -423,45 +471,14 @@ void
 pgjq_bounds_note(char state, int32 queue_id, int16 priority, TimestampTz at,
 				 int64 id, bool made)
 {
-	static bool callbacks_registered = false;
-	SubTransactionId subid = GetCurrentSubTransactionId();
 	PgjqBoundKey key = {at, id};
-	BoundNote  *n = NULL;
+	BoundNote  *n;
 	int32		entry;
 	int			slot;
 
 	if (bounds_shared == NULL || !slot_of(state, queue_id, priority, &entry, &slot))
 		return;
-	for (int i = nnotes - 1; i >= 0; i--)
-		if (notes[i].subid == subid && notes[i].queue_id == entry &&
-			notes[i].slot == slot)
-		{
-			n = &notes[i];
-			break;
-		}
-	if (n == NULL)
-	{
-		if (!callbacks_registered)
-		{
-			RegisterXactCallback(bounds_xact_callback, NULL);
-			RegisterSubXactCallback(bounds_subxact_callback, NULL);
-			callbacks_registered = true;
-		}
-		if (nnotes == maxnotes)
-		{
-			maxnotes = Max(8, maxnotes * 2);
-			if (notes == NULL)
-				notes = MemoryContextAlloc(TopMemoryContext, sizeof(BoundNote) * maxnotes);
-			else
-				notes = repalloc(notes, sizeof(BoundNote) * maxnotes);
-		}
-		n = &notes[nnotes++];
-		n->queue_id = entry;
-		n->slot = slot;
-		n->subid = subid;
-		n->made = pgjq_bound_none;
-		n->changed = pgjq_bound_none;
-	}
+	n = note_of(entry, slot);
 	if (made && key_cmp(&key, &n->made) < 0)
 		n->made = key;
 	if (!made && key_cmp(&key, &n->changed) < 0)
@@ -503,7 +520,7 @@ read_bounds(int32 entry, int first, int last, PgjqBoundKey *start,
 
 	for (int i = 0; i < nnotes; i++)
 		if (notes[i].queue_id == entry && notes[i].slot >= first &&
-			notes[i].slot <= last &&
+			notes[i].slot <= last && notes[i].slot != SLOT_FORGET &&
 			key_cmp(&notes[i].made, &start[notes[i].slot - first]) < 0)
 			start[notes[i].slot - first] = notes[i].made;
 	return true;
@@ -877,5 +894,19 @@ pgjq_advance_scan_bound(PG_FUNCTION_ARGS)
 		head.id = PG_ARGISNULL(5) ? PG_INT64_MIN : PG_GETARG_INT64(5);
 	}
 	pgjq_bound_advance(state, queue_id, priority, (uint64) PG_GETARG_INT64(3), &head);
+	PG_RETURN_VOID();
+}
+
+/*
+ * jq.forget_scan_bounds(queue_id) drops a queue's bounds when the
+ * transaction commits: jq_drop_queue calls it, so that the bounds of
+ * dropped queues do not fill shared memory (a queue id is never used
+ * again).  A rollback keeps them.
+ */
+Datum
+pgjq_forget_scan_bounds(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0) && bounds_shared != NULL)
+		(void) note_of(PG_GETARG_INT32(0), SLOT_FORGET);
 	PG_RETURN_VOID();
 }
