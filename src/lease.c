@@ -449,8 +449,8 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	ArrayType  *ids_arr;
 	ArrayType  *tokens_arr;
 	ArrayType  *results_arr;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', 'n'};	/* no errors: ack them all */
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -534,7 +534,8 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 		if (errors_arr == NULL)
 			nulls[3] = 'n';
 		pgjq_lock_job_table();	/* before jq.job_result: see queue.c */
-		pgjq_stmt_execute(PGJQ_STMT_COMPLETE_ACKS, values, nulls, SPI_OK_INSERT);
+		/* the acks; the elements with an error are left to COMPLETE_FAILS */
+		pgjq_stmt_execute(PGJQ_STMT_ACK_BATCH, values, nulls, SPI_OK_SELECT);
 		if (errors_arr != NULL)
 		{
 			bool		isnull;

@@ -289,12 +289,16 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		 * so that the plan probes the primary key once per input row; an
 		 * extra "j.id = ANY ($1)" made the planner fetch the jobs by a
 		 * bitmap scan and then compare every job with every input row (100
-		 * x 100 for a batch of 100: half the statement's time).
+		 * x 100 for a batch of 100: half the statement's time).  $4 holds
+		 * jq_ack_dequeue's errors, or is NULL: an element with an error is
+		 * not acked here (it is failed by COMPLETE_FAILS) and has no row.
 		 */
 		"WITH input AS MATERIALIZED ("
 		"    SELECT u.id, u.token, u.result, u.ord"
 		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-		"                      pg_catalog.unnest($3)) WITH ORDINALITY AS u(id, token, result, ord)"
+		"                      pg_catalog.unnest($3), pg_catalog.unnest($4))"
+		"           WITH ORDINALITY AS u(id, token, result, error, ord)"
+		"     WHERE u.error IS NULL"
 		"), done AS ("
 		"    DELETE FROM jq.job j USING input i"
 		"     WHERE" SQL_LEASE_IS_CURRENT("j.", "i.id", "i.token")
@@ -307,34 +311,14 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		"        COALESCE(ins.state = " PGJQ_SQL_STATE(SUCCEEDED) ", false) AS acked"
 		"   FROM input i LEFT JOIN ins ON ins.job_id = i.id"
 		"  ORDER BY i.ord",
-		3, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID},
-		{"job_id", "acked"}, true
-	},
-	[PGJQ_STMT_COMPLETE_ACKS] = {
-		/*
-		 * jq_ack_dequeue's acks: the elements whose error ($4) is NULL,
-		 * finished as ACK_BATCH finishes them
-		 */
-		"WITH input AS MATERIALIZED ("
-		"    SELECT u.id, u.token, u.result"
-		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-		"                      pg_catalog.unnest($3), pg_catalog.unnest($4))"
-		"           AS u(id, token, result, error)"
-		"     WHERE u.error IS NULL"
-		"), done AS ("
-		"    DELETE FROM jq.job j USING input i"
-		"     WHERE" SQL_LEASE_IS_CURRENT("j.", "i.id", "i.token")
-		"    RETURNING" SQL_FINISHED_COLUMNS("j.") ", j.cancel_requested, i.result"
-		")"
-		SQL_INSERT_FINISHED,
 		4, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID},
-		{NULL}, true
+		{"job_id", "acked"}, true
 	},
 	[PGJQ_STMT_COMPLETE_FAILS] = {
 		/*
 		 * jq_ack_dequeue's failures: the elements with an error, each by
 		 * jq.jq_fail, the one failure transition; the same parameters as
-		 * COMPLETE_ACKS ($3 unused)
+		 * ACK_BATCH ($3 unused)
 		 */
 		"SELECT count(jq.jq_fail(u.id, u.token, u.error)) AS result"
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
