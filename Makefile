@@ -36,6 +36,7 @@ OBJS = \
 	src/queue.o \
 	src/enqueue.o \
 	src/lease.o \
+	src/hotpath.o \
 	src/bounds.o \
 	src/counters.o \
 	src/count_trigger.o \

@@ -99,4 +99,32 @@ pgjq_init_materialized_srf(FunctionCallInfo fcinfo)
 }
 #endif
 
+/*
+ * The hot path's row changes (hotpath.c).  From 16 on, an update reports
+ * which indexes need new entries (none, summarizing ones only, all) where
+ * 14 and 15 say all or none, and ExecInsertIndexTuples takes whether to
+ * insert into the summarizing ones only.  pgjq_update_row updates a row
+ * and inserts its index entries as the update requires.
+ */
+#if PG_VERSION_NUM >= 160000
+#define pgjq_update_needs_indexes(u) ((u) != TU_None)
+#define pgjq_insert_index_tuples(rri, slot, estate, update, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), (update), false, NULL, NIL, \
+						  (u) == TU_Summarizing)
+typedef TU_UpdateIndexes PgjqUpdateIndexes;
+#else
+#define pgjq_update_needs_indexes(u) (u)
+#define pgjq_insert_index_tuples(rri, slot, estate, update, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), (update), false, NULL, NIL)
+typedef bool PgjqUpdateIndexes;
+#endif
+
+/* 31 random bits: pg_prng from 15 on, random() (seeded per backend) on 14 */
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#define pgjq_random31() ((int64) (pg_prng_uint32(&pg_global_prng_state) >> 1))
+#else
+#define pgjq_random31() ((int64) random())
+#endif
+
 #endif							/* PGJQ_COMPAT_H */

@@ -166,56 +166,23 @@ note_bound(HeapTuple tup, TupleDesc desc, const CountedTable *t, char state,
 }
 
 /*
- * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
- * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
- * after-trigger event, and AFTER UPDATE and DELETE, which see the row
- * version the statement really changed without making the executor lock
- * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
- * lock of a row another transaction locked is WAL-logged).  Either way the
- * trigger runs in the (sub)transaction of the change.  BEFORE or AFTER
- * both count right: version 0.1.0 declared every one BEFORE, and this
- * library serves a 0.1.0 schema until ALTER EXTENSION pgjq UPDATE.
+ * pgjq_count_change counts one change of a row of a counted table (which
+ * is PGJQ_IN_JOB, PGJQ_IN_RESULT or PGJQ_IN_DEAD_LETTER): an insert
+ * (oldtup NULL), a delete (newtup NULL) or an update, after checking the
+ * invariants of the new row.  The trigger below calls it for every change
+ * the executor makes; the hot path (hotpath.c), which changes rows without
+ * the executor, calls it directly.
  */
-Datum
-pgjq_count_trigger(PG_FUNCTION_ARGS)
+void
+pgjq_count_change(Relation rel, int which, HeapTuple oldtup, HeapTuple newtup)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	newtup = NULL;
-	HeapTuple	oldtup = NULL;
-	const char *relname;
-	const CountedTable *t;
-	int			which;
+	TupleDesc	desc = RelationGetDescr(rel);
+	const CountedTable *t = counted_table(rel, which);
+	const char *relname = RelationGetRelationName(rel);
 	bool		isnull;
 	int32		queue_id;
 	int16		priority;
 	char		state = 0;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs != 1)
-		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
-
-	relname = trigdata->tg_trigger->tgargs[0];
-	if (strcmp(relname, "job") == 0)
-		which = PGJQ_IN_JOB;
-	else if (strcmp(relname, "job_result") == 0)
-		which = PGJQ_IN_RESULT;
-	else if (strcmp(relname, "dead_letter") == 0)
-		which = PGJQ_IN_DEAD_LETTER;
-	else
-		elog(ERROR, "pgjq: count_trigger on unknown table \"%s\"", relname);
-
-	desc = RelationGetDescr(trigdata->tg_relation);
-	t = counted_table(trigdata->tg_relation, which);
-	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		newtup = trigdata->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
-		oldtup = trigdata->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-	{
-		oldtup = trigdata->tg_trigtuple;
-		newtup = trigdata->tg_newtuple;
-	}
 
 	if (newtup != NULL && which != PGJQ_IN_DEAD_LETTER)
 	{
@@ -236,14 +203,14 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 			note_bound(oldtup, desc, t, oldstate, false);
 	}
 	if (newtup == NULL)
-		return PointerGetDatum(oldtup);
+		return;
 
 	queue_id = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
 	priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
 	if (which == PGJQ_IN_DEAD_LETTER)
 		state = PGJQ_STATE_DEAD;
 	if (oldtup != NULL && which == PGJQ_IN_RESULT)
-		return PointerGetDatum(newtup);	/* a result rewritten: no event */
+		return;					/* a result rewritten: no event */
 	pgjq_counters_add(queue_id, priority, pgjq_state_counter(state), 1);
 	if (which == PGJQ_IN_JOB)
 		note_bound(newtup, desc, t, state, true);
@@ -264,6 +231,51 @@ pgjq_count_trigger(PG_FUNCTION_ARGS)
 		pgjq_counters_add(queue_id, priority, PGJQ_C_DEAD_LETTERED, 1);
 		pgjq_counters_add(queue_id, priority, PGJQ_C_FAILED, 1);
 	}
+}
 
-	return PointerGetDatum(newtup);
+/*
+ * jq.count_trigger() is a row trigger on jq.job, jq.job_result and
+ * jq.dead_letter (TG_ARGV[0] names which): BEFORE INSERT, which costs no
+ * after-trigger event, and AFTER UPDATE and DELETE, which see the row
+ * version the statement really changed without making the executor lock
+ * the row first (a BEFORE ROW trigger on UPDATE or DELETE does, and the
+ * lock of a row another transaction locked is WAL-logged).  Either way the
+ * trigger runs in the (sub)transaction of the change.  BEFORE or AFTER
+ * both count right: version 0.1.0 declared every one BEFORE, and this
+ * library serves a 0.1.0 schema until ALTER EXTENSION pgjq UPDATE.
+ */
+Datum
+pgjq_count_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
+	const char *relname;
+	int			which;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1)
+		elog(ERROR, "pgjq: count_trigger must be a row trigger with one argument");
+
+	relname = trigdata->tg_trigger->tgargs[0];
+	if (strcmp(relname, "job") == 0)
+		which = PGJQ_IN_JOB;
+	else if (strcmp(relname, "job_result") == 0)
+		which = PGJQ_IN_RESULT;
+	else if (strcmp(relname, "dead_letter") == 0)
+		which = PGJQ_IN_DEAD_LETTER;
+	else
+		elog(ERROR, "pgjq: count_trigger on unknown table \"%s\"", relname);
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		newtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		oldtup = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		oldtup = trigdata->tg_trigtuple;
+		newtup = trigdata->tg_newtuple;
+	}
+	pgjq_count_change(trigdata->tg_relation, which, oldtup, newtup);
+	return PointerGetDatum(newtup != NULL ? newtup : oldtup);
 }

@@ -13,7 +13,9 @@
 #ifndef PGJQ_COUNTERS_H
 #define PGJQ_COUNTERS_H
 
+#include "access/htup.h"
 #include "storage/lwlock.h"
+#include "utils/relcache.h"
 
 /* shared memory (shmem.c) */
 extern Size pgjq_counters_shmem_size(void);
@@ -21,6 +23,8 @@ extern void pgjq_counters_shmem_init(LWLock *lock);
 
 /* the count trigger (count_trigger.c) */
 extern void pgjq_counters_add(int32 queue_id, int16 priority, int counter, int64 n);
+extern void pgjq_count_change(Relation rel, int which, HeapTuple oldtup,
+							  HeapTuple newtup);
 
 /* the worker */
 extern bool pgjq_counters_need_rebuild(void);

@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "bounds.h"
+#include "hotpath.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -45,85 +46,38 @@ PG_FUNCTION_INFO_V1(pgjq_ack_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_lock_lease);
 PG_FUNCTION_INFO_V1(pgjq_finish_cancelled);
 
-/*
- * put_spi_result copies every row of the last SPI result into the
- * function's tuplestore.  The query's first columns match the function's
- * result columns one to one; any further ones are not returned.
- */
+/* put_lease is the sink of pgjq_hot_lease: a row of the function's result */
 static void
-put_spi_result(FunctionCallInfo fcinfo)
+put_lease(void *arg, Datum *values, bool *nulls)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			natts = SPI_tuptable->tupdesc->natts;
-	Datum	   *values = palloc(sizeof(Datum) * natts);
-	bool	   *nulls = palloc(sizeof(bool) * natts);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) arg;
 
-	Assert(natts >= rsinfo->setDesc->natts);
-	for (uint64 row = 0; row < SPI_processed; row++)
-	{
-		heap_deform_tuple(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						  values, nulls);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-}
-
-/*
- * lane_head reads the head of a lane from the last statement's first row,
- * or +inf when it returned none, into *head.
- */
-static void
-lane_head(int run_at_column, int id_column, PgjqBoundKey *head)
-{
-	bool		isnull;
-	Datum		run_at;
-
-	if (SPI_processed == 0)
-		return;					/* stays +inf: the lane looks empty */
-	run_at = pgjq_stmt_value(0, run_at_column, &isnull);
-	if (isnull)
-		return;
-	head->at = DatumGetTimestampTz(run_at);
-	head->id = DatumGetInt64(pgjq_stmt_value(0, id_column, &isnull));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
 /*
  * dequeue_lanes leases up to max_jobs jobs lane by lane, each lane from
  * its bound (bounds.c), most urgent lane first, and publishes each scanned
- * lane's head as its new bound; values holds the first four parameters of
- * the dequeue.  Returns false, having leased nothing, when the bounds
- * cannot be trusted.
+ * lane's head as its new bound.  Returns false, having leased nothing,
+ * when the bounds cannot be trusted.
  */
 static bool
-dequeue_lanes(FunctionCallInfo fcinfo, int32 queue_id, int32 max_jobs,
-			  Datum *values)
+dequeue_lanes(FunctionCallInfo fcinfo, PgjqHot *hot, int32 queue_id,
+			  int32 max_jobs, TimestampTz now, int32 lease_seconds)
 {
 	PgjqLaneScan *scan = palloc(sizeof(PgjqLaneScan));
 	int32		taken = 0;
 
-	/* before the statements' snapshots: see bounds.c */
+	/* before the scans' snapshots: see bounds.c */
 	if (!pgjq_lanes_begin(queue_id, scan))
 		return false;
 	for (int l = 0; l < scan->nlanes && taken < max_jobs; l++)
 	{
-		values[1] = Int32GetDatum(max_jobs - taken);
-		values[4] = Int16GetDatum(scan->lane[l].priority);
-		values[5] = TimestampTzGetDatum(scan->lane[l].start.at);
-		values[6] = Int64GetDatum(scan->lane[l].start.id);
-		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE_LANE, values, NULL, SPI_OK_SELECT);
+		taken += pgjq_hot_lease(hot, queue_id, scan->lane[l].priority,
+								&scan->lane[l].start, max_jobs - taken, now,
+								lease_seconds, put_lease, fcinfo->resultinfo,
+								&scan->lane[l].head);
 		scan->lane[l].scanned = true;
-		if (SPI_processed > 0)
-		{
-			lane_head(DEQUEUE_LANE_HEAD_RUN_AT, DEQUEUE_LANE_HEAD_ID,
-					  &scan->lane[l].head);
-			taken += (int32) SPI_processed;
-			put_spi_result(fcinfo);
-		}
-		else
-		{
-			/* nothing to take: is anything ready at all, locked or not? */
-			pgjq_stmt_execute(PGJQ_STMT_LANE_HEAD, values, NULL, SPI_OK_SELECT);
-			lane_head(LANE_HEAD_RUN_AT, LANE_HEAD_ID, &scan->lane[l].head);
-		}
 	}
 	pgjq_lanes_advance(queue_id, scan);
 	return true;
@@ -205,15 +159,16 @@ dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
 /*
  * lease_jobs leases up to max_jobs ready jobs of the queue into the
  * function's result, for leases of lease_seconds (the queue's when
- * lease_arg, the argument that gives it, is NULL).  Connected to SPI.
+ * lease_arg, the argument that gives it, is NULL), and ends hot: the
+ * caller's (jq_ack_dequeue, which finished jobs through it first) or, when
+ * NULL, its own.  Connected to SPI.
  */
 static void
-lease_jobs(FunctionCallInfo fcinfo, const char *queue_name, int32 max_jobs,
-		   int lease_arg)
+lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
+		   int32 max_jobs, int lease_arg)
 {
 	PgjqQueue	queue;
 	int32		lease_seconds;
-	Datum		values[7];
 	TimestampTz now;
 	Oid			job_relid;
 
@@ -230,11 +185,11 @@ lease_jobs(FunctionCallInfo fcinfo, const char *queue_name, int32 max_jobs,
 						 queue.lease_seconds)));
 
 	/*
-	 * Take the lock the statements below need on jq.job before reading the
-	 * clock that starts the lease: a dequeue that waits for a lock (behind
-	 * the counter rebuild's SHARE lock after a start, or DDL) must not hand
-	 * out a lease shortened by the wait, or one that expired while it
-	 * waited.  Row locks need no such care: SKIP LOCKED never waits.
+	 * Take the lock on jq.job before reading the clock that starts the
+	 * lease: a dequeue that waits for a lock (behind the counter rebuild's
+	 * SHARE lock after a start, or DDL) must not hand out a lease shortened
+	 * by the wait, or one that expired while it waited.  Row locks need no
+	 * such care: the lease never waits for one.
 	 */
 	job_relid = pgjq_lock_job_table();
 	now = GetCurrentTimestamp();
@@ -244,23 +199,22 @@ lease_jobs(FunctionCallInfo fcinfo, const char *queue_name, int32 max_jobs,
 	 * ready by jq.promote_due, the one place that promotes, so this
 	 * dequeue can take them.
 	 */
-	values[0] = Int32GetDatum(queue.queue_id);
 	if (pgjq_schema_promotes() && due_scheduled_job(job_relid, queue.queue_id, now))
 	{
+		Datum		values[2];
 		bool		isnull;
 
+		values[0] = Int32GetDatum(queue.queue_id);
 		values[1] = Int32GetDatum(pgjq_reclaim_batch);
 		(void) pgjq_stmt_call(PGJQ_STMT_PROMOTE_DUE, values, NULL, &isnull);
 	}
 
-	values[1] = Int32GetDatum(max_jobs);
-	values[2] = Float8GetDatum((float8) lease_seconds);
-	values[3] = TimestampTzGetDatum(now);
-	if (!dequeue_lanes(fcinfo, queue.queue_id, max_jobs, values))
-	{
-		pgjq_stmt_execute(PGJQ_STMT_DEQUEUE, values, NULL, SPI_OK_SELECT);
-		put_spi_result(fcinfo);
-	}
+	if (hot == NULL)
+		hot = pgjq_hot_begin(job_relid);
+	if (!dequeue_lanes(fcinfo, hot, queue.queue_id, max_jobs, now, lease_seconds))
+		(void) pgjq_hot_lease(hot, queue.queue_id, 0, NULL, max_jobs, now,
+							  lease_seconds, put_lease, fcinfo->resultinfo, NULL);
+	pgjq_hot_end(hot);
 }
 
 /*
@@ -278,7 +232,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 
 	pgjq_init_materialized_srf(fcinfo);
 	SPI_connect();
-	lease_jobs(fcinfo, queue_name, max_jobs, 2);
+	lease_jobs(fcinfo, NULL, queue_name, max_jobs, 2);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -298,36 +252,23 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 Datum
 pgjq_ack(PG_FUNCTION_ARGS)
 {
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	bool		acked;
+	int64		token;
+	PgjqHot    *hot;
+	PgjqFinished done;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job_id and lease_token must not be null"),
 				 errhint("Pass the job_id and lease_token columns that jq_dequeue returned.")));
+	token = PG_GETARG_INT64(1);
 
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	if (PG_ARGISNULL(2))
-		nulls[2] = 'n';
-	else
-		values[2] = PG_GETARG_DATUM(2);
-
-	SPI_connect();
-	pgjq_lock_job_table();		/* before jq.job_result: see the function */
-	pgjq_stmt_execute(PGJQ_STMT_ACK, values, nulls, SPI_OK_INSERT_RETURNING);
-	acked = false;
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-
-		acked = DatumGetBool(pgjq_stmt_value(0, ACK_ACKED, &isnull));
-	}
-	SPI_finish();
-
-	PG_RETURN_BOOL(acked);
+	hot = pgjq_hot_begin(pgjq_lock_job_table());
+	done = pgjq_hot_finish(hot, PG_GETARG_INT64(0), &token, false,
+						   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+						   PG_ARGISNULL(2));
+	pgjq_hot_end(hot);
+	PG_RETURN_BOOL(done == PGJQ_FINISHED_SUCCEEDED);
 }
 
 /*
@@ -438,8 +379,58 @@ check_completions(ArrayType *ids_arr, ArrayType *tokens_arr,
 }
 
 /*
- * jq.jq_ack_batch(job_ids, lease_tokens, results) acks many jobs with one
- * statement.  Returns one (job_id, acked) row per element, in input order;
+ * ack_completions acks the n jobs of a batch (checked by
+ * check_completions) that have no error, in input order, each on its own
+ * lease as jq_ack would; with rsinfo, it returns a (job_id, acked) row per
+ * element.
+ */
+static void
+ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
+				ArrayType *results_arr, ArrayType *errors_arr,
+				ReturnSetInfo *rsinfo)
+{
+	Datum	   *ids;
+	Datum	   *tokens;
+	Datum	   *results = NULL;
+	bool	   *result_nulls = NULL;
+	bool	   *error_nulls = NULL;
+	Datum	   *errors;
+	int			count;
+
+	deconstruct_array(ids_arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, NULL, &count);
+	deconstruct_array(tokens_arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &tokens, NULL, &count);
+	if (results_arr != NULL)
+		deconstruct_array(results_arr, JSONBOID, -1, false, TYPALIGN_INT,
+						  &results, &result_nulls, &count);
+	if (errors_arr != NULL)
+		deconstruct_array(errors_arr, TEXTOID, -1, false, TYPALIGN_INT,
+						  &errors, &error_nulls, &count);
+
+	for (int i = 0; i < n; i++)
+	{
+		int64		token = DatumGetInt64(tokens[i]);
+		PgjqFinished done;
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		if (error_nulls != NULL && !error_nulls[i])
+			continue;			/* failed by COMPLETE_FAILS */
+		done = pgjq_hot_finish(hot, DatumGetInt64(ids[i]), &token, false,
+							   results ? results[i] : (Datum) 0,
+							   results == NULL || result_nulls[i]);
+		if (rsinfo == NULL)
+			continue;
+		values[0] = ids[i];
+		values[1] = BoolGetDatum(done == PGJQ_FINISHED_SUCCEEDED);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/*
+ * jq.jq_ack_batch(job_ids, lease_tokens, results) acks many jobs in one
+ * call.  Returns one (job_id, acked) row per element, in input order;
  * each element succeeds or fails on its own token, as jq_ack would.  A job
  * id may appear only once, so that "acked" is unambiguous.
  */
@@ -449,8 +440,8 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	ArrayType  *ids_arr;
 	ArrayType  *tokens_arr;
 	ArrayType  *results_arr;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', 'n'};	/* no errors: ack them all */
+	PgjqHot    *hot;
+	int			n;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -459,22 +450,13 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
 	tokens_arr = PG_GETARG_ARRAYTYPE_P(1);
 	results_arr = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
-	(void) check_completions(ids_arr, tokens_arr, results_arr, NULL);
-
-	values[2] = PointerGetDatum(results_arr);
-	if (results_arr == NULL)
-		nulls[2] = 'n';
+	n = check_completions(ids_arr, tokens_arr, results_arr, NULL);
 
 	pgjq_init_materialized_srf(fcinfo);
-
-	values[0] = PointerGetDatum(ids_arr);
-	values[1] = PointerGetDatum(tokens_arr);
-	SPI_connect();
-	pgjq_lock_job_table();		/* before jq.job_result: see the function */
-	pgjq_stmt_execute(PGJQ_STMT_ACK_BATCH, values, nulls, SPI_OK_SELECT);
-	put_spi_result(fcinfo);
-	SPI_finish();
-
+	hot = pgjq_hot_begin(pgjq_lock_job_table());
+	ack_completions(hot, n, ids_arr, tokens_arr, results_arr, NULL,
+					(ReturnSetInfo *) fcinfo->resultinfo);
+	pgjq_hot_end(hot);
 	return (Datum) 0;
 }
 
@@ -500,6 +482,7 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 	ArrayType  *results_arr = NULL;
 	ArrayType  *errors_arr = NULL;
 	int			n = 0;
+	PgjqHot    *hot;
 
 	if (PG_ARGISNULL(3) != PG_ARGISNULL(4))
 		ereport(ERROR,
@@ -520,30 +503,24 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 
 	pgjq_init_materialized_srf(fcinfo);
 	SPI_connect();
+	hot = pgjq_hot_begin(pgjq_lock_job_table());
 	if (n > 0)
 	{
-		Datum		values[4];
-		char		nulls[4] = {' ', ' ', ' ', ' '};
-
-		values[0] = PointerGetDatum(ids_arr);
-		values[1] = PointerGetDatum(tokens_arr);
-		values[2] = PointerGetDatum(results_arr);
-		values[3] = PointerGetDatum(errors_arr);
-		if (results_arr == NULL)
-			nulls[2] = 'n';
-		if (errors_arr == NULL)
-			nulls[3] = 'n';
-		pgjq_lock_job_table();	/* before jq.job_result: see queue.c */
-		/* the acks; the elements with an error are left to COMPLETE_FAILS */
-		pgjq_stmt_execute(PGJQ_STMT_ACK_BATCH, values, nulls, SPI_OK_SELECT);
+		ack_completions(hot, n, ids_arr, tokens_arr, results_arr, errors_arr, NULL);
 		if (errors_arr != NULL)
 		{
+			/* the failures, by jq.jq_fail, the one failure transition */
+			Datum		values[4];
+			char		nulls[4] = {' ', ' ', 'n', ' '};
 			bool		isnull;
 
+			values[0] = PointerGetDatum(ids_arr);
+			values[1] = PointerGetDatum(tokens_arr);
+			values[3] = PointerGetDatum(errors_arr);
 			(void) pgjq_stmt_call(PGJQ_STMT_COMPLETE_FAILS, values, nulls, &isnull);
 		}
 	}
-	lease_jobs(fcinfo, queue_name, max_jobs, 2);
+	lease_jobs(fcinfo, hot, queue_name, max_jobs, 2);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -583,16 +560,24 @@ pgjq_lock_lease(PG_FUNCTION_ARGS)
 Datum
 pgjq_finish_cancelled(PG_FUNCTION_ARGS)
 {
-	Datum		values[1];
-	uint64		n;
+	ArrayType  *ids_arr;
+	Datum	   *ids;
+	bool	   *id_nulls;
+	int			n;
+	int32		finished = 0;
+	PgjqHot    *hot;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_INT32(0);
-	values[0] = PG_GETARG_DATUM(0);
-	SPI_connect();
-	pgjq_lock_job_table();
-	pgjq_stmt_execute(PGJQ_STMT_FINISH_CANCELLED, values, NULL, SPI_OK_INSERT_RETURNING);
-	n = SPI_processed;
-	SPI_finish();
-	PG_RETURN_INT32((int32) n);
+	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(ids_arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
+	hot = pgjq_hot_begin(pgjq_lock_job_table());
+	for (int i = 0; i < n; i++)
+		if (!id_nulls[i] &&
+			pgjq_hot_finish(hot, DatumGetInt64(ids[i]), NULL, true, (Datum) 0,
+							true) != PGJQ_FINISHED_NONE)
+			finished++;
+	pgjq_hot_end(hot);
+	PG_RETURN_INT32(finished);
 }

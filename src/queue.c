@@ -79,6 +79,9 @@ static bool schema_bounds = false;
 /* jq.job_scheduled_idx, for jq_dequeue's probe (pgjq_scheduled_index) */
 static Oid	scheduled_idx_oid = InvalidOid;
 
+/* jq.job_result, where the hot path writes finished jobs (pgjq_result_table) */
+static Oid	result_relid = InvalidOid;
+
 /*
  * pgjq_check_queue_name raises 42602 unless name is a valid queue name:
  * a lowercase letter, then lowercase letters, digits or underscores, at
@@ -141,6 +144,8 @@ queue_cache_reset(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == scheduled_idx_oid)
 		scheduled_idx_oid = InvalidOid;
+	if (relid == InvalidOid || relid == result_relid)
+		result_relid = InvalidOid;
 	if (relid != InvalidOid && relid != queue_relid)
 		return;
 	if (queue_cache != NULL)
@@ -317,6 +322,24 @@ pgjq_scheduled_index(void)
 	if (scheduled_idx_oid == InvalidOid)
 		elog(ERROR, "pgjq: index jq.job_scheduled_idx not found");
 	return scheduled_idx_oid;
+}
+
+/*
+ * pgjq_result_table locks jq.job_result for a writer (ROW EXCLUSIVE) and
+ * returns its OID, looked up once.  Call it after pgjq_lock_job_table: see
+ * the lock order in the header comment.
+ */
+Oid
+pgjq_result_table(void)
+{
+	queue_cache_init();
+	if (result_relid == InvalidOid)
+		result_relid = get_relname_relid("job_result",
+										 get_namespace_oid(PGJQ_SCHEMA, false));
+	if (result_relid == InvalidOid)
+		elog(ERROR, "pgjq: table jq.job_result not found");
+	LockRelationOid(result_relid, RowExclusiveLock);
+	return result_relid;
 }
 
 /*

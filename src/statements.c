@@ -18,12 +18,12 @@
  * cache keeps that search_path and uses it again when a plan is rebuilt.
  * Every pgjq object is schema-qualified besides.
  *
- * Job states in the text come from pgjq.h (PGJQ_SQL_STATE), and the rules
- * that several statements share are written once below: which lease is
- * current (the fence) and how a finished job is recorded.  The cold
- * transitions (promotion, reclaim, failure, purge) are SQL functions of
- * their own; the statements that call them are here too, so the worker and
- * the hot path run no SQL text of their own.
+ * Job states in the text come from pgjq.h (PGJQ_SQL_STATE).  The lease
+ * and the finish of a job, the worker's turn, are not here: hotpath.c
+ * makes them without the executor.  The cold transitions (promotion,
+ * reclaim, failure, purge) are SQL functions of their own; the statements
+ * that call them are here, so the worker and the hot path run no SQL text
+ * of their own.
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -43,68 +43,14 @@
 
 /*
  * The fence: a lease is current when the job is leased and the token is
- * the one its dequeue handed out.  Every function that completes,
- * extends or fails a lease checks it through this predicate (ACK,
- * ACK_BATCH, LOCK_LEASE).  j is a table alias with its dot, or "".
+ * the one its dequeue handed out.  The functions that fail or extend a
+ * lease check it through this predicate (LOCK_LEASE); the hot path's
+ * finish checks the same in C (lease_is_current in hotpath.c).  j is a
+ * table alias with its dot, or "".
  */
 #define SQL_LEASE_IS_CURRENT(j, id, token) \
 	" " j "id = " id " AND " j "lease_token = " token \
 	" AND " j "state = " PGJQ_SQL_STATE(LEASED)
-
-/*
- * Finishing a job: it leaves jq.job, and its row in jq.job_result is
- * written in the same statement.  "done" is a DELETE ... RETURNING the
- * finished columns, cancel_requested and result; a job whose cancel was
- * requested ends cancelled, its result dropped.  ACK, ACK_BATCH and
- * FINISH_CANCELLED (which jq_cancel and jq.fail_leased call) share it.
- */
-#define SQL_FINISHED_COLUMNS(j) \
-	" " j "id, " j "queue_id, " j "priority, " j "attempt, " j "run_at, " \
-	j "enqueued_at, " j "started_at, " j "errors"
-#define SQL_INSERT_FINISHED \
-	" INSERT INTO jq.job_result (job_id, queue_id, state, priority, attempts," \
-	"                            result, last_error, run_at, enqueued_at," \
-	"                            started_at, finished_at)" \
-	" SELECT id, queue_id," \
-	"        CASE WHEN cancel_requested THEN " PGJQ_SQL_STATE(CANCELLED) \
-	"             ELSE " PGJQ_SQL_STATE(SUCCEEDED) " END::\"char\"," \
-	"        priority, attempt," \
-	"        CASE WHEN cancel_requested THEN NULL ELSE result END," \
-	"        errors -> -1 ->> 'error', run_at, enqueued_at, started_at," \
-	"        pg_catalog.clock_timestamp()" \
-	"   FROM done"
-
-/*
- * Leasing the candidate jobs "cand" of a dequeue.  The lease token's high
- * 32 bits count the deliveries of the job, so a job's tokens only grow;
- * the low 32 bits are random, so a token is never valid for another job by
- * accident.  $4 is the clock at the call, so every job of one call shares
- * started_at and the order of started_at never contradicts the order of
- * delivery.  The columns are those of jq_dequeue's result.
- */
-#define SQL_LEASE_CANDIDATES \
-	"   UPDATE jq.job j" \
-	"      SET state = " PGJQ_SQL_STATE(LEASED) "," \
-	"          attempt = j.attempt + 1," \
-	"          lease_token = ((((COALESCE(j.lease_token, 0) >> 32) + 1) << 32)" \
-	"                         | (pg_catalog.random() * 2147483647)::bigint)," \
-	"          started_at = $4," \
-	"          lease_expires_at = $4 + pg_catalog.make_interval(secs => $3)" \
-	"    WHERE j.id = ANY (ARRAY(SELECT id FROM cand))" \
-	"   RETURNING j.id, j.lease_token, j.attempt, j.priority, j.payload," \
-	"             j.enqueued_at, j.lease_expires_at, j.run_at"
-#define SQL_DEQUEUE_COLUMNS \
-	" leased.id AS job_id, leased.lease_token, leased.attempt," \
-	" leased.priority::integer AS priority, leased.payload, leased.enqueued_at," \
-	" leased.lease_expires_at"
-#define SQL_DEQUEUE_COLUMN_NAMES \
-	"job_id", "lease_token", "attempt", "priority", "payload", "enqueued_at", \
-	"lease_expires_at"
-
-/* the ready jobs of queue $1 in lane $5 from the bound ($6, $7) on */
-#define SQL_LANE_FROM_BOUND \
-	" queue_id = $1 AND state = " PGJQ_SQL_STATE(READY) \
-	" AND priority = $5 AND (run_at, id) >= ($6, $7)"
 
 #define MAX_ARGS 7
 #define MAX_COLUMNS 9
@@ -210,115 +156,11 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		2, {INT8OID, INT8ARRAYOID},
 		{NULL}
 	},
-	[PGJQ_STMT_DEQUEUE] = {
-		/*
-		 * Up to $2 ready jobs of queue $1, most urgent first, scanning
-		 * every lane from its start: the dequeue of a database whose lane
-		 * bounds are not (yet) trusted (bounds.c).
-		 */
-		"WITH cand AS ("
-		"    SELECT id FROM jq.job"
-		"     WHERE queue_id = $1 AND state = " PGJQ_SQL_STATE(READY)
-		"     ORDER BY priority DESC, run_at, id"
-		"     LIMIT $2"
-		"     FOR UPDATE SKIP LOCKED"
-		"), leased AS (" SQL_LEASE_CANDIDATES ")"
-		" SELECT" SQL_DEQUEUE_COLUMNS
-		"   FROM leased"
-		"  ORDER BY leased.priority DESC, leased.run_at, leased.id",
-		4, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID},
-		{SQL_DEQUEUE_COLUMN_NAMES}, true
-	},
-	[PGJQ_STMT_DEQUEUE_LANE] = {
-		/*
-		 * Up to $2 ready jobs of queue $1 in the lane of priority $5,
-		 * from the lane's bound ($6, $7) on: the index descent lands past
-		 * the dead entries of the jobs handed out before (bounds.c).  Each
-		 * row also carries the lane's head: the first ready job this
-		 * snapshot sees from the bound on, locked by another transaction
-		 * or not, which is where the bound may move.
-		 */
-		"WITH cand AS ("
-		"    SELECT id FROM jq.job"
-		"     WHERE" SQL_LANE_FROM_BOUND
-		"     ORDER BY run_at, id"
-		"     LIMIT $2"
-		"     FOR UPDATE SKIP LOCKED"
-		"), leased AS (" SQL_LEASE_CANDIDATES
-		"), head AS ("
-		"    SELECT run_at, id FROM jq.job"
-		"     WHERE" SQL_LANE_FROM_BOUND
-		"     ORDER BY run_at, id"
-		"     LIMIT 1"
-		")"
-		" SELECT" SQL_DEQUEUE_COLUMNS ","
-		"        h.run_at AS head_run_at, h.id AS head_id"
-		"   FROM leased LEFT JOIN head h ON true"
-		"  ORDER BY leased.run_at, leased.id",
-		7, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID, INT2OID, TIMESTAMPTZOID, INT8OID},
-		{SQL_DEQUEUE_COLUMN_NAMES, "head_run_at", "head_id"}, true
-	},
-	[PGJQ_STMT_LANE_HEAD] = {
-		/*
-		 * The head of a lane where DEQUEUE_LANE took nothing; the same
-		 * parameters ($2 to $4 unused)
-		 */
-		"SELECT run_at AS head_run_at, id AS head_id FROM jq.job"
-		" WHERE" SQL_LANE_FROM_BOUND
-		" ORDER BY run_at, id"
-		" LIMIT 1",
-		7, {INT4OID, INT4OID, FLOAT8OID, TIMESTAMPTZOID, INT2OID, TIMESTAMPTZOID, INT8OID},
-		{"head_run_at", "head_id"}, true
-	},
-	[PGJQ_STMT_ACK] = {
-		/* a row when the lease was current; acked is false when cancelled */
-		"WITH done AS ("
-		"    DELETE FROM jq.job"
-		"     WHERE" SQL_LEASE_IS_CURRENT("", "$1", "$2")
-		"    RETURNING" SQL_FINISHED_COLUMNS("") ", cancel_requested,"
-		"              $3::jsonb AS result"
-		")"
-		SQL_INSERT_FINISHED
-		" RETURNING state = " PGJQ_SQL_STATE(SUCCEEDED) " AS acked",
-		3, {INT8OID, INT8OID, JSONBOID},
-		{"acked"}, true
-	},
-	[PGJQ_STMT_ACK_BATCH] = {
-		/*
-		 * One row per input element, in input order.  The join is written
-		 * so that the plan probes the primary key once per input row; an
-		 * extra "j.id = ANY ($1)" made the planner fetch the jobs by a
-		 * bitmap scan and then compare every job with every input row (100
-		 * x 100 for a batch of 100: half the statement's time).  $4 holds
-		 * jq_ack_dequeue's errors, or is NULL: an element with an error is
-		 * not acked here (it is failed by COMPLETE_FAILS) and has no row.
-		 */
-		"WITH input AS MATERIALIZED ("
-		"    SELECT u.id, u.token, u.result, u.ord"
-		"      FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-		"                      pg_catalog.unnest($3), pg_catalog.unnest($4))"
-		"           WITH ORDINALITY AS u(id, token, result, error, ord)"
-		"     WHERE u.error IS NULL"
-		"), done AS ("
-		"    DELETE FROM jq.job j USING input i"
-		"     WHERE" SQL_LEASE_IS_CURRENT("j.", "i.id", "i.token")
-		"    RETURNING" SQL_FINISHED_COLUMNS("j.") ", j.cancel_requested, i.result"
-		"), ins AS ("
-		SQL_INSERT_FINISHED
-		"    RETURNING job_id, state"
-		")"
-		" SELECT i.id AS job_id,"
-		"        COALESCE(ins.state = " PGJQ_SQL_STATE(SUCCEEDED) ", false) AS acked"
-		"   FROM input i LEFT JOIN ins ON ins.job_id = i.id"
-		"  ORDER BY i.ord",
-		4, {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID},
-		{"job_id", "acked"}, true
-	},
 	[PGJQ_STMT_COMPLETE_FAILS] = {
 		/*
 		 * jq_ack_dequeue's failures: the elements with an error, each by
-		 * jq.jq_fail, the one failure transition; the same parameters as
-		 * ACK_BATCH ($3 unused)
+		 * jq.jq_fail, the one failure transition: $1 job ids, $2 lease
+		 * tokens, $4 errors ($3 unused)
 		 */
 		"SELECT count(jq.jq_fail(u.id, u.token, u.error)) AS result"
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
@@ -334,18 +176,6 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		"   FOR UPDATE",
 		2, {INT8OID, INT8OID},
 		{"queue_id"}, true
-	},
-	[PGJQ_STMT_FINISH_CANCELLED] = {
-		/* jobs the caller has locked and checked end cancelled */
-		"WITH done AS ("
-		"    DELETE FROM jq.job WHERE id = ANY ($1)"
-		"    RETURNING" SQL_FINISHED_COLUMNS("") ", true AS cancel_requested,"
-		"              NULL::jsonb AS result"
-		")"
-		SQL_INSERT_FINISHED
-		" RETURNING job_id",
-		1, {INT8ARRAYOID},
-		{"job_id"}, true
 	},
 	[PGJQ_STMT_PREPARED_XACTS] = {
 		"SELECT count(*) AS prepared FROM pg_catalog.pg_prepared_xacts"

@@ -1,0 +1,765 @@
+/*-------------------------------------------------------------------------
+ *
+ * hotpath.c
+ *	  The two row changes of a worker's turn, made through the table and
+ *	  index access methods without the executor: leasing ready jobs
+ *	  (jq_dequeue, jq_ack_dequeue) and finishing leased ones (jq_ack,
+ *	  jq_ack_batch, jq_ack_dequeue, and jq_cancel's cancelled jobs).
+ *
+ * Why not SQL: a one-job turn through prepared SQL statements spent more
+ * time starting and ending executor plans (a CTE, a LockRows, a
+ * ModifyTable, the INSERT ... SELECT of the finished row) than reading and
+ * writing the rows, and the first call of a session paid the parse
+ * analysis and planning of those statements (80% of a first dequeue).
+ * Here a lease is one index descent, one heap update and its index
+ * entries; a finish is a primary key probe, one heap delete, one heap
+ * insert and its index entries.
+ *
+ * What the executor did that this file does itself, so that a lease or a
+ * finish behaves exactly as the statements it replaces (FOR UPDATE SKIP
+ * LOCKED, then UPDATE; DELETE ... RETURNING into INSERT):
+ *
+ * - Row locks.  A lease updates the row without waiting (an update that
+ *   finds the row locked or being changed reports it); a row another
+ *   transaction holds is skipped, as SKIP LOCKED skips it.  One that was
+ *   changed since the snapshot is locked in its newest version (without
+ *   waiting) and taken only if that version is still a ready job of the
+ *   lane: the executor's EvalPlanQual recheck.  In REPEATABLE READ and
+ *   SERIALIZABLE such a row raises the serialization failure the executor
+ *   raises.  A finish waits for a row lock, as DELETE does, and rechecks
+ *   the lease on the newest version.
+ * - Index entries: every index of the table gets the new row's entry
+ *   (ExecInsertIndexTuples, which evaluates the partial indexes'
+ *   predicates and checks uniqueness), and an update hints to each index
+ *   whether its key changed, as the executor's UPDATE does.
+ * - Triggers: the only triggers of jq.job and jq.job_result are pgjq's
+ *   count triggers; this file calls what they run (pgjq_count_change)
+ *   instead.  Triggers that someone adds to these tables do not fire for
+ *   the hot path (README, "Tables").
+ * - Snapshots: each scan takes a new snapshot after a command counter
+ *   increment, as each SPI statement did, so it sees what this
+ *   transaction did before (the acks of jq_ack_dequeue, a promotion).
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/hotpath.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "nodes/bitmapset.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "counters.h"
+#include "hotpath.h"
+#include "queue.h"
+
+/* the columns of jq.job, by name (their numbers come from the catalog) */
+typedef enum JobColumn
+{
+	JOB_ID,
+	JOB_QUEUE_ID,
+	JOB_STATE,
+	JOB_PRIORITY,
+	JOB_ATTEMPT,
+	JOB_LEASE_TOKEN,
+	JOB_RUN_AT,
+	JOB_ENQUEUED_AT,
+	JOB_STARTED_AT,
+	JOB_LEASE_EXPIRES_AT,
+	JOB_CANCEL_REQUESTED,
+	JOB_ERRORS,
+	JOB_PAYLOAD,
+	JOB_NUM_COLUMNS
+} JobColumn;
+
+static const char *const job_column_names[JOB_NUM_COLUMNS] = {
+	"id", "queue_id", "state", "priority", "attempt", "lease_token", "run_at",
+	"enqueued_at", "started_at", "lease_expires_at", "cancel_requested",
+	"errors", "payload"
+};
+
+/* the columns of jq.job_result */
+typedef enum ResultColumn
+{
+	RES_JOB_ID,
+	RES_QUEUE_ID,
+	RES_STATE,
+	RES_PRIORITY,
+	RES_ATTEMPTS,
+	RES_RESULT,
+	RES_LAST_ERROR,
+	RES_RUN_AT,
+	RES_ENQUEUED_AT,
+	RES_STARTED_AT,
+	RES_FINISHED_AT,
+	RES_NUM_COLUMNS
+} ResultColumn;
+
+static const char *const result_column_names[RES_NUM_COLUMNS] = {
+	"job_id", "queue_id", "state", "priority", "attempts", "result",
+	"last_error", "run_at", "enqueued_at", "started_at", "finished_at"
+};
+
+/*
+ * A table's column numbers (0-based, for slot arrays), found once per
+ * relation and forgotten on a relcache invalidation of it.
+ */
+typedef struct Layout
+{
+	Oid			relid;
+	int			col[JOB_NUM_COLUMNS];	/* JOB_NUM_COLUMNS >= RES_NUM_COLUMNS */
+} Layout;
+
+static Layout job_layout;
+static Layout result_layout;
+
+/* one table the hot path writes: the relation, its indexes, its slots */
+typedef struct HotTable
+{
+	Relation	rel;
+	ResultRelInfo *rri;
+	const Layout *layout;
+	TupleTableSlot *slot;		/* a row read, or a row to insert */
+	TupleTableSlot *locked;		/* the newest version of a row, locked */
+	TupleTableSlot *next;		/* the new version of an updated row */
+} HotTable;
+
+struct PgjqHot
+{
+	EState	   *estate;
+	HotTable	job;
+	Relation	ready_idx;		/* jq.job_ready_idx */
+	Relation	pkey_idx;		/* jq.job_pkey */
+	HotTable	result;			/* opened by the first finish */
+	bool		result_open;
+};
+
+static void
+layout_reset(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == job_layout.relid)
+		job_layout.relid = InvalidOid;
+	if (relid == InvalidOid || relid == result_layout.relid)
+		result_layout.relid = InvalidOid;
+}
+
+/*
+ * layout_of finds the columns of rel by name.  With complete, every column
+ * of the table must be one of them: the hot path forms whole rows of
+ * jq.job_result, and a column it does not know would get no value (nor
+ * its default).
+ */
+static const Layout *
+layout_of(Relation rel, Layout *layout, const char *const *names, int n,
+		  bool complete)
+{
+	static bool callback_registered = false;
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			live = 0;
+
+	if (layout->relid == RelationGetRelid(rel))
+		return layout;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(layout_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	for (int c = 0; c < n; c++)
+		layout->col[c] = -1;
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (att->attisdropped)
+			continue;
+		live++;
+		for (int c = 0; c < n; c++)
+			if (strcmp(NameStr(att->attname), names[c]) == 0)
+				layout->col[c] = a;
+	}
+	for (int c = 0; c < n; c++)
+		if (layout->col[c] < 0)
+			elog(ERROR, "pgjq: table \"%s\" has no column \"%s\"",
+				 RelationGetRelationName(rel), names[c]);
+	if (complete && live != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table jq.%s has columns that pgjq does not know",
+						RelationGetRelationName(rel)),
+				 errhint("Drop the columns added to it; pgjq writes its rows itself.")));
+	layout->relid = RelationGetRelid(rel);
+	return layout;
+}
+
+static void
+hot_table_open(HotTable *t, Oid relid, EState *estate, Layout *layout,
+			   const char *const *names, int ncolumns, bool complete)
+{
+	t->rel = table_open(relid, NoLock);	/* the caller locked it */
+	t->layout = layout_of(t->rel, layout, names, ncolumns, complete);
+	t->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(t->rri, t->rel, 0, NULL, 0);
+	ExecOpenIndices(t->rri, false);
+	t->slot = table_slot_create(t->rel, &estate->es_tupleTable);
+	t->locked = table_slot_create(t->rel, &estate->es_tupleTable);
+	t->next = table_slot_create(t->rel, &estate->es_tupleTable);
+}
+
+static void
+hot_table_close(HotTable *t)
+{
+	ExecCloseIndices(t->rri);
+	table_close(t->rel, NoLock);
+}
+
+/*
+ * pgjq_hot_begin opens jq.job, which the caller has locked
+ * (pgjq_lock_job_table), and its indexes for a call's leases and
+ * finishes; pgjq_hot_end closes them.
+ */
+PgjqHot *
+pgjq_hot_begin(Oid job_relid)
+{
+	PgjqHot    *hot = palloc0(sizeof(PgjqHot));
+	Bitmapset  *leased_columns = NULL;
+
+	hot->estate = CreateExecutorState();
+	hot_table_open(&hot->job, job_relid, hot->estate, &job_layout,
+				   job_column_names, JOB_NUM_COLUMNS, false);
+
+	/* the columns a lease changes, as attribute numbers */
+	for (int c = JOB_STATE; c <= JOB_LEASE_EXPIRES_AT; c++)
+		if (c != JOB_PRIORITY && c != JOB_RUN_AT && c != JOB_ENQUEUED_AT)
+			leased_columns = bms_add_member(leased_columns,
+											hot->job.layout->col[c] + 1);
+
+	for (int i = 0; i < hot->job.rri->ri_NumIndices; i++)
+	{
+		Relation	idx = hot->job.rri->ri_IndexRelationDescs[i];
+		IndexInfo  *info = hot->job.rri->ri_IndexRelationInfo[i];
+		bool		unchanged = true;
+
+		if (idx->rd_index->indisprimary)
+			hot->pkey_idx = idx;
+		else if (strcmp(RelationGetRelationName(idx), "job_ready_idx") == 0)
+			hot->ready_idx = idx;
+
+		/*
+		 * The hint the executor's UPDATE gives an index whose key columns
+		 * the update leaves alone (index_unchanged_by_update): its new
+		 * entry duplicates the old one's key, and the index may delete
+		 * old duplicates bottom-up instead of splitting a page.  The
+		 * lease is the only update here.
+		 */
+		for (int k = 0; k < info->ii_NumIndexKeyAttrs; k++)
+			if (info->ii_IndexAttrNumbers[k] == 0 ||
+				bms_is_member(info->ii_IndexAttrNumbers[k], leased_columns))
+				unchanged = false;
+		info->ii_CheckedUnchanged = true;
+		info->ii_IndexUnchanged = unchanged;
+	}
+	if (hot->pkey_idx == NULL || hot->ready_idx == NULL)
+		elog(ERROR, "pgjq: jq.job lacks its primary key or jq.job_ready_idx");
+	return hot;
+}
+
+void
+pgjq_hot_end(PgjqHot *hot)
+{
+	hot_table_close(&hot->job);
+	if (hot->result_open)
+		hot_table_close(&hot->result);
+	ExecResetTupleTable(hot->estate->es_tupleTable, false);
+	FreeExecutorState(hot->estate);
+	pfree(hot);
+}
+
+/*
+ * new_snapshot makes what this transaction did so far visible and returns
+ * a registered snapshot for the next scan (in READ COMMITTED a new one,
+ * as each SQL statement gets), with the command id of the changes to come.
+ */
+static Snapshot
+new_snapshot(CommandId *cid)
+{
+	CommandCounterIncrement();
+	*cid = GetCurrentCommandId(true);
+	return RegisterSnapshot(GetTransactionSnapshot());
+}
+
+/* the error the executor raises in REPEATABLE READ for a row changed since */
+static void
+serialization_failure(TM_Result result)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent %s",
+					result == TM_Deleted ? "delete" : "update")));
+}
+
+#define COL(t, c)		((t)->layout->col[c])
+#define VALUE(t, s, c)	((s)->tts_values[COL(t, c)])
+#define ISNULL(t, s, c) ((s)->tts_isnull[COL(t, c)])
+
+/*
+ * is_lane_job tells whether a row (all its attributes in the slot) is a
+ * ready job of the queue, in the lane of priority from start on when start
+ * is not NULL: the dequeue's WHERE, rechecked on a row's newest version.
+ */
+static bool
+is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id,
+			int16 priority, const PgjqBoundKey *start)
+{
+	HotTable   *t = &hot->job;
+	TimestampTz run_at;
+	int64		id;
+
+	if (DatumGetChar(VALUE(t, slot, JOB_STATE)) != PGJQ_STATE_READY ||
+		DatumGetInt32(VALUE(t, slot, JOB_QUEUE_ID)) != queue_id)
+		return false;
+	if (start == NULL)
+		return true;
+	run_at = DatumGetTimestampTz(VALUE(t, slot, JOB_RUN_AT));
+	id = DatumGetInt64(VALUE(t, slot, JOB_ID));
+	return DatumGetInt16(VALUE(t, slot, JOB_PRIORITY)) == priority &&
+		(run_at > start->at || (run_at == start->at && id >= start->id));
+}
+
+/*
+ * lease_row leases the job of a row a lane scan saw, into hot->job.next;
+ * false when another transaction holds it or it is no longer a ready job
+ * of the lane.
+ *
+ * The lease token's high 32 bits count the deliveries of the job, so a
+ * job's tokens only grow; the low 31 bits are random, so a token is never
+ * valid for another job by accident.
+ */
+static bool
+lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
+		  int32 queue_id, int16 priority, const PgjqBoundKey *start,
+		  TimestampTz now, int32 lease_seconds)
+{
+	HotTable   *t = &hot->job;
+	TupleTableSlot *row = seen;
+	TupleTableSlot *next = t->next;
+	bool		locked = false;
+	int			natts = RelationGetDescr(t->rel)->natts;
+
+	for (;;)
+	{
+		TM_FailureData tmfd;
+		LockTupleMode lockmode;
+		PgjqUpdateIndexes update_indexes;
+		TM_Result	result;
+		int64		token;
+
+		slot_getallattrs(row);
+		ExecClearTuple(next);
+		memcpy(next->tts_values, row->tts_values, sizeof(Datum) * natts);
+		memcpy(next->tts_isnull, row->tts_isnull, sizeof(bool) * natts);
+		token = ISNULL(t, row, JOB_LEASE_TOKEN) ? 0 :
+			DatumGetInt64(VALUE(t, row, JOB_LEASE_TOKEN));
+		VALUE(t, next, JOB_STATE) = CharGetDatum(PGJQ_STATE_LEASED);
+		VALUE(t, next, JOB_ATTEMPT) =
+			Int32GetDatum(DatumGetInt32(VALUE(t, row, JOB_ATTEMPT)) + 1);
+		VALUE(t, next, JOB_LEASE_TOKEN) =
+			Int64GetDatum((((token >> 32) + 1) << 32) | pgjq_random31());
+		ISNULL(t, next, JOB_LEASE_TOKEN) = false;
+		VALUE(t, next, JOB_STARTED_AT) = TimestampTzGetDatum(now);
+		ISNULL(t, next, JOB_STARTED_AT) = false;
+		VALUE(t, next, JOB_LEASE_EXPIRES_AT) =
+			TimestampTzGetDatum(now + (int64) lease_seconds * USECS_PER_SEC);
+		ISNULL(t, next, JOB_LEASE_EXPIRES_AT) = false;
+		ExecStoreVirtualTuple(next);
+
+		/* without waiting, unless this transaction holds the row's lock */
+		result = table_tuple_update(t->rel, &row->tts_tid, next, cid, snapshot,
+									InvalidSnapshot, locked, &tmfd, &lockmode,
+									&update_indexes);
+		if (result == TM_Ok)
+		{
+			bool		should_free_old;
+			bool		should_free_new;
+			HeapTuple	oldtup = ExecFetchSlotHeapTuple(row, false, &should_free_old);
+			HeapTuple	newtup;
+
+			if (pgjq_update_needs_indexes(update_indexes))
+				(void) pgjq_insert_index_tuples(t->rri, next, hot->estate, true,
+												update_indexes);
+			newtup = ExecFetchSlotHeapTuple(next, false, &should_free_new);
+			pgjq_count_change(t->rel, PGJQ_IN_JOB, oldtup, newtup);
+			if (should_free_old)
+				heap_freetuple(oldtup);
+			if (should_free_new)
+				heap_freetuple(newtup);
+			ResetPerTupleExprContext(hot->estate);
+			return true;
+		}
+		if (locked)
+			elog(ERROR, "pgjq: could not lease a job this transaction has locked (status %d)",
+				 (int) result);
+		switch (result)
+		{
+			case TM_SelfModified:
+				return false;	/* changed by this very command: not a candidate */
+			case TM_Updated:
+			case TM_Deleted:
+				if (IsolationUsesXactSnapshot())
+					serialization_failure(result);
+				if (result == TM_Deleted)
+					return false;
+				break;			/* lock its newest version below */
+			case TM_BeingModified:
+				break;			/* locked by someone: try its lock below */
+			default:
+				elog(ERROR, "pgjq: unexpected status %d updating a job", (int) result);
+		}
+
+		/*
+		 * The row was locked or changed: lock its newest version without
+		 * waiting (a transaction holds it: skip it), and take it if that is
+		 * still a ready job of the lane.  A lock this transaction already
+		 * holds is granted at once.
+		 */
+		result = table_tuple_lock(t->rel, &row->tts_tid, snapshot, t->locked, cid,
+								  LockTupleExclusive, LockWaitSkip,
+								  IsolationUsesXactSnapshot() ? 0 :
+								  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		switch (result)
+		{
+			case TM_Ok:
+				break;
+			case TM_WouldBlock:
+			case TM_SelfModified:
+				return false;
+			case TM_Updated:
+			case TM_Deleted:
+				if (IsolationUsesXactSnapshot())
+					serialization_failure(result);
+				return false;
+			default:
+				elog(ERROR, "pgjq: unexpected status %d locking a job", (int) result);
+		}
+		row = t->locked;
+		slot_getallattrs(row);
+		if (!is_lane_job(hot, row, queue_id, priority, start))
+			return false;		/* the lock stays, as after a failed recheck */
+		locked = true;
+	}
+}
+
+/*
+ * pgjq_hot_lease leases up to max_jobs ready jobs of the queue, in the
+ * order of jq.job_ready_idx, and hands each to sink as jq_dequeue's
+ * columns.  With start, it scans one lane (the priority) from its bound
+ * start on, and sets *head to the first ready job its snapshot saw there,
+ * locked or not (bounds.c), leaving it when there is none; without, it
+ * scans every lane of the queue from the first.  Returns how many it
+ * leased.
+ */
+int32
+pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
+			   const PgjqBoundKey *start, int32 max_jobs, TimestampTz now,
+			   int32 lease_seconds, PgjqLeaseSink sink, void *sink_arg,
+			   PgjqBoundKey *head)
+{
+	HotTable   *t = &hot->job;
+	ScanKeyData keys[3];
+	ScanKeyData row_keys[2];
+	int			nkeys = 1;
+	Snapshot	snapshot;
+	CommandId	cid;
+	IndexScanDesc scan;
+	int32		taken = 0;
+	bool		first = true;
+
+	/* jq.job_ready_idx is on (queue_id, priority DESC, run_at, id) */
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(queue_id));
+	if (start != NULL)
+	{
+		ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT2EQ,
+					Int16GetDatum(priority));
+
+		/*
+		 * (run_at, id) >= (start->at, start->id) as a row comparison, so
+		 * that the descent lands on the bound itself even among the many
+		 * jobs of a batch that share one run_at.  Row members compare with
+		 * the btree support function, as the executor builds them.
+		 */
+		ScanKeyEntryInitialize(&row_keys[0], SK_ROW_MEMBER, 3,
+							   BTGreaterEqualStrategyNumber, TIMESTAMPTZOID,
+							   InvalidOid, F_TIMESTAMP_CMP,
+							   TimestampTzGetDatum(start->at));
+		ScanKeyEntryInitialize(&row_keys[1], SK_ROW_MEMBER | SK_ROW_END, 4,
+							   BTGreaterEqualStrategyNumber, INT8OID,
+							   InvalidOid, F_BTINT8CMP,
+							   Int64GetDatum(start->id));
+		ScanKeyEntryInitialize(&keys[2], SK_ROW_HEADER, 3,
+							   BTGreaterEqualStrategyNumber, InvalidOid,
+							   InvalidOid, InvalidOid, PointerGetDatum(row_keys));
+		nkeys = 3;
+	}
+
+	snapshot = new_snapshot(&cid);
+	scan = index_beginscan(t->rel, hot->ready_idx, snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	while (taken < max_jobs &&
+		   index_getnext_slot(scan, ForwardScanDirection, t->slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(t->slot);
+		if (first && head != NULL)
+		{
+			head->at = DatumGetTimestampTz(VALUE(t, t->slot, JOB_RUN_AT));
+			head->id = DatumGetInt64(VALUE(t, t->slot, JOB_ID));
+		}
+		first = false;
+
+		/* an entry's visible row is a ready job (state is in the predicate) */
+		if (!is_lane_job(hot, t->slot, queue_id, priority, start))
+			continue;
+		if (lease_row(hot, t->slot, snapshot, cid, queue_id, priority, start,
+					  now, lease_seconds))
+		{
+			TupleTableSlot *next = t->next;
+			Datum		values[PGJQ_LEASE_COLUMNS];
+			bool		nulls[PGJQ_LEASE_COLUMNS] = {false};
+
+			values[0] = VALUE(t, next, JOB_ID);
+			values[1] = VALUE(t, next, JOB_LEASE_TOKEN);
+			values[2] = VALUE(t, next, JOB_ATTEMPT);
+			values[3] = Int32GetDatum((int32) DatumGetInt16(VALUE(t, next, JOB_PRIORITY)));
+			values[4] = VALUE(t, next, JOB_PAYLOAD);
+			values[5] = VALUE(t, next, JOB_ENQUEUED_AT);
+			values[6] = VALUE(t, next, JOB_LEASE_EXPIRES_AT);
+			sink(sink_arg, values, nulls);
+			taken++;
+		}
+	}
+	index_endscan(scan);
+	ExecClearTuple(t->slot);
+	ExecClearTuple(t->locked);
+	ExecClearTuple(t->next);
+	UnregisterSnapshot(snapshot);
+	return taken;
+}
+
+/*
+ * last_error returns errors -> -1 ->> 'error': the message of a job's
+ * last failure, or NULL.
+ */
+static Datum
+last_error(Datum errors, bool *isnull)
+{
+	Jsonb	   *jb = DatumGetJsonbP(errors);
+	JsonbValue *last;
+	JsonbValue	key;
+	JsonbValue *msg;
+	uint32		n;
+
+	*isnull = true;
+	if (!JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
+		return (Datum) 0;
+	n = JB_ROOT_COUNT(jb);
+	if (n == 0)
+		return (Datum) 0;
+	last = getIthJsonbValueFromContainer(&jb->root, n - 1);
+	if (last == NULL || last->type != jbvBinary ||
+		!JsonContainerIsObject(last->val.binary.data))
+		return (Datum) 0;
+	key.type = jbvString;
+	key.val.string.val = "error";
+	key.val.string.len = strlen("error");
+	msg = findJsonbValueFromContainer(last->val.binary.data, JB_FOBJECT, &key);
+	if (msg == NULL || msg->type == jbvNull)
+		return (Datum) 0;
+	*isnull = false;
+	if (msg->type == jbvString)
+		return PointerGetDatum(cstring_to_text_with_len(msg->val.string.val,
+														msg->val.string.len));
+	return PointerGetDatum(cstring_to_text(JsonbToCString(NULL,
+														  &JsonbValueToJsonb(msg)->root,
+														  0)));
+}
+
+/*
+ * lease_is_current is the fence: the row is a leased job whose lease
+ * token is token.  Every completion of a lease checks it here (the
+ * statements that fail or extend a lease check the same predicate in
+ * SQL: SQL_LEASE_IS_CURRENT in statements.c).
+ */
+static bool
+lease_is_current(HotTable *t, TupleTableSlot *row, int64 token)
+{
+	return DatumGetChar(VALUE(t, row, JOB_STATE)) == PGJQ_STATE_LEASED &&
+		!ISNULL(t, row, JOB_LEASE_TOKEN) &&
+		DatumGetInt64(VALUE(t, row, JOB_LEASE_TOKEN)) == token;
+}
+
+/*
+ * write_finished writes the row of a finished job (the job's row in the
+ * slot) into jq.job_result.
+ */
+static void
+write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
+			   bool result_isnull, CommandId cid)
+{
+	HotTable   *j = &hot->job;
+	HotTable   *r = &hot->result;
+	TupleTableSlot *slot = r->slot;
+	bool		should_free;
+	HeapTuple	tup;
+
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * RelationGetDescr(r->rel)->natts);
+#define COPY(rc, jc) \
+	(VALUE(r, slot, rc) = VALUE(j, job, jc), ISNULL(r, slot, rc) = ISNULL(j, job, jc))
+	COPY(RES_JOB_ID, JOB_ID);
+	COPY(RES_QUEUE_ID, JOB_QUEUE_ID);
+	COPY(RES_PRIORITY, JOB_PRIORITY);
+	COPY(RES_ATTEMPTS, JOB_ATTEMPT);
+	COPY(RES_RUN_AT, JOB_RUN_AT);
+	COPY(RES_ENQUEUED_AT, JOB_ENQUEUED_AT);
+	COPY(RES_STARTED_AT, JOB_STARTED_AT);
+#undef COPY
+	VALUE(r, slot, RES_STATE) = CharGetDatum(state);
+	ISNULL(r, slot, RES_STATE) = false;
+	VALUE(r, slot, RES_RESULT) = result;
+	ISNULL(r, slot, RES_RESULT) = result_isnull;
+	if (!ISNULL(j, job, JOB_ERRORS))
+		VALUE(r, slot, RES_LAST_ERROR) =
+			last_error(VALUE(j, job, JOB_ERRORS), &ISNULL(r, slot, RES_LAST_ERROR));
+	VALUE(r, slot, RES_FINISHED_AT) = TimestampTzGetDatum(GetCurrentTimestamp());
+	ISNULL(r, slot, RES_FINISHED_AT) = false;
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(r->rel, slot, cid, 0, NULL);
+	(void) ExecInsertIndexTuples(r->rri, slot, hot->estate, false, false, NULL, NIL);
+	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	pgjq_count_change(r->rel, PGJQ_IN_RESULT, NULL, tup);
+	if (should_free)
+		heap_freetuple(tup);
+	ResetPerTupleExprContext(hot->estate);
+}
+
+/*
+ * pgjq_hot_finish finishes job job_id: it leaves jq.job and its row in
+ * jq.job_result is written.  With lease_token, only while that lease is
+ * current; the job succeeds with result, or ends cancelled (its result
+ * dropped) when its cancel was requested while it was leased.  Without,
+ * the caller has locked the job and decided that it ends, and cancel
+ * says how (jq_cancel).  Returns what it did.
+ */
+PgjqFinished
+pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
+				bool cancel, Datum result, bool result_isnull)
+{
+	HotTable   *t = &hot->job;
+	TupleTableSlot *row = t->slot;
+	ScanKeyData key;
+	Snapshot	snapshot;
+	CommandId	cid;
+	IndexScanDesc scan;
+	bool		found;
+	bool		should_free;
+	HeapTuple	oldtup;
+	char		state;
+
+	if (!hot->result_open)
+	{
+		/* after jq.job's lock: see the lock order in queue.c */
+		hot_table_open(&hot->result, pgjq_result_table(), hot->estate,
+					   &result_layout, result_column_names, RES_NUM_COLUMNS, true);
+		hot->result_open = true;
+	}
+
+	snapshot = new_snapshot(&cid);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
+	scan = index_beginscan(t->rel, hot->pkey_idx, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, row);
+	index_endscan(scan);
+
+	while (found)
+	{
+		TM_FailureData tmfd;
+		TM_Result	res;
+
+		slot_getallattrs(row);
+		if (lease_token != NULL && !lease_is_current(t, row, *lease_token))
+		{
+			found = false;
+			break;
+		}
+		res = table_tuple_delete(t->rel, &row->tts_tid, cid, snapshot,
+								 InvalidSnapshot, true, &tmfd, false);
+		if (res == TM_Ok)
+			break;
+		if (res == TM_SelfModified)
+		{
+			found = false;		/* this command changed it already */
+			break;
+		}
+		if (res != TM_Updated && res != TM_Deleted)
+			elog(ERROR, "pgjq: unexpected status %d finishing a job", (int) res);
+		if (IsolationUsesXactSnapshot())
+			serialization_failure(res);
+		if (res == TM_Deleted)
+		{
+			found = false;
+			break;
+		}
+
+		/* changed meanwhile: lock its newest version, and check it again */
+		res = table_tuple_lock(t->rel, &row->tts_tid, snapshot, t->locked, cid,
+							   LockTupleExclusive, LockWaitBlock,
+							   TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		if (res != TM_Ok)
+		{
+			if (res != TM_Deleted && res != TM_SelfModified)
+				elog(ERROR, "pgjq: unexpected status %d locking a job", (int) res);
+			found = false;
+			break;
+		}
+		row = t->locked;
+	}
+	UnregisterSnapshot(snapshot);
+	if (!found)
+	{
+		ExecClearTuple(t->slot);
+		ExecClearTuple(t->locked);
+		return PGJQ_FINISHED_NONE;
+	}
+
+	oldtup = ExecFetchSlotHeapTuple(row, false, &should_free);
+	pgjq_count_change(t->rel, PGJQ_IN_JOB, oldtup, NULL);
+	if (should_free)
+		heap_freetuple(oldtup);
+
+	if (lease_token != NULL)
+		cancel = DatumGetBool(VALUE(t, row, JOB_CANCEL_REQUESTED));
+	state = cancel ? PGJQ_STATE_CANCELLED : PGJQ_STATE_SUCCEEDED;
+	write_finished(hot, row, state, result, cancel || result_isnull, cid);
+	ExecClearTuple(t->slot);
+	ExecClearTuple(t->locked);
+	return cancel ? PGJQ_FINISHED_CANCELLED : PGJQ_FINISHED_SUCCEEDED;
+}
