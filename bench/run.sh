@@ -7,7 +7,7 @@
 #  1. installs what it needs (as make test does), builds and installs pgjq,
 #     builds bench/bin/jqbench (C, libpq, pthreads);
 #  2. starts a throwaway cluster with the same settings for both (below);
-#  3. runs every workload (W1-W7) REPS times for pgjq and for the floor,
+#  3. runs every workload (W1-W9) REPS times for pgjq and for the floor,
 #     alternating, from a clean state each time (the queue dropped and
 #     created again with the API, the floor table truncated, both vacuumed);
 #  4. prints a markdown table (median, min-max, ratio, target) and writes it
@@ -46,6 +46,7 @@ if [ "$MODE" = full ]; then
     W5_SAMPLE=5000          # jobs timed at each depth
     W5H_CHURN=200000        # jobs processed while a snapshot is held
     W8_JOBS=10000           # per run of the worker-turn cycle
+    W9_SESSIONS=40          # new sessions timed per run
     W6_BACKLOG=100000
     W7_JOBS=30000
 else
@@ -58,6 +59,7 @@ else
     W5_SAMPLE=5000
     W5H_CHURN=100000
     W8_JOBS=6000
+    W9_SESSIONS=20
     W6_BACKLOG=20000
     W7_JOBS=10000
 fi
@@ -215,6 +217,49 @@ w8() {
     printf '  %-10s %-5s rate=%s\n' "$tag" "$backend" "$tps"
 }
 
+# W9: the first call of a new session, what a short-lived or serverless
+# worker pays on every connection: each of W9_SESSIONS new sessions times
+# (psql's \timing, client side) its first dequeue and its first ack, or
+# the floor's first UPDATE ... RETURNING and DELETE; the medians
+cat >"$WORK/w9_pgjq.sql" <<'EOF'
+\timing on
+SELECT job_id, lease_token FROM jq.jq_dequeue('bench', 1) \gset
+SELECT jq.jq_ack(:job_id, :lease_token);
+EOF
+cat >"$WORK/w9_floor.sql" <<'EOF'
+\timing on
+UPDATE floor_job SET state = 'leased' WHERE id = (SELECT id FROM floor_job WHERE state = 'ready' ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id \gset
+DELETE FROM floor_job WHERE id = :id;
+EOF
+chmod 644 "$WORK"/w9_*.sql
+# median_of: the median of the numbers on stdin, one a line
+median_of() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# w9 BACKEND: reset, one job per session, time the sessions' first turns
+w9() {
+    local backend=$1 times take finish turn
+    reset_state
+    if [ "$backend" = pgjq ]; then
+        pg -d bench -c "SELECT count(*) FROM jq.jq_enqueue_batch('bench', array_fill('{\"w\": 9}'::jsonb, ARRAY[$W9_SESSIONS]))" >/dev/null
+    else
+        pg -d bench -c "INSERT INTO floor_job (payload) SELECT '{\"w\": 9}' FROM generate_series(1, $W9_SESSIONS)" >/dev/null
+    fi
+    pg -d bench -c 'VACUUM ANALYZE jq.job, floor_job' -c CHECKPOINT >/dev/null
+    # one line per session: the first statement's ms, then the second's
+    times=$(for _ in $(seq 1 "$W9_SESSIONS"); do
+                pg -d bench -At -f "$WORK/w9_$backend.sql" |
+                    awk '/^Time: / { printf("%s ", $2) } END { print "" }'
+            done)
+    [ "$(echo "$times" | awk 'NF == 2' | wc -l)" -eq "$W9_SESSIONS" ] || {
+        echo "bench: W9 $backend: a session did not time both statements" >&2
+        exit 1
+    }
+    take=$(echo "$times" | awk '{ print $1 }' | median_of)
+    finish=$(echo "$times" | awk '{ print $2 }' | median_of)
+    turn=$(echo "$times" | awk '{ print $1 + $2 }' | median_of)
+    echo "RESULT label=W9 backend=$backend sessions=$W9_SESSIONS first_ms=$turn take_ms=$take finish_ms=$finish" >>"$RAW"
+    printf '  %-10s %-5s first_ms=%s take_ms=%s finish_ms=%s\n' W9 "$backend" "$turn" "$take" "$finish"
+}
+
 # run TAG BACKEND ARGS...: one jqbench run (no reset); appends its RESULT line
 run() {
     local tag=$1 backend=$2 line
@@ -294,6 +339,10 @@ for rep in $(seq 1 "$REPS"); do
                     w8 "W8_TWO_$w" floor "$WORK/w8_floor.sql" $w
                 fi
             done
+        fi
+        if want W9; then
+            # W9: the first dequeue and ack of new sessions
+            w9 "$b"
         fi
         if want W7; then
             # W7: W1 without and with 8 idle LISTEN sessions, back to back; the
@@ -378,6 +427,11 @@ for w in 1 8; do
     echo "| W8 worker turn, 1 job, $w worker(s): pgjq jq_ack_dequeue, 1 txn/job; floor UPDATE then DELETE, 2 txns/job (jobs/s) | $(cell "W8_FUSED_$w" pgjq rate) | $(cell "W8_TWO_$w" floor rate) | $r8 | pgjq fused/floor ≥ 1.5 | $r8 | $(meets "$r8" ">=" 1.5) |"
     echo "| W8 the same with pgjq jq_dequeue then jq_ack, 2 txns/job, $w worker(s) (jobs/s) | $(cell "W8_TWO_$w" pgjq rate) | $(cell "W8_TWO_$w" floor rate) | $(ratio "$p2" "$f2") | — | | |"
 done
+# W9: the first call of a new session, target on pgjq/floor
+p9=$(med W9 pgjq first_ms); f9=$(med W9 floor first_ms); r9=$(ratio "$p9" "$f9")
+echo "| W9 first dequeue + first ack of a new session, $W9_SESSIONS sessions (ms; floor: first UPDATE + DELETE) | $(cell W9 pgjq first_ms) | $(cell W9 floor first_ms) | $r9 | pgjq/floor ≤ 1.0 | $r9 | $(meets "$r9" "<=" 1.0) |"
+echo "| W9 of which the first dequeue (ms; floor: UPDATE) | $(cell W9 pgjq take_ms) | $(cell W9 floor take_ms) | $(ratio "$(med W9 pgjq take_ms)" "$(med W9 floor take_ms)") | — | | |"
+echo "| W9 of which the first ack (ms; floor: DELETE) | $(cell W9 pgjq finish_ms) | $(cell W9 floor finish_ms) | $(ratio "$(med W9 pgjq finish_ms)" "$(med W9 floor finish_ms)") | — | | |"
 # W7: notify cost, each side against its own run without listeners
 p7=$(med W7_8 pgjq rate); p0=$(med W7_0 pgjq rate); r7=$(ratio "$p7" "$p0")
 f7=$(med W7_8 floor rate); f0=$(med W7_0 floor rate)

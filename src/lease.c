@@ -161,7 +161,7 @@ dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
  * function's result, for leases of lease_seconds (the queue's when
  * lease_arg, the argument that gives it, is NULL), and ends hot: the
  * caller's (jq_ack_dequeue, which finished jobs through it first) or, when
- * NULL, its own.  Connected to SPI.
+ * NULL, its own.
  */
 static void
 lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
@@ -206,7 +206,9 @@ lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 
 		values[0] = Int32GetDatum(queue.queue_id);
 		values[1] = Int32GetDatum(pgjq_reclaim_batch);
+		SPI_connect();
 		(void) pgjq_stmt_call(PGJQ_STMT_PROMOTE_DUE, values, NULL, &isnull);
+		SPI_finish();
 	}
 
 	if (hot == NULL)
@@ -231,9 +233,7 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
 
 	pgjq_init_materialized_srf(fcinfo);
-	SPI_connect();
 	lease_jobs(fcinfo, NULL, queue_name, max_jobs, 2);
-	SPI_finish();
 	return (Datum) 0;
 }
 
@@ -502,7 +502,6 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 				 errmsg("results and errors need job_ids and lease_tokens")));
 
 	pgjq_init_materialized_srf(fcinfo);
-	SPI_connect();
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
 	if (n > 0)
 	{
@@ -517,11 +516,12 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 			values[0] = PointerGetDatum(ids_arr);
 			values[1] = PointerGetDatum(tokens_arr);
 			values[3] = PointerGetDatum(errors_arr);
+			SPI_connect();
 			(void) pgjq_stmt_call(PGJQ_STMT_COMPLETE_FAILS, values, nulls, &isnull);
+			SPI_finish();
 		}
 	}
 	lease_jobs(fcinfo, hot, queue_name, max_jobs, 2);
-	SPI_finish();
 	return (Datum) 0;
 }
 

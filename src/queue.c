@@ -33,7 +33,12 @@
  */
 #include "pgjq.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "nodes/makefuncs.h"
@@ -43,7 +48,11 @@
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "queue.h"
 #include "statements.h"
@@ -81,6 +90,9 @@ static Oid	scheduled_idx_oid = InvalidOid;
 
 /* jq.job_result, where the hot path writes finished jobs (pgjq_result_table) */
 static Oid	result_relid = InvalidOid;
+
+/* jq.queue's unique index on name, which read_queue probes */
+static Oid	name_idx_oid = InvalidOid;
 
 /*
  * pgjq_check_queue_name raises 42602 unless name is a valid queue name:
@@ -131,6 +143,21 @@ pgjq_check_queue_name_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* attnum_of finds a column of jq.queue by name */
+static AttrNumber
+attnum_of(TupleDesc desc, const char *attname)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), attname) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "pgjq: jq.queue has no column \"%s\"", attname);
+	return InvalidAttrNumber;	/* keep the compiler quiet */
+}
+
 static bool
 function_exists(const char *name, int nargs, Oid *argtypes)
 {
@@ -146,6 +173,8 @@ queue_cache_reset(Datum arg, Oid relid)
 		scheduled_idx_oid = InvalidOid;
 	if (relid == InvalidOid || relid == result_relid)
 		result_relid = InvalidOid;
+	if (relid == InvalidOid || relid == name_idx_oid || relid == queue_relid)
+		name_idx_oid = InvalidOid;
 	if (relid != InvalidOid && relid != queue_relid)
 		return;
 	if (queue_cache != NULL)
@@ -190,33 +219,97 @@ queue_cache_init(void)
 }
 
 /*
+ * name_index returns the OID of jq.queue's unique index on name, read
+ * from the syscache: opening every index of the table to look at it
+ * would build relcache entries a new session does not otherwise need.
+ */
+static Oid
+name_index(Relation rel, AttrNumber name_att)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	Oid			found = InvalidOid;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		index = (Form_pg_index) GETSTRUCT(tup);
+		if (index->indisunique && index->indnkeyatts == 1 &&
+			index->indkey.values[0] == name_att)
+			found = index->indexrelid;
+		ReleaseSysCache(tup);
+		if (OidIsValid(found))
+			break;
+	}
+	list_free(indexes);
+	if (!OidIsValid(found))
+		elog(ERROR, "pgjq: jq.queue has no unique index on its name");
+	return found;
+}
+
+/*
  * read_queue reads a queue's settings from jq.queue with the latest
  * snapshot, not the transaction's: settings, and whether the queue still
  * exists, are what was last committed, also in a repeatable read
- * transaction (a queue dropped after it began is gone).
+ * transaction (a queue dropped after it began is gone).  It probes the
+ * unique index on the name through the index access method: a prepared
+ * statement here was most of a new session's first dequeue (its parse
+ * analysis and planning, every catalog lookup into empty caches).
  */
 static bool
 read_queue(const char *name, PgjqQueue *queue)
 {
-	Datum		values[1];
-	bool		isnull;
+	Relation	rel = table_open(queue_relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	name_att = attnum_of(desc, "name");
+	Relation	index;
+	ScanKeyData key;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
 
-	values[0] = CStringGetTextDatum(name);
-	pgjq_stmt_execute_latest(PGJQ_STMT_QUEUE_LOOKUP, values, NULL);
-	if (SPI_processed == 0)
-		return false;
-	queue->queue_id = DatumGetInt32(pgjq_stmt_value(0, QUEUE_LOOKUP_QUEUE_ID, &isnull));
-	queue->lease_seconds = DatumGetInt32(pgjq_stmt_value(0, QUEUE_LOOKUP_LEASE_SECONDS,
-														 &isnull));
-	queue->max_payload_bytes = DatumGetInt32(pgjq_stmt_value(0, QUEUE_LOOKUP_MAX_PAYLOAD_BYTES,
-															 &isnull));
-	return true;
+	if (name_idx_oid == InvalidOid)
+		name_idx_oid = name_index(rel, name_att);
+	index = index_open(name_idx_oid, AccessShareLock);
+
+	/* compared as the index orders names: by its collation */
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ,
+						   CStringGetTextDatum(name));
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+	{
+		bool		isnull;
+
+		queue->queue_id = DatumGetInt32(slot_getattr(slot, attnum_of(desc, "queue_id"),
+													 &isnull));
+		queue->lease_seconds = DatumGetInt32(slot_getattr(slot,
+														  attnum_of(desc, "lease_seconds"),
+														  &isnull));
+		queue->max_payload_bytes = DatumGetInt32(slot_getattr(slot,
+															  attnum_of(desc, "max_payload_bytes"),
+															  &isnull));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return found;
 }
 
 /*
  * pgjq_lookup_queue fills *queue with the settings of the named queue, or
- * raises 42704 with a hint to create it.  The caller must be connected to
- * SPI.
+ * raises 42704 with a hint to create it.
  *
  * With for_insert, the caller is about to add jobs to the queue: it also
  * takes the queue's lock in share mode until the end of the transaction.

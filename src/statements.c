@@ -65,12 +65,6 @@ typedef struct PgjqStmt
 } PgjqStmt;
 
 static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
-	[PGJQ_STMT_QUEUE_LOOKUP] = {
-		"SELECT queue_id, lease_seconds, max_payload_bytes"
-		"  FROM jq.queue WHERE name = $1",
-		1, {TEXTOID},
-		{"queue_id", "lease_seconds", "max_payload_bytes"}
-	},
 	[PGJQ_STMT_ENQUEUE] = {
 		/* $7 is the id an idempotency key claimed, or NULL */
 		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload)"

@@ -19,7 +19,6 @@
 typedef enum PgjqStmtId
 {
 	/* the hot path: enqueue.c, lease.c, queue.c */
-	PGJQ_STMT_QUEUE_LOOKUP,
 	PGJQ_STMT_ENQUEUE,
 	PGJQ_STMT_ENQUEUE_BATCH,
 	PGJQ_STMT_NEXT_IDS,
@@ -51,10 +50,6 @@ typedef enum PgjqStmtId
  * catalogue names each statement's columns, and the first prepare checks
  * them against the statement's real result, so these cannot drift.
  */
-enum
-{
-	QUEUE_LOOKUP_QUEUE_ID = 1, QUEUE_LOOKUP_LEASE_SECONDS, QUEUE_LOOKUP_MAX_PAYLOAD_BYTES
-};
 enum
 {
 	ENQUEUE_ID = 1
