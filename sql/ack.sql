@@ -123,3 +123,19 @@ SELECT * FROM jq.jq_ack_dequeue('turns', 1, job_ids => ARRAY[1]::bigint[], lease
 SELECT * FROM jq.jq_ack_dequeue('no_such_queue', 1);
 DROP TABLE held, next;
 SELECT jq.jq_drop_queue('turns', force => true);
+
+-- The hot path writes jq.job_result's rows itself: a column pgjq does not
+-- know makes an ack fail (rather than leave the column without its value);
+-- a dropped column is fine.  A job's last error reaches last_error.
+SELECT 1 FROM jq.jq_create_queue('cols', max_attempts => 3);
+SELECT jq.jq_enqueue('cols', '{"c": 1}') AS id \gset
+SELECT job_id, lease_token FROM jq.jq_dequeue('cols') \gset
+SELECT jq.jq_fail(:job_id, :lease_token, 'first try failed') AS failed;
+UPDATE jq.job SET run_at = now(), state = 'r' WHERE id = :id;
+SELECT job_id, lease_token FROM jq.jq_dequeue('cols') \gset
+ALTER TABLE jq.job_result ADD COLUMN note text DEFAULT 'x';
+SELECT jq.jq_ack(:job_id, :lease_token);
+ALTER TABLE jq.job_result DROP COLUMN note;
+SELECT jq.jq_ack(:job_id, :lease_token);
+SELECT state, attempts, last_error FROM jq.jq_result(:id);
+SELECT jq.jq_drop_queue('cols', force => true);
