@@ -37,6 +37,7 @@ OBJS = \
 	src/enqueue.o \
 	src/lease.o \
 	src/hotpath.o \
+	src/compact.o \
 	src/bounds.o \
 	src/counters.o \
 	src/count_trigger.o \
@@ -67,7 +68,8 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # pg_regress: tests run in this order against a temporary instance that
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
-	batch privileges search_path bad_input periodic stats calling_convention rules bounds
+	batch privileges search_path bad_input periodic stats calling_convention rules bounds \
+	compact
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

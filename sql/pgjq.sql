@@ -1644,6 +1644,126 @@ END
 $$;
 
 /*
+ * Space back after a burst or a held snapshot (src/compact.c, docs/design.md
+ * "Space after a held snapshot").  VACUUM frees the space of dead rows for
+ * reuse but gives a btree's pages, and a table's pages short of its end,
+ * back to the file system never.
+ *
+ * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
+ * jq.job_result off the pages its live rows do not need, when half the
+ * table is free, so that the next vacuum truncates the file.
+ */
+CREATE FUNCTION jq.compact_result_heap(max_rows integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_compact_result_heap';
+
+/*
+ * jq.free_space(rel) is the fraction of a pgjq table or index that is
+ * free: for a table, what its free space map records (as vacuum last left
+ * it); for a btree index, what a rebuild would give back, read from its
+ * pages.  NULL for other relations.
+ */
+CREATE FUNCTION jq.free_space(rel regclass)
+RETURNS double precision
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_free_space';
+
+/*
+ * What jq.compact has seen and done, one row per table and index of jq.job
+ * and jq.job_result (readable by jq_reader): baseline_bytes is the size it
+ * first saw the relation at, or had when it last compacted it;
+ * compacted_at and bytes_before say when it last did, and the size then.
+ */
+CREATE TABLE jq.compaction (
+    relation       text PRIMARY KEY,
+    baseline_bytes bigint NOT NULL,
+    compacted_at   timestamptz,
+    bytes_before   bigint
+);
+
+COMMENT ON TABLE jq.compaction IS 'pgjq: what jq.compact saw and did per table and index (sizes in bytes)';
+
+/*
+ * jq.compact(max_rows) gives space back after a burst or a held snapshot,
+ * one step per call, so that each step holds its locks briefly: it
+ * rebuilds one index of jq.job or jq.job_result that has grown past one
+ * and a half times its baseline (and past 1 MB) and is more than half
+ * free (jq.free_space:
+ * while a snapshot still holds the dead entries, vacuum frees nothing and
+ * a rebuild would keep them all; under steady churn an index empties and
+ * fills again between vacuums, which the baseline tells apart), and
+ * returns 1; or, with no such index, when jq.job_result has grown past
+ * one and a half times its baseline, moves up to max_rows rows off its tail
+ * (jq.compact_result_heap) and returns how many.  The rebuild holds a
+ * SHARE lock on the table (writers wait) while it reads the table, which
+ * vacuum has made small again by then; it waits at most 100 ms for the
+ * lock and otherwise returns 0, to try again at the next call.  The
+ * worker calls it every pgjq.stats_interval, until it returns 0, while
+ * pgjq.compact is on.
+ */
+CREATE FUNCTION jq.compact(max_rows integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    r record;
+    bytes bigint;
+    baseline bigint;
+    moved integer;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 1000000'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(max_rows::text, 'NULL'));
+    END IF;
+    -- jq.job's lock first, whatever comes next (the lock order)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relkind, 'jq.' || c.relname AS name
+          FROM pg_class c
+         WHERE c.oid IN ('jq.job'::regclass, 'jq.job_result'::regclass)
+            OR c.oid IN (SELECT x.indexrelid FROM pg_index x
+                          WHERE x.indrelid IN ('jq.job'::regclass, 'jq.job_result'::regclass))
+         ORDER BY pg_relation_size(c.oid) DESC, c.relname
+    LOOP
+        bytes := pg_relation_size(r.rel);
+        INSERT INTO jq.compaction (relation, baseline_bytes) VALUES (r.name, bytes)
+            ON CONFLICT (relation) DO NOTHING;
+        SELECT c.baseline_bytes INTO baseline FROM jq.compaction c WHERE c.relation = r.name;
+        CONTINUE WHEN bytes <= greatest(baseline * 3 / 2, 1024 * 1024);
+        IF r.relkind = 'i' AND jq.free_space(r.rel) >= 0.5 THEN
+            BEGIN
+                EXECUTE format('REINDEX INDEX %s', r.rel);
+            EXCEPTION WHEN lock_not_available THEN
+                RETURN 0;       -- busy: the next call tries again
+            END;
+            UPDATE jq.compaction
+               SET baseline_bytes = bytes, compacted_at = clock_timestamp(), bytes_before = bytes
+             WHERE relation = r.name;
+            RAISE LOG 'pgjq: rebuilt index % to give its space back (% bytes before, % after)',
+                r.name, bytes, pg_relation_size(r.rel);
+            RETURN 1;
+        ELSIF r.rel = 'jq.job_result'::regclass THEN
+            moved := jq.compact_result_heap(max_rows);
+            IF moved > 0 THEN
+                UPDATE jq.compaction
+                   SET compacted_at = clock_timestamp(), bytes_before = bytes
+                 WHERE relation = r.name;
+                RAISE LOG 'pgjq: moved % rows of jq.job_result off its tail for vacuum to truncate', moved;
+                RETURN moved;
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN 0;
+END
+$$;
+
+/*
  * Progress per batch: one primary-key probe per member in each table, so
  * its cost follows the batch's size, not the queue's depth.  Members whose
  * results passed their retention count as purged.
@@ -1811,8 +1931,9 @@ GRANT EXECUTE ON FUNCTION jq.jq_list_queues(), jq.jq_worker_status(),
                           jq.jq_security_check(), jq.limits(), jq.limit(text)
 TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
-                 jq.batch_progress, jq.dead_letter_errors TO jq_reader;
-GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.scan_bounds() TO jq_reader;
+                 jq.batch_progress, jq.dead_letter_errors, jq.compaction TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.scan_bounds(),
+    jq.free_space(regclass) TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 

@@ -103,16 +103,21 @@ pgjq_init_materialized_srf(FunctionCallInfo fcinfo)
  * The hot path's row changes (hotpath.c).  From 16 on, an update reports
  * which indexes need new entries (none, summarizing ones only, all) where
  * 14 and 15 say all or none, and ExecInsertIndexTuples takes whether to
- * insert into the summarizing ones only.  pgjq_update_row updates a row
- * and inserts its index entries as the update requires.
+ * insert into the summarizing ones only: pgjq_insert_index_tuples inserts
+ * an updated row's entries as the update requires, and
+ * pgjq_insert_new_index_tuples a new row's.
  */
 #if PG_VERSION_NUM >= 160000
 #define pgjq_update_needs_indexes(u) ((u) != TU_None)
 #define pgjq_insert_index_tuples(rri, slot, estate, update, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), (update), false, NULL, NIL, \
 						  (u) == TU_Summarizing)
+#define pgjq_insert_new_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
 typedef TU_UpdateIndexes PgjqUpdateIndexes;
 #else
+#define pgjq_insert_new_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
 #define pgjq_update_needs_indexes(u) (u)
 #define pgjq_insert_index_tuples(rri, slot, estate, update, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), (update), false, NULL, NIL)

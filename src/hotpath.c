@@ -653,7 +653,7 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	ExecStoreVirtualTuple(slot);
 
 	table_tuple_insert(r->rel, slot, cid, 0, NULL);
-	(void) ExecInsertIndexTuples(r->rri, slot, hot->estate, false, false, NULL, NIL);
+	(void) pgjq_insert_new_index_tuples(r->rri, slot, hot->estate);
 	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
 	pgjq_count_change(r->rel, PGJQ_IN_RESULT, NULL, tup);
 	if (should_free)

@@ -42,6 +42,7 @@ int			pgjq_stats_interval = 10;
 int			pgjq_history_retention = 7 * 24 * 3600;
 int			pgjq_purge_batch = 1000;
 bool		pgjq_use_scan_bounds = true;
+bool		pgjq_compact = true;
 
 /*
  * check_databases refuses a pgjq.database that is not a list of database
@@ -151,6 +152,14 @@ _PG_init(void)
 							 &pgjq_use_scan_bounds,
 							 true,
 							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgjq.compact",
+							 "Lets pgjq workers give the space of bloated pgjq tables and indexes back.",
+							 "Every pgjq.stats_interval the worker calls jq.compact(): it rebuilds an index of jq.job or jq.job_result grown past four times what its rows need, and moves rows of jq.job_result off its tail so that vacuum can truncate it.",
+							 &pgjq_compact,
+							 true,
+							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgjq");

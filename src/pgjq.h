@@ -137,6 +137,7 @@ extern int	pgjq_stats_interval;
 extern int	pgjq_history_retention;
 extern int	pgjq_purge_batch;
 extern bool pgjq_use_scan_bounds;
+extern bool pgjq_compact;
 
 /* a qsort comparator for int64 */
 static inline int

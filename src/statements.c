@@ -238,6 +238,11 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		1, {INT4OID},
 		{"result"}
 	},
+	[PGJQ_STMT_COMPACT] = {
+		"SELECT jq.compact($1) AS result",
+		1, {INT4OID},
+		{"result"}
+	},
 };
 
 static SPIPlanPtr plans[PGJQ_NUM_STMTS];

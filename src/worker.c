@@ -302,8 +302,8 @@ notify(void)
 
 /*
  * periodic samples the counters into jq.stats_history, raises and clears
- * alerts, and purges expired results, dead letters and keys, in batches of
- * pgjq.purge_batch_size.
+ * alerts, purges expired results, dead letters and keys, in batches of
+ * pgjq.purge_batch_size, and gives bloated space back (jq.compact).
  */
 static void
 periodic(void)
@@ -323,6 +323,17 @@ periodic(void)
 	}
 	while (call(PGJQ_STMT_PURGE_EXPIRED, "pgjq: purge expired results",
 				pgjq_purge_batch, &ran) > 0 && ++rounds < 100)
+		CHECK_FOR_INTERRUPTS();
+
+	/*
+	 * Space back after a burst or a held snapshot: one index rebuild or one
+	 * batch of moved result rows per transaction, so that each holds its
+	 * locks briefly.
+	 */
+	rounds = 0;
+	while (pgjq_compact &&
+		   call(PGJQ_STMT_COMPACT, "pgjq: compact", pgjq_purge_batch * 10, &ran) > 0 &&
+		   ++rounds < 20)
 		CHECK_FOR_INTERRUPTS();
 }
 

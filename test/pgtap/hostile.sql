@@ -229,7 +229,14 @@ INSERT INTO hv VALUES
 
     ('boolean', 'null', 'NULL'),
     ('boolean', 'true', 'true'),
-    ('boolean', 'false', 'false');
+    ('boolean', 'false', 'false'),
+
+    ('regclass', 'null', 'NULL'),
+    ('regclass', 'zero', '0::oid::regclass'),
+    ('regclass', 'unknown', '4294967295::oid::regclass'),
+    ('regclass', 'other_schema', $$'pg_catalog.pg_class'::regclass$$),
+    ('regclass', 'view', $$'jq.queue_stats'::regclass$$),
+    ('regclass', 'jq_index', $$'jq.job_pkey'::regclass$$);
 
 -- Hostile arrays, for an array of any element type that has hostile values
 -- (each of those then also comes as a one-element array, "elem:<label>").
@@ -309,7 +316,8 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'job_id|job_ids', '{L}'),
     ('.*', 'lease_token|lease_tokens', '{T}'),
     ('.*', 'error|errors', $$'boom'$$),
-    ('.*', 'idempotency_keys', $$'seed-key'$$);
+    ('.*', 'idempotency_keys', $$'seed-key'$$),
+    ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
 
 -- Calls of several hostile arguments at once: fn (a pattern, as in table
 -- rule), label, the arguments that
@@ -379,6 +387,12 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (1, 'jq\.counters|jq\.counters_valid|jq\.scan_bounds', '-', 'baseline', 'any',
         'the shared counters and dequeue bounds do not see this test''s uncommitted queues'),
     (1, 'jq\.limits|jq\.limit', '-', 'baseline', 'ok', NULL),
+    (1, 'jq\.free_space', '-', 'baseline', 'ok', NULL),
+    -- jq.free_space(rel): a table or index of schema jq
+    (2, 'jq\.free_space', 'rel', 'null', 'any', 'strict: NULL for NULL'),
+    (2, 'jq\.free_space', 'rel', 'other_schema|view', 'ok|noop', 'NULL: not a pgjq relation with storage'),
+    (2, 'jq\.free_space', 'rel', 'zero|unknown', '42P01', NULL),
+    (2, 'jq\.free_space', 'rel', 'jq_index', 'ok', NULL),
     (1, 'jq_security_check', '-', 'baseline', 'ok|noop',
         'no row where PUBLIC may not create in the schemas on the path (PostgreSQL 15''s default)'),
 
