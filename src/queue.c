@@ -425,14 +425,23 @@ pgjq_scheduled_index(void)
 Oid
 pgjq_result_table(void)
 {
+	Oid			relid;
+
 	queue_cache_init();
 	if (result_relid == InvalidOid)
 		result_relid = get_relname_relid("job_result",
 										 get_namespace_oid(PGJQ_SCHEMA, false));
-	if (result_relid == InvalidOid)
+	relid = result_relid;
+	if (relid == InvalidOid)
 		elog(ERROR, "pgjq: table jq.job_result not found");
-	LockRelationOid(result_relid, RowExclusiveLock);
-	return result_relid;
+
+	/*
+	 * Taking the lock accepts invalidations, and one for the table (a
+	 * REINDEX of one of its indexes, say) empties result_relid: return the
+	 * OID looked up, which the lock now keeps valid.
+	 */
+	LockRelationOid(relid, RowExclusiveLock);
+	return relid;
 }
 
 /*
