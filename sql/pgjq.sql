@@ -1650,8 +1650,9 @@ $$;
  * back to the file system never.
  *
  * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
- * jq.job_result off the pages its live rows do not need, when half the
- * table is free, so that the next vacuum truncates the file.
+ * jq.job_result off its last pages into the room before them, when a
+ * quarter of the table can be emptied so, so that the next vacuum
+ * truncates the file.
  */
 CREATE FUNCTION jq.compact_result_heap(max_rows integer DEFAULT 10000)
 RETURNS integer

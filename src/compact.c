@@ -32,6 +32,7 @@
 #include "pgjq.h"
 
 #include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/relscan.h"
 #include "access/table.h"
@@ -42,6 +43,7 @@
 #include "executor/executor.h"
 #include "storage/bufmgr.h"
 #include "storage/freespace.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -153,10 +155,38 @@ pgjq_free_space(PG_FUNCTION_ARGS)
 }
 
 /*
+ * tail_start finds the first block of the tail to empty: the longest run
+ * of last blocks whose rows fit, with a tenth to spare, into the room the
+ * free space map records before it.  A block counts as used for what the
+ * map does not record as free in it.
+ */
+static BlockNumber
+tail_start(Relation rel, BlockNumber nblocks)
+{
+	uint64		total_free = recorded_free_bytes(rel, nblocks);
+	uint64		tail_free = 0;
+	uint64		tail_used = 0;
+	BlockNumber keep = nblocks;
+
+	while (keep > 0)
+	{
+		Size		free_here = GetRecordedFreeSpace(rel, keep - 1);
+
+		if ((total_free - tail_free - free_here) * 10 <
+			(tail_used + BLCKSZ - free_here) * 11)
+			break;				/* the rows of keep - 1 would not fit too */
+		tail_free += free_here;
+		tail_used += BLCKSZ - free_here;
+		keep--;
+	}
+	return keep;
+}
+
+/*
  * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
- * jq.job_result out of the pages past what its live rows need, when at
- * least half of the table is free space (by the free space map, which
- * vacuum keeps).  Returns how many rows it moved.
+ * jq.job_result off its tail (tail_start), when that is at least a quarter
+ * of the table, into the room before it, which the free space map (kept by
+ * vacuum) records.  Returns how many rows it moved.
  */
 Datum
 pgjq_compact_result_heap(PG_FUNCTION_ARGS)
@@ -165,7 +195,6 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 	Relation	rel;
 	BlockNumber nblocks;
 	BlockNumber keep;
-	uint64		free_bytes;
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
@@ -174,6 +203,8 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 	Snapshot	snapshot;
 	CommandId	cid;
 	int32		moved = 0;
+	bool		full = false;
+	BlockNumber free_block;
 
 	if (PG_ARGISNULL(0) || max_rows < 1 || max_rows > 1000000)
 		ereport(ERROR,
@@ -195,20 +226,12 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 			table_close(rel, NoLock);
 			PG_RETURN_INT32(0);
 		}
-		free_bytes = recorded_free_bytes(rel, nblocks);
-		if (free_bytes * 2 < (uint64) nblocks * BLCKSZ)
+		keep = tail_start(rel, nblocks);
+		if (nblocks - keep < nblocks / 4)
 		{
 			table_close(rel, NoLock);
-			PG_RETURN_INT32(0); /* less than half free: nothing to gain */
+			PG_RETURN_INT32(0); /* less than a quarter to give back */
 		}
-
-		/*
-		 * Keep the pages the live rows need, with a tenth to spare (pages
-		 * are never packed full), and empty the rest, from the end.  The
-		 * map says those are full from now on, so this backend remembers
-		 * where it began until the tail is gone.
-		 */
-		keep = (BlockNumber) (((uint64) nblocks * BLCKSZ - free_bytes) * 11 / 10 / BLCKSZ) + 1;
 		compacting.relid = RelationGetRelid(rel);
 		compacting.keep = keep;
 	}
@@ -220,6 +243,13 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 	for (BlockNumber blk = keep; blk < nblocks; blk++)
 		RecordPageWithFreeSpace(rel, blk, 0);
 	FreeSpaceMapVacuumRange(rel, keep, nblocks);
+
+	/*
+	 * A backend also inserts into the page it last inserted into, while that
+	 * has room, without asking the map: a relcache invalidation makes every
+	 * backend forget that page, so that none keeps filling the tail.
+	 */
+	CacheInvalidateRelcache(rel);
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -241,6 +271,24 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 
 		CHECK_FOR_INTERRUPTS();
 
+		/*
+		 * Only while the map knows a page before the tail with room for the
+		 * row: an insert that finds none extends the table, at its end.
+		 */
+		slot_getallattrs(slot);
+		free_block = GetPageWithFreeSpace(rel,
+										  heap_compute_data_size(RelationGetDescr(rel),
+																 slot->tts_values,
+																 slot->tts_isnull) +
+										  MAXALIGN(SizeofHeapTupleHeader +
+												   BITMAPLEN(RelationGetDescr(rel)->natts)) +
+										  sizeof(ItemIdData));
+		if (free_block == InvalidBlockNumber || free_block >= keep)
+		{
+			full = true;
+			break;
+		}
+
 		/* without waiting: a row someone holds stays for the next pass */
 		result = table_tuple_delete(rel, &slot->tts_tid, cid, snapshot,
 									InvalidSnapshot, false, &tmfd, false);
@@ -251,11 +299,17 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 		(void) pgjq_insert_new_index_tuples(rri, copy, estate);
 		ResetPerTupleExprContext(estate);
 		moved++;
+		if (ItemPointerGetBlockNumber(&copy->tts_tid) >= keep)
+		{
+			full = true;		/* it went to the tail after all: stop */
+			break;
+		}
 	}
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
-	if (moved == 0)
-		compacting.relid = InvalidOid;	/* the tail is empty: vacuum's turn */
+	if (moved == 0 || full)
+		compacting.relid = InvalidOid;	/* the tail is empty, or there is no
+										 * more room before it: vacuum's turn */
 
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);

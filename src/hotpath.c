@@ -150,6 +150,11 @@ struct PgjqHot
 	Relation	pkey_idx;		/* jq.job_pkey */
 	HotTable	result;			/* opened by the first finish */
 	bool		result_open;
+
+	/* a batch of finishes (pgjq_hot_batch_begin): one snapshot, one scan */
+	Snapshot	batch_snapshot;
+	CommandId	batch_cid;
+	IndexScanDesc batch_scan;
 };
 
 static void
@@ -428,7 +433,23 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 					return false;
 				break;			/* lock its newest version below */
 			case TM_BeingModified:
-				break;			/* locked by someone: try its lock below */
+
+				/*
+				 * Another transaction that is still running locks or
+				 * changes the row: SKIP LOCKED skips it, and so do we,
+				 * without asking for its lock (which would only say so
+				 * again: a second visit to the page, and most rows a
+				 * dequeue passes among busy workers are such rows).  A lock
+				 * this transaction holds, or a lock shared by several
+				 * (a MultiXact), is tried below.
+				 */
+				if (TransactionIdIsNormal(tmfd.xmax) &&
+					!TransactionIdIsCurrentTransactionId(tmfd.xmax) &&
+					!(row->tts_ops == &TTSOpsBufferHeapTuple &&
+					  (((BufferHeapTupleTableSlot *) row)->base.tuple->t_data->t_infomask &
+					   HEAP_XMAX_IS_MULTI)))
+					return false;
+				break;			/* try its lock below */
 			default:
 				elog(ERROR, "pgjq: unexpected status %d updating a job", (int) result);
 		}
@@ -692,12 +713,22 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 		hot->result_open = true;
 	}
 
-	snapshot = new_snapshot(&cid);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
-	scan = index_beginscan(t->rel, hot->pkey_idx, snapshot, 1, 0);
+	if (hot->batch_snapshot != NULL)
+	{
+		snapshot = hot->batch_snapshot;
+		cid = hot->batch_cid;
+		scan = hot->batch_scan;
+	}
+	else
+	{
+		snapshot = new_snapshot(&cid);
+		scan = index_beginscan(t->rel, hot->pkey_idx, snapshot, 1, 0);
+	}
 	index_rescan(scan, &key, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, row);
-	index_endscan(scan);
+	if (hot->batch_snapshot == NULL)
+		index_endscan(scan);
 
 	while (found)
 	{
@@ -742,7 +773,8 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 		}
 		row = t->locked;
 	}
-	UnregisterSnapshot(snapshot);
+	if (hot->batch_snapshot == NULL)
+		UnregisterSnapshot(snapshot);
 	if (!found)
 	{
 		ExecClearTuple(t->slot);
@@ -762,4 +794,28 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 	ExecClearTuple(t->slot);
 	ExecClearTuple(t->locked);
 	return cancel ? PGJQ_FINISHED_CANCELLED : PGJQ_FINISHED_SUCCEEDED;
+}
+
+/*
+ * pgjq_hot_batch_begin and pgjq_hot_batch_end bracket the finishes of one
+ * call's batch (jq_ack_batch, jq_ack_dequeue): they share one snapshot and
+ * one primary key scan, as the one statement that acked a batch did.  The
+ * caller has checked that no job appears twice.
+ */
+void
+pgjq_hot_batch_begin(PgjqHot *hot)
+{
+	Assert(hot->batch_snapshot == NULL);
+	hot->batch_snapshot = new_snapshot(&hot->batch_cid);
+	hot->batch_scan = index_beginscan(hot->job.rel, hot->pkey_idx,
+									  hot->batch_snapshot, 1, 0);
+}
+
+void
+pgjq_hot_batch_end(PgjqHot *hot)
+{
+	index_endscan(hot->batch_scan);
+	UnregisterSnapshot(hot->batch_snapshot);
+	hot->batch_scan = NULL;
+	hot->batch_snapshot = NULL;
 }

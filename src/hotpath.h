@@ -41,6 +41,8 @@ extern int32 pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 							TimestampTz now, int32 lease_seconds,
 							PgjqLeaseSink sink, void *sink_arg,
 							PgjqBoundKey *head);
+extern void pgjq_hot_batch_begin(PgjqHot *hot);
+extern void pgjq_hot_batch_end(PgjqHot *hot);
 extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,
 									const int64 *lease_token, bool cancel,
 									Datum result, bool result_isnull);

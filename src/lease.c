@@ -408,6 +408,7 @@ ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 		deconstruct_array(errors_arr, TEXTOID, -1, false, TYPALIGN_INT,
 						  &errors, &error_nulls, &count);
 
+	pgjq_hot_batch_begin(hot);
 	for (int i = 0; i < n; i++)
 	{
 		int64		token = DatumGetInt64(tokens[i]);
@@ -426,6 +427,7 @@ ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 		values[1] = BoolGetDatum(done == PGJQ_FINISHED_SUCCEEDED);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	pgjq_hot_batch_end(hot);
 }
 
 /*
