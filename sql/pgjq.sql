@@ -1651,8 +1651,9 @@ $$;
  *
  * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
  * jq.job_result off its last pages into the room before them, when a
- * quarter of the table can be emptied so, so that the next vacuum
- * truncates the file.
+ * quarter of the table can be emptied so and fewer than max_rows / 10
+ * results came in since the last call, so that the next vacuum truncates
+ * the file.
  */
 CREATE FUNCTION jq.compact_result_heap(max_rows integer DEFAULT 10000)
 RETURNS integer

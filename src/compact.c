@@ -41,6 +41,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/executor.h"
+#include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "storage/freespace.h"
 #include "utils/inval.h"
@@ -65,6 +66,32 @@ static struct
 	Oid			relid;
 	BlockNumber keep;
 }			compacting = {InvalidOid, 0};
+
+/*
+ * Rows inserted into jq.job_result (by the statistics) when this backend
+ * last looked, besides the rows it moved itself: -1 before the first look.
+ */
+static PgStat_Counter inserted_before = -1;
+
+/*
+ * quiet tells whether fewer than max_rows / 10 results were inserted since
+ * this backend last asked.  Moves only pay while acks are few: under a
+ * steady stream of acks, the rows moved take the room that the acks would
+ * have taken, the acks extend the table at its end instead, and the next
+ * pass finds a new tail to move.  A table that a held snapshot or a batch
+ * run bloated under load is compacted once the load eases.
+ */
+static bool
+quiet(Relation rel, int32 max_rows)
+{
+	PgStat_StatTabEntry *stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
+	PgStat_Counter inserted = stats != NULL ? stats->tuples_inserted : 0;
+	bool		was_quiet = inserted_before >= 0 &&
+		inserted - inserted_before < max_rows / 10;
+
+	inserted_before = inserted;
+	return was_quiet;
+}
 
 /*
  * recorded_free_bytes sums what the free space map records free in the
@@ -185,8 +212,10 @@ tail_start(Relation rel, BlockNumber nblocks)
 /*
  * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
  * jq.job_result off its tail (tail_start), when that is at least a quarter
- * of the table, into the room before it, which the free space map (kept by
- * vacuum) records.  Returns how many rows it moved.
+ * of the table and acks are few (quiet), into the room before it, which
+ * the free space map (kept by vacuum) records.  Returns how many rows it
+ * moved; 0 the first time a backend calls it (it has not yet seen the
+ * rate of acks).
  */
 Datum
 pgjq_compact_result_heap(PG_FUNCTION_ARGS)
@@ -215,6 +244,12 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 
 	(void) pgjq_lock_job_table();	/* the lock order: see queue.c */
 	rel = table_open(pgjq_result_table(), NoLock);
+	if (!quiet(rel, max_rows))
+	{
+		compacting.relid = InvalidOid;
+		table_close(rel, NoLock);
+		PG_RETURN_INT32(0);		/* acks are coming in: later */
+	}
 	nblocks = RelationGetNumberOfBlocks(rel);
 	if (compacting.relid == RelationGetRelid(rel) && compacting.keep < nblocks)
 		keep = compacting.keep; /* a compaction this backend began goes on */
@@ -307,6 +342,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 	}
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
+	inserted_before += moved;	/* not the acks' */
 	if (moved == 0 || full)
 		compacting.relid = InvalidOid;	/* the tail is empty, or there is no
 										 * more room before it: vacuum's turn */
