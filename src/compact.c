@@ -68,28 +68,43 @@ static struct
 }			compacting = {InvalidOid, 0};
 
 /*
- * Rows inserted into jq.job_result (by the statistics) when this backend
- * last looked, besides the rows it moved itself: -1 before the first look.
+ * The results inserted into jq.job_result (by the statistics), besides the
+ * rows this backend moved itself, when it last measured the rate of acks,
+ * and when that was (0: never), and what it found.
  */
-static PgStat_Counter inserted_before = -1;
+static PgStat_Counter inserted_before = 0;
+static TimestampTz measured_at = 0;
+static bool was_quiet = false;
+
+/* acks per second under which jq.job_result counts as quiet */
+#define QUIET_ACKS_PER_SECOND 100
 
 /*
- * quiet tells whether fewer than max_rows / 10 results were inserted since
- * this backend last asked.  Moves only pay while acks are few: under a
- * steady stream of acks, the rows moved take the room that the acks would
- * have taken, the acks extend the table at its end instead, and the next
- * pass finds a new tail to move.  A table that a held snapshot or a batch
- * run bloated under load is compacted once the load eases.
+ * quiet tells whether results came in at fewer than QUIET_ACKS_PER_SECOND
+ * a second since this backend last measured, at least a second ago (a
+ * call sooner gets the last answer; the first call, no).  Moves only pay
+ * while acks are few: under a steady stream of acks the rows moved take
+ * the room that the acks would have taken, the acks extend the table at
+ * its end instead, and the next pass finds a new tail to move.  A table
+ * that a held snapshot or a batch run bloated under load is compacted once
+ * the load eases.  The statistics lag by a second or so.
  */
 static bool
-quiet(Relation rel, int32 max_rows)
+quiet(Relation rel)
 {
-	PgStat_StatTabEntry *stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
-	PgStat_Counter inserted = stats != NULL ? stats->tuples_inserted : 0;
-	bool		was_quiet = inserted_before >= 0 &&
-		inserted - inserted_before < max_rows / 10;
+	TimestampTz now = GetCurrentTimestamp();
+	PgStat_StatTabEntry *stats;
+	PgStat_Counter inserted;
 
+	if (measured_at != 0 && !TimestampDifferenceExceeds(measured_at, now, 1000))
+		return was_quiet;
+	stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
+	inserted = stats != NULL ? stats->tuples_inserted : 0;
+	if (measured_at != 0)
+		was_quiet = (inserted - inserted_before) * USECS_PER_SEC <
+			(PgStat_Counter) QUIET_ACKS_PER_SECOND * (now - measured_at);
 	inserted_before = inserted;
+	measured_at = now;
 	return was_quiet;
 }
 
@@ -244,7 +259,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 
 	(void) pgjq_lock_job_table();	/* the lock order: see queue.c */
 	rel = table_open(pgjq_result_table(), NoLock);
-	if (!quiet(rel, max_rows))
+	if (!quiet(rel))
 	{
 		compacting.relid = InvalidOid;
 		table_close(rel, NoLock);
