@@ -53,7 +53,7 @@ else
     W1_JOBS=10000
     W1B_JOBS=100000
     W2_JOBS=5000
-    W3_JOBS=50000
+    W3_JOBS=150000          # a run of 2 s or so: at 50,000 (0.6 s) the checkpoint before it dominated
     W4_SECS=5
     W5_DEEP=100000
     W5_SAMPLE=5000

@@ -17,6 +17,15 @@
  * The next vacuum finds the tail empty and truncates it.  jq.compact
  * (SQL) decides when, and the worker calls that.
  *
+ * Moves pay only while acks are few (quiet): under a steady stream of acks
+ * the rows moved take the room the acks would have taken, and the acks
+ * extend the table instead.  Under load the tail is only closed: marked
+ * full again after each vacuum (which records its room), so that the acks
+ * fill the room before it while the tail's rows reach their retention and
+ * are purged; then vacuum truncates the tail.  Should the room before the
+ * tail run out (the table grew), the tail is opened again at once, its
+ * real room recorded, rather than let the acks extend the table past it.
+ *
  * A move is not a new result: the counters are not told.  Readers see
  * either the old row or the new one, never both and never neither: the
  * delete and the insert commit together.  A row that another transaction
@@ -48,6 +57,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "counters.h"
 #include "queue.h"
 
 PG_FUNCTION_INFO_V1(pgjq_compact_result_heap);
@@ -59,20 +69,31 @@ PG_FUNCTION_INFO_V1(pgjq_free_space);
 /*
  * The compaction this backend is doing: once it has marked the tail full
  * in the free space map, the map no longer tells how much is free, so the
- * first block to empty is remembered until the tail is empty.
+ * first block to empty is remembered until vacuum has truncated the table
+ * there (or the tail is opened again).
  */
 static struct
 {
 	Oid			relid;
-	BlockNumber keep;
-}			compacting = {InvalidOid, 0};
+	BlockNumber keep;			/* the first block of the tail */
+	BlockNumber nblocks;		/* the table's length when it was closed */
+}			compacting = {InvalidOid, 0, 0};
 
 /*
- * The results inserted into jq.job_result (by the statistics), besides the
- * rows this backend moved itself, when it last measured the rate of acks,
- * and when that was (0: never), and what it found.
+ * Under load, the tail is closed only when more than this fraction of the
+ * table is recorded free: a table at its working size (the soak's, under
+ * 3,000 acks a second, is about half free right after a vacuum) needs its
+ * room for the acks to come before the next vacuum.
  */
-static PgStat_Counter inserted_before = 0;
+#define STEER_MIN_FREE_FRACTION 0.6
+
+/*
+ * The results stored when this backend last measured the rate of acks
+ * (pgjq's counters: moves are not counted), when that was (0: never), and
+ * what it found.
+ */
+static int64 results_before = 0;
+static int64 rows_moved = 0;	/* by this backend, for the statistics */
 static TimestampTz measured_at = 0;
 static bool was_quiet = false;
 
@@ -85,25 +106,29 @@ static bool was_quiet = false;
  * call sooner gets the last answer; the first call, no).  Moves only pay
  * while acks are few: under a steady stream of acks the rows moved take
  * the room that the acks would have taken, the acks extend the table at
- * its end instead, and the next pass finds a new tail to move.  A table
- * that a held snapshot or a batch run bloated under load is compacted once
- * the load eases.  The statistics lag by a second or so.
+ * its end instead, and the next pass finds a new tail to move.  The count
+ * of results is pgjq's own (exact at each commit); without pgjq's shared
+ * memory, the table's statistics (which lag by a second or more).
  */
 static bool
 quiet(Relation rel)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	PgStat_StatTabEntry *stats;
-	PgStat_Counter inserted;
+	int64		results = pgjq_counters_results_total();
 
+	if (results < 0)
+	{
+		PgStat_StatTabEntry *stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
+
+		results = (stats != NULL ? stats->tuples_inserted : 0) - rows_moved;
+	}
 	if (measured_at != 0 && !TimestampDifferenceExceeds(measured_at, now, 1000))
 		return was_quiet;
-	stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
-	inserted = stats != NULL ? stats->tuples_inserted : 0;
 	if (measured_at != 0)
-		was_quiet = (inserted - inserted_before) * USECS_PER_SEC <
-			(PgStat_Counter) QUIET_ACKS_PER_SECOND * (now - measured_at);
-	inserted_before = inserted;
+		was_quiet = results >= results_before &&	/* not rebuilt meanwhile */
+			(results - results_before) * USECS_PER_SEC <
+			(int64) QUIET_ACKS_PER_SECOND * (now - measured_at);
+	results_before = results;
 	measured_at = now;
 	return was_quiet;
 }
@@ -198,14 +223,13 @@ pgjq_free_space(PG_FUNCTION_ARGS)
 
 /*
  * tail_start finds the first block of the tail to empty: the longest run
- * of last blocks whose rows fit, with a tenth to spare, into the room the
- * free space map records before it.  A block counts as used for what the
- * map does not record as free in it.
+ * of last blocks whose rows, times room_tenths / 10, fit into the room the
+ * free space map records before it (total_free in all).  A block counts
+ * as used for what the map does not record as free in it.
  */
 static BlockNumber
-tail_start(Relation rel, BlockNumber nblocks)
+tail_start(Relation rel, BlockNumber nblocks, uint64 total_free, int room_tenths)
 {
-	uint64		total_free = recorded_free_bytes(rel, nblocks);
 	uint64		tail_free = 0;
 	uint64		tail_used = 0;
 	BlockNumber keep = nblocks;
@@ -215,7 +239,7 @@ tail_start(Relation rel, BlockNumber nblocks)
 		Size		free_here = GetRecordedFreeSpace(rel, keep - 1);
 
 		if ((total_free - tail_free - free_here) * 10 <
-			(tail_used + BLCKSZ - free_here) * 11)
+			(tail_used + BLCKSZ - free_here) * room_tenths)
 			break;				/* the rows of keep - 1 would not fit too */
 		tail_free += free_here;
 		tail_used += BLCKSZ - free_here;
@@ -225,12 +249,66 @@ tail_start(Relation rel, BlockNumber nblocks)
 }
 
 /*
- * jq.compact_result_heap(max_rows) moves up to max_rows live rows of
- * jq.job_result off its tail (tail_start), when that is at least a quarter
- * of the table and acks are few (quiet), into the room before it, which
- * the free space map (kept by vacuum) records.  Returns how many rows it
- * moved; 0 the first time a backend calls it (it has not yet seen the
- * rate of acks).
+ * close_tail marks the blocks from keep to nblocks full in the free space
+ * map, so that no insert, a move's or an ack's, is sent there.  Only what
+ * vacuum recorded since the last call needs marking again; then every
+ * backend is made to forget the page it last inserted into (a backend
+ * fills that page while it has room, without asking the map) by a relcache
+ * invalidation.
+ */
+static void
+close_tail(Relation rel, BlockNumber keep, BlockNumber nblocks)
+{
+	bool		opened = false;
+
+	for (BlockNumber blk = keep; blk < nblocks; blk++)
+	{
+		if (GetRecordedFreeSpace(rel, blk) == 0)
+			continue;
+		RecordPageWithFreeSpace(rel, blk, 0);
+		opened = true;
+	}
+	if (!opened)
+		return;
+	FreeSpaceMapVacuumRange(rel, keep, nblocks);
+	CacheInvalidateRelcache(rel);
+}
+
+/*
+ * open_tail records the room each block from keep to nblocks really has,
+ * read from the page, as vacuum would, for inserts to use it again.
+ */
+static void
+open_tail(Relation rel, BlockNumber keep, BlockNumber nblocks)
+{
+	BufferAccessStrategy strategy = GetAccessStrategy(BAS_BULKREAD);
+
+	for (BlockNumber blk = keep; blk < nblocks; blk++)
+	{
+		Buffer		buf;
+		Size		room;
+
+		CHECK_FOR_INTERRUPTS();
+		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, strategy);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		room = PageIsNew(BufferGetPage(buf)) ? BLCKSZ - SizeOfPageHeaderData :
+			PageGetHeapFreeSpace(BufferGetPage(buf));
+		UnlockReleaseBuffer(buf);
+		RecordPageWithFreeSpace(rel, blk, room);
+	}
+	FreeSpaceMapVacuumRange(rel, keep, nblocks);
+	FreeAccessStrategy(strategy);
+}
+
+/*
+ * jq.compact_result_heap(max_rows) closes the tail of jq.job_result
+ * (tail_start) to inserts, when that is at least a quarter of the table,
+ * and while acks are few (quiet) moves up to max_rows of its live rows
+ * into the room before it, which the free space map (kept by vacuum)
+ * records.  Under load it only closes the tail, and only of a table more
+ * than STEER_MIN_FREE_FRACTION free.  Returns how many rows it moved; none
+ * the first time a backend calls it (it has not yet seen the rate of
+ * acks).
  */
 Datum
 pgjq_compact_result_heap(PG_FUNCTION_ARGS)
@@ -247,7 +325,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 	Snapshot	snapshot;
 	CommandId	cid;
 	int32		moved = 0;
-	bool		full = false;
+	bool		moving;
 	BlockNumber free_block;
 
 	if (PG_ARGISNULL(0) || max_rows < 1 || max_rows > 1000000)
@@ -259,24 +337,56 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 
 	(void) pgjq_lock_job_table();	/* the lock order: see queue.c */
 	rel = table_open(pgjq_result_table(), NoLock);
-	if (!quiet(rel))
-	{
-		compacting.relid = InvalidOid;
-		table_close(rel, NoLock);
-		PG_RETURN_INT32(0);		/* acks are coming in: later */
-	}
+	moving = quiet(rel);
 	nblocks = RelationGetNumberOfBlocks(rel);
 	if (compacting.relid == RelationGetRelid(rel) && compacting.keep < nblocks)
+	{
+		if (nblocks > compacting.nblocks)
+		{
+			/*
+			 * Inserts found no room before the tail and extended the table:
+			 * their rows at its end would keep vacuum from truncating it for
+			 * a whole retention, and the tail's room would stay unused.
+			 */
+			open_tail(rel, compacting.keep, compacting.nblocks);
+			ereport(LOG,
+					(errmsg("pgjq: opened the last %u pages of jq.job_result to inserts again: the room before them ran out",
+							compacting.nblocks - compacting.keep)));
+			compacting.relid = InvalidOid;
+			table_close(rel, NoLock);
+			PG_RETURN_INT32(0);
+		}
 		keep = compacting.keep; /* a compaction this backend began goes on */
+		compacting.nblocks = nblocks;	/* vacuum may have truncated a part */
+	}
 	else
 	{
+		uint64		total_free;
+
 		compacting.relid = InvalidOid;
 		if (nblocks < COMPACT_MIN_BLOCKS)
 		{
 			table_close(rel, NoLock);
 			PG_RETURN_INT32(0);
 		}
-		keep = tail_start(rel, nblocks);
+		total_free = recorded_free_bytes(rel, nblocks);
+		if (!moving &&
+			total_free < STEER_MIN_FREE_FRACTION * nblocks * BLCKSZ)
+		{
+			table_close(rel, NoLock);
+			PG_RETURN_INT32(0); /* under load, the acks need that room */
+		}
+
+		/*
+		 * While rows are moved, their room before the tail must hold them
+		 * (with a tenth to spare); under load, the room must also take the
+		 * acks until the tail's rows are purged: twice the tail's rows, and
+		 * a quarter of the table at least (a table four times bloated comes
+		 * back to its working size in one round; more, in several).
+		 */
+		keep = tail_start(rel, nblocks, total_free, moving ? 11 : 20);
+		if (!moving)
+			keep = Max(keep, nblocks / 4);	/* and at least a quarter */
 		if (nblocks - keep < nblocks / 4)
 		{
 			table_close(rel, NoLock);
@@ -284,22 +394,20 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 		}
 		compacting.relid = RelationGetRelid(rel);
 		compacting.keep = keep;
+		compacting.nblocks = nblocks;
+		ereport(LOG,
+				(errmsg("pgjq: closed the last %u of the %u pages of jq.job_result to inserts, for vacuum to truncate them once they are empty",
+						nblocks - keep, nblocks),
+				 errdetail(moving ? "Acks are few: their rows are moved before them." :
+						   "Acks are coming in: their rows stay until their retention ends.")));
 	}
 
-	/*
-	 * Mark the pages to empty full, so that no insert, ours or an ack's, is
-	 * sent there (again: vacuum records their room once they are empty).
-	 */
-	for (BlockNumber blk = keep; blk < nblocks; blk++)
-		RecordPageWithFreeSpace(rel, blk, 0);
-	FreeSpaceMapVacuumRange(rel, keep, nblocks);
-
-	/*
-	 * A backend also inserts into the page it last inserted into, while that
-	 * has room, without asking the map: a relcache invalidation makes every
-	 * backend forget that page, so that none keeps filling the tail.
-	 */
-	CacheInvalidateRelcache(rel);
+	close_tail(rel, keep, nblocks);
+	if (!moving)
+	{
+		table_close(rel, NoLock);
+		PG_RETURN_INT32(0);		/* acks are coming in: the tail waits */
+	}
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -334,10 +442,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 												   BITMAPLEN(RelationGetDescr(rel)->natts)) +
 										  sizeof(ItemIdData));
 		if (free_block == InvalidBlockNumber || free_block >= keep)
-		{
-			full = true;
-			break;
-		}
+			break;				/* the room before the tail is taken */
 
 		/* without waiting: a row someone holds stays for the next pass */
 		result = table_tuple_delete(rel, &slot->tts_tid, cid, snapshot,
@@ -350,17 +455,11 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 		ResetPerTupleExprContext(estate);
 		moved++;
 		if (ItemPointerGetBlockNumber(&copy->tts_tid) >= keep)
-		{
-			full = true;		/* it went to the tail after all: stop */
-			break;
-		}
+			break;				/* it went to the tail after all: stop */
 	}
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
-	inserted_before += moved;	/* not the acks' */
-	if (moved == 0 || full)
-		compacting.relid = InvalidOid;	/* the tail is empty, or there is no
-										 * more room before it: vacuum's turn */
+	rows_moved += moved;
 
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);

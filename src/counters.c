@@ -495,6 +495,34 @@ pgjq_counters(PG_FUNCTION_ARGS)
 }
 
 /*
+ * pgjq_counters_results_total returns how many results this database's
+ * queues have stored since the counters began (jobs succeeded and
+ * cancelled), exact at the last commit; -1 without shared memory (pgjq not
+ * in shared_preload_libraries).  Compaction reads the rate of acks from
+ * it: the statistics system lags by a second or more, and a session that
+ * acks inside one long procedure reports nothing until it ends.
+ */
+int64
+pgjq_counters_results_total(void)
+{
+	HASH_SEQ_STATUS status;
+	CounterEntry *e;
+	int64		total = 0;
+
+	if (counters_shared == NULL)
+		return -1;
+	LWLockAcquire(counter_lock, LW_SHARED);
+	hash_seq_init(&status, counter_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		if (e->key.dboid == MyDatabaseId)
+			total += e->c[PGJQ_C_SUCCEEDED] + e->c[PGJQ_C_CANCELLED];
+	}
+	LWLockRelease(counter_lock);
+	return total;
+}
+
+/*
  * jq.counters_valid() tells whether this database's counters are built and
  * exact.
  */

@@ -28,5 +28,6 @@ extern void pgjq_count_change(Relation rel, int which, HeapTuple oldtup,
 
 /* the worker */
 extern bool pgjq_counters_need_rebuild(void);
+extern int64 pgjq_counters_results_total(void);
 
 #endif							/* PGJQ_COUNTERS_H */

@@ -156,7 +156,7 @@ _PG_init(void)
 							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("pgjq.compact",
 							 "Lets pgjq workers give the space of bloated pgjq tables and indexes back.",
-							 "Every pgjq.stats_interval the worker calls jq.compact(): it rebuilds an index of jq.job or jq.job_result grown past four times what its rows need, and moves rows of jq.job_result off its tail so that vacuum can truncate it.",
+							 "Every pgjq.stats_interval the worker calls jq.compact(): it rebuilds an index of jq.job or jq.job_result grown past 1.5 times its baseline and more than half free, and closes the tail of a bloated jq.job_result to inserts (moving its rows while acks are few) so that vacuum can truncate it.",
 							 &pgjq_compact,
 							 true,
 							 PGC_SIGHUP,
