@@ -77,3 +77,56 @@ SELECT 1 FROM jq.jq_create_queue('small', max_payload_bytes => 64);
 SELECT jq.jq_enqueue('small', '{"k": "short"}') > 0 AS fits;
 SELECT jq.jq_enqueue('small', jsonb_build_object('k', repeat('x', 100)));
 SELECT jq.jq_enqueue_batch('small', ARRAY['{}', jsonb_build_object('k', repeat('x', 100))]);
+
+-- Enqueues insert through the access methods while jq.job is pgjq's own;
+-- a column, an INSERT trigger or a CHECK constraint added to it sends them
+-- through an INSERT statement, so that what was added applies.
+SELECT 1 FROM jq.jq_create_queue('own');
+ALTER TABLE jq.job ADD COLUMN team text NOT NULL DEFAULT 'agency';
+CREATE FUNCTION pg_temp.tag() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN NEW.payload := NEW.payload || '{"tagged": true}'; RETURN NEW; END$$;
+SELECT jq.jq_enqueue('own', '{"n": 1}') AS id1 \gset
+SELECT ids[1] AS id2, ids[2] AS id3
+  FROM jq.jq_enqueue_batch('own', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[]) AS ids \gset
+SELECT team, payload FROM jq.job WHERE id IN (:id1, :id2, :id3) ORDER BY id;
+CREATE TRIGGER tag BEFORE INSERT ON jq.job FOR EACH ROW EXECUTE FUNCTION pg_temp.tag();
+SELECT jq.jq_enqueue('own', '{"n": 4}') AS id4 \gset
+SELECT payload FROM jq.job WHERE id = :id4;
+DROP TRIGGER tag ON jq.job;
+ALTER TABLE jq.job DROP COLUMN team;
+ALTER TABLE jq.job ADD CONSTRAINT no_secrets CHECK (NOT payload ? 'secret') NOT VALID;
+\set VERBOSITY terse
+SELECT jq.jq_enqueue('own', '{"secret": "x"}');
+SELECT jq.jq_enqueue_batch('own', ARRAY['{"n": 5}', '{"secret": "x"}']::jsonb[]);
+\set VERBOSITY default
+ALTER TABLE jq.job DROP CONSTRAINT no_secrets;
+-- back to pgjq's own table: a payload TOAST stores, in a batch, in order
+SELECT cardinality(ids) AS n, ids[1] < ids[2] AS ascending
+  FROM jq.jq_enqueue_batch('own', ARRAY['{"n": 6}',
+         jsonb_build_object('big', repeat('x', 100000))]) AS ids;
+SELECT length(payload->>'big') AS big_length FROM jq.job
+ WHERE queue_id = (SELECT queue_id FROM jq.queue WHERE name = 'own') AND payload ? 'big';
+SELECT ready FROM jq.queue_stats WHERE queue = 'own';
+SELECT jq.jq_drop_queue('own', force => true);
+
+-- a read-only transaction (and a hot standby) changes no job
+SELECT 1 FROM jq.jq_create_queue('ro');
+SELECT jq.jq_enqueue('ro', '{"n": 1}') AS ro_id \gset
+BEGIN READ ONLY;
+SELECT jq.jq_enqueue('ro', '{"n": 2}');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT jq.jq_enqueue_batch('ro', ARRAY['{"n": 3}']::jsonb[]);
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT job_id FROM jq.jq_dequeue('ro');
+ROLLBACK;
+SELECT job_id = :ro_id AS leased, lease_token FROM jq.jq_dequeue('ro') \gset
+BEGIN READ ONLY;
+SELECT jq.jq_ack(:ro_id, :lease_token);
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT jq.compact_result_heap(10);
+ROLLBACK;
+SELECT jq.jq_ack(:ro_id, :lease_token) AS acked;
+SELECT jq.jq_drop_queue('ro', force => true);

@@ -335,6 +335,10 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 				 PG_ARGISNULL(0) ? errdetail("Got NULL.") :
 				 errdetail("Got %d.", max_rows)));
 
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot move results in a read-only transaction")));
 	(void) pgjq_lock_job_table();	/* the lock order: see queue.c */
 	rel = table_open(pgjq_result_table(), NoLock);
 	moving = quiet(rel);

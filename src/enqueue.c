@@ -5,7 +5,9 @@
  *	  caller's transaction.
  *
  * A job is a row in jq.job, so it exists exactly when the enqueuing
- * transaction commits.  Nothing here notifies anyone: NOTIFY would take a
+ * transaction commits.  The rows go in through the table and index access
+ * methods (pgjq_hot_insert in hotpath.c: a batch is one heap_multi_insert),
+ * or with an INSERT statement when the table was extended by its owner.  Nothing here notifies anyone: NOTIFY would take a
  * cluster-wide lock at commit and serialise every producer.
  *
  * Idempotency keys: an enqueue with a key first claims the key in
@@ -22,6 +24,7 @@
  */
 #include "pgjq.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -29,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "hotpath.h"
 #include "queue.h"
 #include "statements.h"
 #include "wakeup.h"
@@ -263,6 +267,74 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
 }
 
 /*
+ * insert_jobs adds one job per payload to the queue, with the ids given in
+ * ids[] (claimed by idempotency keys) or, without ids_given, drawn from
+ * jq.job_id_seq in payload order and returned there.  Through the table
+ * and index access methods (pgjq_hot_insert) while jq.job is pgjq's own;
+ * with the INSERT statement when columns, triggers, CHECK constraints or
+ * row security were added to it.  Runs inside SPI.
+ */
+static void
+insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
+			Datum *payloads, int n, int64 *ids, bool ids_given)
+{
+	PgjqHot    *hot = pgjq_hot_begin(pgjq_lock_job_table());
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
+
+	if (pgjq_hot_can_insert(hot))
+	{
+		Oid			seq = InvalidOid;
+
+		if (!ids_given)
+		{
+			seq = get_relname_relid("job_id_seq", get_namespace_oid(PGJQ_SCHEMA, false));
+			if (!OidIsValid(seq))
+				elog(ERROR, "pgjq: sequence jq.job_id_seq not found");
+		}
+		pgjq_hot_insert(hot, queue->queue_id, opts->state, opts->priority,
+						opts->run_at, opts->enqueued_at, payloads, n, seq, ids);
+		pgjq_hot_end(hot);
+		return;
+	}
+	pgjq_hot_end(hot);
+
+	set_enqueue_params(values, queue, opts);
+	values[5] = PointerGetDatum(construct_array(payloads, n, JSONBOID,
+												-1, false, TYPALIGN_INT));
+	if (ids_given)
+	{
+		Datum	   *id_datums = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+			id_datums[i] = Int64GetDatum(ids[i]);
+		values[6] = PointerGetDatum(construct_array(id_datums, n, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+		nulls[6] = ' ';
+	}
+	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, nulls,
+					  SPI_OK_INSERT_RETURNING);
+	if (SPI_processed != (uint64) n)
+		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows for %d payloads",
+			 SPI_processed, n);
+	if (ids_given)
+		return;
+
+	/*
+	 * Ids were drawn in insertion order, which is payload order; sorting
+	 * makes the result independent of the order RETURNING emits rows in.
+	 */
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(pgjq_stmt_value(i, ENQUEUE_ID, &isnull));
+	}
+	qsort(ids, n, sizeof(int64), pgjq_cmp_int64);
+}
+
+/*
  * jq.jq_enqueue(queue, payload, priority, run_at, idempotency_key, batch_id)
  * returns the
  * new job's id, or the id of the job that already holds the key.
@@ -273,11 +345,8 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	EnqueueOptions opts;
 	PgjqQueue	queue;
 	Jsonb	   *payload;
-	Datum		values[7];
-	bool		isnull;
+	Datum		payload_datum;
 	int64		job_id;
-
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
 	text	   *key = NULL;
 
 	read_enqueue_options(fcinfo, &opts);
@@ -303,16 +372,10 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 			SPI_finish();
 			PG_RETURN_INT64(job_id);
 		}
-		values[6] = Int64GetDatum(job_id);
-		nulls[6] = ' ';
 	}
 
-	set_enqueue_params(values, &queue, &opts);
-	values[5] = JsonbPGetDatum(payload);
-	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE, values, nulls, SPI_OK_INSERT_RETURNING);
-	if (SPI_processed != 1)
-		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows", SPI_processed);
-	job_id = DatumGetInt64(pgjq_stmt_value(0, ENQUEUE_ID, &isnull));
+	payload_datum = JsonbPGetDatum(payload);
+	insert_jobs(&queue, &opts, &payload_datum, 1, &job_id, key != NULL);
 	if (!PG_ARGISNULL(5))
 		add_to_batch(PG_GETARG_INT64(5), &job_id, 1);
 	SPI_finish();
@@ -364,8 +427,8 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 	int			nkeyless = 0;
 	int			ninsert = 0;
 	Datum	   *ins_payloads;
-	Datum	   *ins_ids;
-	Datum		values[7];
+	int64	   *ins_ids;
+	Datum		values[1];
 
 	/* find repeated keys: sort by (key, position), runs share a first */
 	for (int i = 0; i < n; i++)
@@ -420,7 +483,7 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 	}
 
 	ins_payloads = palloc(sizeof(Datum) * n);
-	ins_ids = palloc(sizeof(Datum) * n);
+	ins_ids = palloc(sizeof(int64) * n);
 	for (int i = 0; i < n; i++)
 	{
 		if (first[i] != i)
@@ -428,23 +491,12 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 		else if (fresh[i])
 		{
 			ins_payloads[ninsert] = payloads[i];
-			ins_ids[ninsert] = Int64GetDatum(ids[i]);
+			ins_ids[ninsert] = ids[i];
 			ninsert++;
 		}
 	}
-	if (ninsert == 0)
-		return;
-
-	set_enqueue_params(values, queue, opts);
-	values[5] = PointerGetDatum(construct_array(ins_payloads, ninsert, JSONBOID,
-												-1, false, TYPALIGN_INT));
-	values[6] = PointerGetDatum(construct_array(ins_ids, ninsert, INT8OID,
-												sizeof(int64), FLOAT8PASSBYVAL,
-												TYPALIGN_DOUBLE));
-	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, NULL, SPI_OK_INSERT_RETURNING);
-	if (SPI_processed != (uint64) ninsert)
-		elog(ERROR, "pgjq: keyed batch enqueue inserted " UINT64_FORMAT " rows for %d jobs",
-			 SPI_processed, ninsert);
+	if (ninsert > 0)
+		insert_jobs(queue, opts, ins_payloads, ninsert, ins_ids, true);
 }
 
 /*
@@ -466,8 +518,6 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	int			nelems;
 	int64	   *ids;
 	Datum	   *id_datums;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
 	Datum	   *keys = NULL;
 	bool	   *key_nulls = NULL;
 	ElementContext element = {NULL, 0};
@@ -549,28 +599,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	if (keys != NULL)
 		enqueue_keyed_batch(&queue, &opts, elems, nelems, keys, key_nulls, ids);
 	else
-	{
-		set_enqueue_params(values, &queue, &opts);
-		values[5] = PointerGetDatum(payloads);
-		pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, nulls,
-						  SPI_OK_INSERT_RETURNING);
-		if (SPI_processed != (uint64) nelems)
-			elog(ERROR, "pgjq: batch enqueue inserted " UINT64_FORMAT " rows for %d payloads",
-				 SPI_processed, nelems);
-
-		/*
-		 * Ids were drawn in insertion order, which is payload order;
-		 * sorting makes the result independent of the order RETURNING
-		 * emits rows in.
-		 */
-		for (int i = 0; i < nelems; i++)
-		{
-			bool		isnull;
-
-			ids[i] = DatumGetInt64(pgjq_stmt_value(i, ENQUEUE_ID, &isnull));
-		}
-		qsort(ids, nelems, sizeof(int64), pgjq_cmp_int64);
-	}
+		insert_jobs(&queue, &opts, elems, nelems, ids, false);
 	if (!PG_ARGISNULL(5))
 		add_to_batch(PG_GETARG_INT64(5), ids, nelems);
 	SPI_finish();

@@ -57,7 +57,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "executor/executor.h"
 #include "nodes/bitmapset.h"
 #include "utils/builtins.h"
@@ -243,9 +245,20 @@ hot_table_close(HotTable *t)
 PgjqHot *
 pgjq_hot_begin(Oid job_relid)
 {
-	PgjqHot    *hot = palloc0(sizeof(PgjqHot));
+	PgjqHot    *hot;
 	Bitmapset  *leased_columns = NULL;
 
+	/*
+	 * The executor refuses an INSERT, UPDATE or DELETE in a read-only
+	 * transaction (and on a hot standby, where every transaction is); the
+	 * access methods do not check.
+	 */
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change pgjq jobs in a read-only transaction")));
+
+	hot = palloc0(sizeof(PgjqHot));
 	hot->estate = CreateExecutorState();
 	hot_table_open(&hot->job, job_relid, hot->estate, &job_layout,
 				   job_column_names, JOB_NUM_COLUMNS, false);
@@ -818,4 +831,98 @@ pgjq_hot_batch_end(PgjqHot *hot)
 	UnregisterSnapshot(hot->batch_snapshot);
 	hot->batch_scan = NULL;
 	hot->batch_snapshot = NULL;
+}
+
+/*
+ * pgjq_hot_can_insert tells whether pgjq_hot_insert may add rows to jq.job:
+ * only while it is pgjq's own table, with pgjq's columns and nothing that
+ * the executor would have run for an INSERT (a trigger of another's, a
+ * CHECK constraint, row security).  Otherwise the enqueue functions insert
+ * with an INSERT statement, and what was added to the table applies.
+ */
+bool
+pgjq_hot_can_insert(PgjqHot *hot)
+{
+	Relation	rel = hot->job.rel;
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			live = 0;
+
+	for (int a = 0; a < desc->natts; a++)
+		if (!TupleDescAttr(desc, a)->attisdropped)
+			live++;
+	if (live != JOB_NUM_COLUMNS || rel->rd_rel->relrowsecurity ||
+		(desc->constr != NULL && desc->constr->num_check > 0))
+		return false;
+	if (rel->trigdesc != NULL)
+	{
+		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
+		{
+			Trigger    *trig = &rel->trigdesc->triggers[i];
+
+			if (TRIGGER_FOR_INSERT(trig->tgtype) &&
+				strcmp(trig->tgname, "job_count_insert") != 0)
+				return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * pgjq_hot_insert adds n jobs of one queue, lane and run_at to jq.job, one
+ * per payload, as the INSERT of jq_enqueue_batch did: their rows with one
+ * heap_multi_insert (one WAL record per page rather than per row), then
+ * each row's index entries and its count (the count trigger's body).  With
+ * a valid seq each id is drawn from it, in payload order; otherwise ids[]
+ * holds them (claimed by idempotency keys).  The caller has checked
+ * pgjq_hot_can_insert and every payload.
+ */
+void
+pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
+				TimestampTz run_at, TimestampTz enqueued_at,
+				const Datum *payloads, int n, Oid seq, int64 *ids)
+{
+	HotTable   *t = &hot->job;
+	int			natts = RelationGetDescr(t->rel)->natts;
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * n);
+	CommandId	cid = GetCurrentCommandId(true);
+
+	for (int i = 0; i < n; i++)
+	{
+		TupleTableSlot *slot = table_slot_create(t->rel, NULL);
+
+		ExecClearTuple(slot);
+		memset(slot->tts_isnull, true, sizeof(bool) * natts);
+		if (OidIsValid(seq))
+			ids[i] = nextval_internal(seq, false);
+#define SET(c, v) (VALUE(t, slot, c) = (v), ISNULL(t, slot, c) = false)
+		SET(JOB_ID, Int64GetDatum(ids[i]));
+		SET(JOB_QUEUE_ID, Int32GetDatum(queue_id));
+		SET(JOB_STATE, CharGetDatum(state));
+		SET(JOB_PRIORITY, Int16GetDatum(priority));
+		SET(JOB_ATTEMPT, Int32GetDatum(0));
+		SET(JOB_RUN_AT, TimestampTzGetDatum(run_at));
+		SET(JOB_ENQUEUED_AT, TimestampTzGetDatum(enqueued_at));
+		SET(JOB_CANCEL_REQUESTED, BoolGetDatum(false));
+		SET(JOB_PAYLOAD, payloads[i]);
+#undef SET
+		ExecStoreVirtualTuple(slot);
+		slots[i] = slot;
+	}
+
+	table_multi_insert(t->rel, slots, n, cid, 0, NULL);
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		should_free;
+		HeapTuple	tup;
+
+		(void) pgjq_insert_new_index_tuples(t->rri, slots[i], hot->estate);
+		tup = ExecFetchSlotHeapTuple(slots[i], false, &should_free);
+		pgjq_count_change(t->rel, PGJQ_IN_JOB, NULL, tup);
+		if (should_free)
+			heap_freetuple(tup);
+		ResetPerTupleExprContext(hot->estate);
+		ExecDropSingleTupleTableSlot(slots[i]);
+	}
+	pfree(slots);
 }

@@ -47,6 +47,12 @@ extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,
 									const int64 *lease_token, bool cancel,
 									Datum result, bool result_isnull);
 
+extern bool pgjq_hot_can_insert(PgjqHot *hot);
+extern void pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state,
+							int16 priority, TimestampTz run_at,
+							TimestampTz enqueued_at, const Datum *payloads,
+							int n, Oid seq, int64 *ids);
+
 /* the columns of a lease, as jq_dequeue returns them */
 #define PGJQ_LEASE_COLUMNS 7
 

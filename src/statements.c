@@ -65,15 +65,6 @@ typedef struct PgjqStmt
 } PgjqStmt;
 
 static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
-	[PGJQ_STMT_ENQUEUE] = {
-		/* $7 is the id an idempotency key claimed, or NULL */
-		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload)"
-		" VALUES (COALESCE($7, pg_catalog.nextval('jq.job_id_seq')),"
-		"         $1, $2, $3, $4, $5, $6)"
-		" RETURNING id",
-		7, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, INT8OID},
-		{"id"}
-	},
 	[PGJQ_STMT_ENQUEUE_BATCH] = {
 		/*
 		 * One row per payload.  $7 holds explicit ids (keyed batches) or is

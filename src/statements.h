@@ -19,7 +19,6 @@
 typedef enum PgjqStmtId
 {
 	/* the hot path: enqueue.c, lease.c, queue.c */
-	PGJQ_STMT_ENQUEUE,
 	PGJQ_STMT_ENQUEUE_BATCH,
 	PGJQ_STMT_NEXT_IDS,
 	PGJQ_STMT_KEY_CLAIM,
