@@ -29,32 +29,12 @@ ok(wait_for_worker($node, $db), 'the worker runs');
 # until the table stop_load has a row.
 $node->safe_psql($db, 'CREATE TABLE stop_load (stop bool)');
 my $loader = $node->background_psql($db);
-$loader->query_until(qr/loading/, q{
-\echo loading
-DO $$BEGIN
-WHILE NOT EXISTS (SELECT FROM stop_load) LOOP
-  PERFORM jq.jq_enqueue_batch('lq', array_fill('{"text": "copy to score"}'::jsonb, ARRAY[100]));
-  PERFORM (WITH d AS MATERIALIZED (SELECT * FROM jq.jq_dequeue('lq', 100))
-           SELECT count(*) FROM jq.jq_ack_batch((SELECT array_agg(job_id ORDER BY job_id) FROM d),
-                                                (SELECT array_agg(lease_token ORDER BY job_id) FROM d),
-                                                NULL));
-  COMMIT;
-  PERFORM pg_sleep(0.05);
-END LOOP; END$$;
-});
+$loader->query_until(qr/loading/,
+	"\\echo loading\n" . churn_sql('lq', undef, 100, 0.05, 'EXISTS (SELECT FROM stop_load)') . "\n");
 
 # The burst: 400,000 jobs through the same queue, their results purged two
 # seconds later, leaving the table mostly free space.
-$node->safe_psql($db, q{
-DO $$BEGIN
-FOR i IN 1..80 LOOP
-  PERFORM jq.jq_enqueue_batch('lq', array_fill('{"text": "copy to score, copy to score"}'::jsonb, ARRAY[5000]));
-  PERFORM (WITH d AS MATERIALIZED (SELECT * FROM jq.jq_dequeue('lq', 5000))
-           SELECT count(*) FROM jq.jq_ack_batch((SELECT array_agg(job_id ORDER BY job_id) FROM d),
-                                                (SELECT array_agg(lease_token ORDER BY job_id) FROM d),
-                                                NULL));
-  COMMIT;
-END LOOP; END$$;});
+$node->safe_psql($db, churn_sql('lq', 80, 5000, 0));
 my $log_offset = -s $node->logfile;
 my $bloated = $node->safe_psql($db, q{SELECT pg_relation_size('jq.job_result')});
 ok($node->poll_query_until($db, 'SELECT count(*) < 20000 FROM jq.job_result'),

@@ -20,7 +20,7 @@ use Time::HiRes qw(time usleep);
 our @EXPORT = qw(new_node alter_system client_env
   create_queue enqueue_jobs lease_and_disconnect
   poll_fast wait_for_worker worker_pid wait_for_counters
-  snapshot_tables counters_mismatch);
+  snapshot_tables counters_mismatch churn_sql);
 
 # quote(TEXT): TEXT as an SQL string literal
 sub quote
@@ -28,6 +28,28 @@ sub quote
 	my ($s) = @_;
 	$s =~ s/'/''/g;
 	return "'$s'";
+}
+
+# churn_sql(QUEUE, BATCHES, BATCH_SIZE, SLEEP, UNTIL): a DO block that runs
+# BATCHES rounds (or, with UNTIL, rounds while that SQL condition is false)
+# of BATCH_SIZE jobs enqueued in one batch, leased together and acked in
+# one jq_ack_batch, committing each round, sleeping SLEEP seconds between.
+sub churn_sql
+{
+	my ($queue, $batches, $size, $sleep, $until) = @_;
+	my $loop = defined $until ? "WHILE NOT ($until) LOOP" : "FOR i IN 1..$batches LOOP";
+	my $q = quote($queue);
+	return qq{
+DO \$\$BEGIN
+$loop
+  PERFORM jq.jq_enqueue_batch($q, array_fill('{"text": "copy to score, copy to score"}'::jsonb, ARRAY[$size]));
+  PERFORM (WITH d AS MATERIALIZED (SELECT * FROM jq.jq_dequeue($q, $size))
+           SELECT count(*) FROM jq.jq_ack_batch((SELECT array_agg(job_id ORDER BY job_id) FROM d),
+                                                (SELECT array_agg(lease_token ORDER BY job_id) FROM d),
+                                                NULL));
+  COMMIT;
+  PERFORM pg_sleep($sleep);
+END LOOP; END\$\$;};
 }
 
 # --- the node ----------------------------------------------------------------
