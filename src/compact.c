@@ -53,6 +53,7 @@
 #include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "storage/freespace.h"
+#include "tcop/utility.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -85,7 +86,7 @@ static struct
  * 3,000 acks a second, is about half free right after a vacuum) needs its
  * room for the acks to come before the next vacuum.
  */
-#define STEER_MIN_FREE_FRACTION 0.6
+#define CLOSE_MIN_FREE_FRACTION 0.6
 
 /*
  * The results stored when this backend last measured the rate of acks
@@ -114,16 +115,17 @@ static bool
 quiet(Relation rel)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int64		results = pgjq_counters_results_total();
+	int64		results;
 
+	if (measured_at != 0 && !TimestampDifferenceExceeds(measured_at, now, 1000))
+		return was_quiet;
+	results = pgjq_counters_results_total();
 	if (results < 0)
 	{
 		PgStat_StatTabEntry *stats = pgstat_fetch_stat_tabentry(RelationGetRelid(rel));
 
 		results = (stats != NULL ? stats->tuples_inserted : 0) - rows_moved;
 	}
-	if (measured_at != 0 && !TimestampDifferenceExceeds(measured_at, now, 1000))
-		return was_quiet;
 	if (measured_at != 0)
 		was_quiet = results >= results_before &&	/* not rebuilt meanwhile */
 			(results - results_before) * USECS_PER_SEC <
@@ -306,7 +308,7 @@ open_tail(Relation rel, BlockNumber keep, BlockNumber nblocks)
  * and while acks are few (quiet) moves up to max_rows of its live rows
  * into the room before it, which the free space map (kept by vacuum)
  * records.  Under load it only closes the tail, and only of a table more
- * than STEER_MIN_FREE_FRACTION free.  Returns how many rows it moved; none
+ * than CLOSE_MIN_FREE_FRACTION free.  Returns how many rows it moved; none
  * the first time a backend calls it (it has not yet seen the rate of
  * acks).
  */
@@ -335,10 +337,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 				 PG_ARGISNULL(0) ? errdetail("Got NULL.") :
 				 errdetail("Got %d.", max_rows)));
 
-	if (XactReadOnly)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot move results in a read-only transaction")));
+	PreventCommandIfReadOnly("jq.compact_result_heap()");
 	(void) pgjq_lock_job_table();	/* the lock order: see queue.c */
 	rel = table_open(pgjq_result_table(), NoLock);
 	moving = quiet(rel);
@@ -375,7 +374,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 		}
 		total_free = recorded_free_bytes(rel, nblocks);
 		if (!moving &&
-			total_free < STEER_MIN_FREE_FRACTION * nblocks * BLCKSZ)
+			total_free < CLOSE_MIN_FREE_FRACTION * nblocks * BLCKSZ)
 		{
 			table_close(rel, NoLock);
 			PG_RETURN_INT32(0); /* under load, the acks need that room */
@@ -390,7 +389,7 @@ pgjq_compact_result_heap(PG_FUNCTION_ARGS)
 		 */
 		keep = tail_start(rel, nblocks, total_free, moving ? 11 : 20);
 		if (!moving)
-			keep = Max(keep, nblocks / 4);	/* and at least a quarter */
+			keep = Max(keep, nblocks / 4);
 		if (nblocks - keep < nblocks / 4)
 		{
 			table_close(rel, NoLock);

@@ -7,8 +7,9 @@
  * A job is a row in jq.job, so it exists exactly when the enqueuing
  * transaction commits.  The rows go in through the table and index access
  * methods (pgjq_hot_insert in hotpath.c: a batch is one heap_multi_insert),
- * or with an INSERT statement when the table was extended by its owner.  Nothing here notifies anyone: NOTIFY would take a
- * cluster-wide lock at commit and serialise every producer.
+ * or with an INSERT statement when the table was extended by its owner.
+ * Nothing here notifies anyone: NOTIFY would take a cluster-wide lock at
+ * commit and serialise every producer.
  *
  * Idempotency keys: an enqueue with a key first claims the key in
  * jq.idempotency_key, whose primary key (queue_id, key) is the arbiter:

@@ -128,6 +128,7 @@ typedef struct Layout
 {
 	Oid			relid;
 	int			col[JOB_NUM_COLUMNS];	/* JOB_NUM_COLUMNS >= RES_NUM_COLUMNS */
+	int			live;			/* the table's columns, dropped ones left out */
 } Layout;
 
 static Layout job_layout;
@@ -206,6 +207,7 @@ layout_of(Relation rel, Layout *layout, const char *const *names, int n,
 		if (layout->col[c] < 0)
 			elog(ERROR, "pgjq: table \"%s\" has no column \"%s\"",
 				 RelationGetRelationName(rel), names[c]);
+	layout->live = live;
 	if (complete && live != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -844,14 +846,10 @@ bool
 pgjq_hot_can_insert(PgjqHot *hot)
 {
 	Relation	rel = hot->job.rel;
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			live = 0;
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
 
-	for (int a = 0; a < desc->natts; a++)
-		if (!TupleDescAttr(desc, a)->attisdropped)
-			live++;
-	if (live != JOB_NUM_COLUMNS || rel->rd_rel->relrowsecurity ||
-		(desc->constr != NULL && desc->constr->num_check > 0))
+	if (hot->job.layout->live != JOB_NUM_COLUMNS || rel->rd_rel->relrowsecurity ||
+		(constr != NULL && constr->num_check > 0))
 		return false;
 	if (rel->trigdesc != NULL)
 	{
