@@ -40,6 +40,7 @@ OBJS = \
 	src/compact.o \
 	src/bounds.o \
 	src/counters.o \
+	src/keys.o \
 	src/count_trigger.o \
 	src/wakeup.o \
 	src/shmem.o \

@@ -9,12 +9,566 @@
  *
  * New: jq.jq_ack_dequeue, a worker's turn (complete the jobs it holds,
  * lease the next ones) in one call.
+ *
+ * New: job keys and flow control (concurrency limits per queue and per
+ * key, admission limits, weighted fair share; jq.key_stats).
  */
 \echo Use "ALTER EXTENSION pgjq UPDATE TO '0.4.0'" to load this file. \quit
 
+
+/*
+ * Job keys and flow control (src/keys.c): a job may carry a key; queues
+ * and keys get concurrency limits, admission limits and weighted fair
+ * share.  Jobs with a key are in jq.job_key_ready_idx instead of
+ * jq.job_ready_idx, so each ready job keeps one entry.
+ */
+ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
+                     ADD COLUMN key_max_in_flight integer,
+                     ADD COLUMN key_max_queued bigint,
+                     ADD COLUMN fair boolean NOT NULL DEFAULT false;
+ALTER TABLE jq.job ADD COLUMN key text;
+ALTER TABLE jq.job_result ADD COLUMN key text;
+ALTER TABLE jq.dead_letter ADD COLUMN key text;
+
+DROP INDEX jq.job_ready_idx;
+CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
+    WHERE state = 'r' AND key IS NULL;
+CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key, priority DESC, run_at, id)
+    WHERE state = 'r' AND key IS NOT NULL;
+
 DROP TRIGGER job_count ON jq.job;
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
+
+CREATE TABLE jq.key_policy (
+    queue_id      integer NOT NULL,
+    key           text NOT NULL,
+    weight        integer NOT NULL DEFAULT 1,
+    max_in_flight integer,
+    max_queued    bigint,
+    version       bigint NOT NULL DEFAULT 1,
+    updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT key_policy_pkey PRIMARY KEY (queue_id, key)
+);
+
+COMMENT ON TABLE jq.key_policy IS 'pgjq job keys'' flow-control policies; change them with jq.jq_set_key_policy and jq.jq_reset_key_policy';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.key_policy', '');
+
+CREATE SEQUENCE jq.key_policy_version_seq AS bigint;
+
+CREATE FUNCTION jq.key_counters(
+    OUT queue_id integer, OUT key text, OUT ready bigint, OUT scheduled bigint,
+    OUT leased bigint, OUT reserved bigint, OUT queued_reserved bigint,
+    OUT delivered_total bigint, OUT succeeded_total bigint, OUT weight integer,
+    OUT servable boolean)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_key_counters';
+
+CREATE FUNCTION jq.install_key_policy(queue_id integer, key text, version bigint,
+                                      weight integer, max_in_flight integer,
+                                      max_queued bigint)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_install_key_policy';
+
+CREATE FUNCTION jq.forget_keys(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_forget_keys';
+
+CREATE FUNCTION jq.check_job_key(key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION 'key must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Jobs without a key follow the queue''s defaults: set them with jq.jq_alter_queue(key_max_in_flight => ..., key_max_queued => ...).';
+    END IF;
+    IF key = '' THEN
+        RAISE EXCEPTION 'job key must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(key) > jq.limit('job_key_maxlen') THEN
+        RAISE EXCEPTION 'job key of % bytes is too long', octet_length(key)
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('The limit is %s bytes.', jq.limit('job_key_maxlen'));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.check_queue_settings(q jq.queue)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM jq.check_queue_name(q.name);
+    IF q.lease_seconds IS NULL OR q.lease_seconds NOT BETWEEN 1 AND jq.limit('lease_seconds_max') THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and %', jq.limit('lease_seconds_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.lease_seconds::text, 'NULL')),
+                  HINT = 'Long jobs should extend their lease with jq.jq_extend rather than take a long one.';
+    END IF;
+    IF q.max_attempts IS NULL OR q.max_attempts NOT BETWEEN 1 AND jq.limit('max_attempts_max') THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and %', jq.limit('max_attempts_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.max_attempts::text, 'NULL'));
+    END IF;
+    IF q.backoff_base IS NULL OR q.backoff_base <= interval '0' THEN
+        RAISE EXCEPTION 'backoff_base must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.backoff_base::text, 'NULL'));
+    END IF;
+    IF q.backoff_cap IS NULL OR q.backoff_cap < q.backoff_base THEN
+        RAISE EXCEPTION 'backoff_cap must not be less than backoff_base'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got backoff_base %s and backoff_cap %s.',
+                                  q.backoff_base, coalesce(q.backoff_cap::text, 'NULL'));
+    END IF;
+    IF q.result_retention IS NULL OR q.result_retention < interval '0' THEN
+        RAISE EXCEPTION 'result_retention must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.result_retention::text, 'NULL'));
+    END IF;
+    IF q.dead_letter_retention IS NULL OR q.dead_letter_retention < q.result_retention THEN
+        RAISE EXCEPTION 'dead_letter_retention must not be less than result_retention'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got result_retention %s and dead_letter_retention %s.',
+                                  q.result_retention, coalesce(q.dead_letter_retention::text, 'NULL')),
+                  HINT = 'Dead letters are kept at least as long as results, so failures can be examined after successes are gone.';
+    END IF;
+    IF q.idempotency_window IS NULL OR q.idempotency_window < interval '0' THEN
+        RAISE EXCEPTION 'idempotency_window must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.idempotency_window::text, 'NULL'));
+    END IF;
+    -- bounded, so that the clock plus or minus any of them stays a valid
+    -- timestamp (retention, idempotency and retry times are computed that
+    -- way) instead of failing later, in the worker or in jq_fail
+    PERFORM jq.check_interval_bound(v.setting, v.value)
+       FROM (VALUES ('backoff_base', q.backoff_base), ('backoff_cap', q.backoff_cap),
+                    ('result_retention', q.result_retention),
+                    ('dead_letter_retention', q.dead_letter_retention),
+                    ('idempotency_window', q.idempotency_window)) AS v(setting, value);
+    IF q.alert_depth_warning < 1 OR q.alert_depth_critical < 1
+       OR q.alert_depth_critical < q.alert_depth_warning THEN
+        RAISE EXCEPTION 'alert depths must be positive, and critical not below warning'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got warning %s and critical %s.',
+                                  coalesce(q.alert_depth_warning::text, 'NULL'),
+                                  coalesce(q.alert_depth_critical::text, 'NULL'));
+    END IF;
+    IF q.alert_age_warning <= interval '0' THEN
+        RAISE EXCEPTION 'alert_age_warning must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', q.alert_age_warning);
+    END IF;
+    IF q.max_in_flight < 1 OR q.key_max_in_flight < 1 OR q.key_max_queued < 1 THEN
+        RAISE EXCEPTION 'max_in_flight, key_max_in_flight and key_max_queued must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got max_in_flight %s, key_max_in_flight %s and key_max_queued %s.',
+                                  coalesce(q.max_in_flight::text, 'NULL'),
+                                  coalesce(q.key_max_in_flight::text, 'NULL'),
+                                  coalesce(q.key_max_queued::text, 'NULL')),
+                  HINT = 'NULL means no limit: pass clear_limits => true to jq.jq_alter_queue to remove the limits.';
+    END IF;
+    IF q.fair IS NULL THEN
+        RAISE EXCEPTION 'fair must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF q.max_payload_bytes IS NULL
+       OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
+        RAISE EXCEPTION 'max_payload_bytes must be between % and %',
+                jq.limit('payload_bytes_min'), jq.limit('payload_bytes_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(q.max_payload_bytes::text, 'NULL'));
+    END IF;
+END
+$$;
+
+DROP FUNCTION jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean);
+DROP FUNCTION jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean);
+DROP FUNCTION jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz);
+DROP FUNCTION jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint);
+DROP FUNCTION jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint);
+DROP FUNCTION jq.jq_dequeue(text, integer, integer);
+DROP FUNCTION jq.jq_result(bigint);
+
+CREATE FUNCTION jq.jq_create_queue(
+    name text,
+    lease_seconds integer DEFAULT 300,
+    max_attempts integer DEFAULT 5,
+    backoff_base interval DEFAULT '2 seconds',
+    backoff_cap interval DEFAULT '10 minutes',
+    result_retention interval DEFAULT '7 days',
+    max_payload_bytes integer DEFAULT 1048576,
+    dead_letter_retention interval DEFAULT '30 days',
+    idempotency_window interval DEFAULT '24 hours',
+    alert_depth_warning bigint DEFAULT NULL,
+    alert_depth_critical bigint DEFAULT NULL,
+    alert_age_warning interval DEFAULT NULL,
+    if_not_exists boolean DEFAULT false,
+    max_in_flight integer DEFAULT NULL,
+    key_max_in_flight integer DEFAULT NULL,
+    key_max_queued bigint DEFAULT NULL,
+    fair boolean DEFAULT false)
+RETURNS jq.queue
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q jq.queue;
+BEGIN
+    PERFORM jq.check_queue_name(jq_create_queue.name);
+    SELECT * INTO q FROM jq.queue WHERE queue.name = jq_create_queue.name;
+    IF NOT FOUND THEN
+        -- jq.queue_check checks the settings; when a concurrent call
+        -- creates the queue first, the insert is a no-op
+        INSERT INTO jq.queue (name, lease_seconds, max_attempts, backoff_base,
+                              backoff_cap, result_retention, max_payload_bytes,
+                              dead_letter_retention, idempotency_window,
+                              alert_depth_warning, alert_depth_critical, alert_age_warning,
+                              max_in_flight, key_max_in_flight, key_max_queued, fair)
+        VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
+                jq_create_queue.max_attempts, jq_create_queue.backoff_base,
+                jq_create_queue.backoff_cap, jq_create_queue.result_retention,
+                jq_create_queue.max_payload_bytes, jq_create_queue.dead_letter_retention,
+                jq_create_queue.idempotency_window, jq_create_queue.alert_depth_warning,
+                jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning,
+                jq_create_queue.max_in_flight, jq_create_queue.key_max_in_flight,
+                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false))
+        ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
+        RETURNING * INTO q;
+        IF FOUND THEN
+            RETURN q;
+        END IF;
+        SELECT * INTO q FROM jq.queue WHERE queue.name = jq_create_queue.name;
+    END IF;
+    IF if_not_exists THEN
+        RAISE NOTICE 'queue "%" already exists, skipping', jq_create_queue.name;
+        RETURN q;
+    END IF;
+    RAISE EXCEPTION 'queue "%" already exists', jq_create_queue.name
+        USING ERRCODE = 'duplicate_object',
+              HINT = 'Use jq.jq_alter_queue to change its settings, or pass if_not_exists => true.';
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_create_queue IS 'create a pgjq queue with its settings';
+
+CREATE FUNCTION jq.jq_alter_queue(
+    name text,
+    lease_seconds integer DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    backoff_base interval DEFAULT NULL,
+    backoff_cap interval DEFAULT NULL,
+    result_retention interval DEFAULT NULL,
+    max_payload_bytes integer DEFAULT NULL,
+    dead_letter_retention interval DEFAULT NULL,
+    idempotency_window interval DEFAULT NULL,
+    alert_depth_warning bigint DEFAULT NULL,
+    alert_depth_critical bigint DEFAULT NULL,
+    alert_age_warning interval DEFAULT NULL,
+    clear_alerts boolean DEFAULT false,
+    max_in_flight integer DEFAULT NULL,
+    key_max_in_flight integer DEFAULT NULL,
+    key_max_queued bigint DEFAULT NULL,
+    fair boolean DEFAULT NULL,
+    clear_limits boolean DEFAULT false)
+RETURNS jq.queue
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_alter_queue.name, lock => true);
+    q jq.queue;
+BEGIN
+    -- thresholds and limits can only be removed explicitly (clear_alerts,
+    -- clear_limits): NULL means "unchanged"; the new row is checked by
+    -- jq.queue_check
+    UPDATE jq.queue AS t
+       SET lease_seconds = coalesce(jq_alter_queue.lease_seconds, t.lease_seconds),
+           max_attempts = coalesce(jq_alter_queue.max_attempts, t.max_attempts),
+           backoff_base = coalesce(jq_alter_queue.backoff_base, t.backoff_base),
+           backoff_cap = coalesce(jq_alter_queue.backoff_cap, t.backoff_cap),
+           result_retention = coalesce(jq_alter_queue.result_retention, t.result_retention),
+           max_payload_bytes = coalesce(jq_alter_queue.max_payload_bytes, t.max_payload_bytes),
+           dead_letter_retention = coalesce(jq_alter_queue.dead_letter_retention,
+                                            t.dead_letter_retention),
+           idempotency_window = coalesce(jq_alter_queue.idempotency_window, t.idempotency_window),
+           alert_depth_warning = coalesce(jq_alter_queue.alert_depth_warning,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_depth_warning END),
+           alert_depth_critical = coalesce(jq_alter_queue.alert_depth_critical,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_depth_critical END),
+           alert_age_warning = coalesce(jq_alter_queue.alert_age_warning,
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_age_warning END),
+           max_in_flight = coalesce(jq_alter_queue.max_in_flight,
+               CASE WHEN clear_limits THEN NULL ELSE t.max_in_flight END),
+           key_max_in_flight = coalesce(jq_alter_queue.key_max_in_flight,
+               CASE WHEN clear_limits THEN NULL ELSE t.key_max_in_flight END),
+           key_max_queued = coalesce(jq_alter_queue.key_max_queued,
+               CASE WHEN clear_limits THEN NULL ELSE t.key_max_queued END),
+           fair = coalesce(jq_alter_queue.fair, t.fair)
+     WHERE t.queue_id = qid
+    RETURNING * INTO q;
+    RETURN q;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_alter_queue IS 'change settings of a pgjq queue; NULL leaves a setting as it is';
+
+CREATE FUNCTION jq.jq_enqueue(
+    queue text,
+    payload jsonb,
+    priority integer DEFAULT 0,
+    run_at timestamptz DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    batch_id bigint DEFAULT NULL,
+    key text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_enqueue';
+
+COMMENT ON FUNCTION jq.jq_enqueue IS 'enqueue one job in the caller''s transaction; returns its id';
+
+CREATE FUNCTION jq.jq_enqueue_batch(
+    queue text,
+    payloads jsonb[],
+    priority integer DEFAULT 0,
+    run_at timestamptz DEFAULT NULL,
+    idempotency_keys text[] DEFAULT NULL,
+    batch_id bigint DEFAULT NULL,
+    keys text[] DEFAULT NULL)
+RETURNS bigint[]
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_enqueue_batch';
+
+COMMENT ON FUNCTION jq.jq_enqueue_batch IS 'enqueue many jobs in one call; returns their ids in the order of payloads';
+
+CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
+                                   priority integer DEFAULT 0,
+                                   run_at timestamptz DEFAULT NULL,
+                                   keys text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bid bigint := jq.jq_create_batch(jq_submit_batch.queue, jq_submit_batch.label);
+BEGIN
+    PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
+                                jq_submit_batch.priority, jq_submit_batch.run_at,
+                                NULL, bid, jq_submit_batch.keys);
+    RETURN bid;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_submit_batch IS 'create a batch and enqueue its jobs in one call; returns the batch id';
+
+CREATE FUNCTION jq.jq_dequeue(
+    queue text,
+    max_jobs integer DEFAULT 1,
+    lease_seconds integer DEFAULT NULL)
+RETURNS TABLE (
+    job_id bigint,
+    lease_token bigint,
+    attempt integer,
+    priority integer,
+    payload jsonb,
+    enqueued_at timestamptz,
+    lease_expires_at timestamptz,
+    key text)
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_dequeue';
+
+COMMENT ON FUNCTION jq.jq_dequeue IS 'lease up to max_jobs ready jobs, most urgent first';
+
+CREATE FUNCTION jq.jq_result(job_id bigint)
+RETURNS TABLE (
+    job_id bigint,
+    queue text,
+    state text,
+    result jsonb,
+    last_error text,
+    attempts integer,
+    priority integer,
+    enqueued_at timestamptz,
+    run_at timestamptz,
+    started_at timestamptz,
+    finished_at timestamptz,
+    key text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
+           j.errors -> -1 ->> 'error',
+           j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
+           j.started_at, NULL::timestamptz, j.key
+      FROM jq.job j JOIN jq.queue q USING (queue_id)
+     WHERE j.id = $1
+    UNION ALL
+    SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
+           r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
+           r.started_at, r.finished_at, r.key
+      FROM jq.job_result r JOIN jq.queue q USING (queue_id)
+     WHERE r.job_id = $1
+    UNION ALL
+    SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
+           d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
+           NULL::timestamptz, d.failed_at, d.key
+      FROM jq.dead_letter d
+     WHERE d.job_id = $1
+$$;
+
+COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts and timestamps of a job; no row for an unknown id';
+
+CREATE OR REPLACE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
+                               retry_at timestamptz, now timestamptz)
+RETURNS TABLE (job_id bigint, state text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    cancelled bigint[] := '{}';
+BEGIN
+    FOR r IN
+        WITH target AS (
+            SELECT j.id, j.attempt, q.name,
+                   jsonb_build_array(jsonb_build_object(
+                       'attempt', j.attempt, 'error', fail_leased.error,
+                       'at', fail_leased.now)) AS err,
+                   CASE WHEN j.cancel_requested THEN 'c'
+                        WHEN fail_leased.permanent OR j.attempt >= q.max_attempts THEN 'x'
+                        ELSE 's' END AS outcome,
+                   -- in seconds, as doubles: base x 2^(n-1) as an interval
+                   -- overflows long before the cap applies (1 day x 2^31)
+                   coalesce(fail_leased.retry_at, fail_leased.now + make_interval(secs =>
+                       least(extract(epoch FROM q.backoff_cap)::float8,
+                             extract(epoch FROM q.backoff_base)::float8
+                             * power(2, least(greatest(j.attempt - 1, 0), 40)))
+                       * random())) AS retry_at
+              FROM jq.job j JOIN jq.queue q USING (queue_id)
+             WHERE j.id = ANY (fail_leased.job_ids) AND j.state = 'l'
+        ), retried AS (
+            UPDATE jq.job j
+               SET state = CASE WHEN t.retry_at <= fail_leased.now THEN 'r' ELSE 's' END,
+                   run_at = t.retry_at,
+                   lease_expires_at = NULL,
+                   errors = coalesce(j.errors, '[]') || t.err
+              FROM target t
+             WHERE j.id = t.id AND t.outcome = 's'
+            RETURNING j.id, j.queue_id, j.state, j.run_at
+        ), removed AS (
+            DELETE FROM jq.job j USING target t
+             WHERE j.id = t.id AND t.outcome = 'x'
+            RETURNING j.*, t.name AS queue_name, coalesce(j.errors, '[]') || t.err AS all_errors
+        ), dead AS (
+            INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
+                                        errors, last_error, lease_token, run_at,
+                                        enqueued_at, failed_at, key)
+            SELECT d.id, d.queue_id, d.queue_name, d.priority, d.attempt, d.payload,
+                   d.all_errors, fail_leased.error, d.lease_token, d.run_at, d.enqueued_at,
+                   fail_leased.now, d.key
+              FROM removed d
+            RETURNING dead_letter.job_id
+        ), noted AS (
+            -- a cancelled job keeps its last error for its result row
+            UPDATE jq.job j SET errors = coalesce(j.errors, '[]') || t.err
+              FROM target t
+             WHERE j.id = t.id AND t.outcome = 'c'
+            RETURNING j.id
+        )
+        SELECT x.id, 's' AS outcome, x.queue_id, x.state, x.run_at FROM retried x
+        UNION ALL SELECT x.job_id, 'x', NULL, NULL, NULL FROM dead x
+        UNION ALL SELECT x.id, 'c', NULL, NULL, NULL FROM noted x
+    LOOP
+        IF r.outcome = 'c' THEN
+            cancelled := cancelled || r.id;
+            CONTINUE;
+        END IF;
+        job_id := r.id;
+        state := CASE WHEN r.outcome = 'x' THEN 'dead' ELSE jq.state_name(r.state, r.run_at) END;
+        RETURN NEXT;
+        IF r.state = 'r' THEN
+            PERFORM jq.wake_at_commit(r.queue_id);
+        END IF;
+    END LOOP;
+
+    IF cardinality(cancelled) > 0 THEN
+        PERFORM jq.finish_cancelled(cancelled);
+        RETURN QUERY SELECT c.id, 'cancelled'::text FROM unnest(cancelled) AS c(id);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jq.jq_redrive(queue text, job_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer;
+    moved integer;
+BEGIN
+    qid := jq.queue_id(jq_redrive.queue);
+    -- jq.job before jq.job_result and jq.dead_letter (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    IF array_ndims(job_ids) > 1 THEN
+        RAISE EXCEPTION 'job_ids must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job_ids must not contain nulls'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('Element %s is null.', array_position(job_ids, NULL));
+    END IF;
+    IF cardinality(job_ids) > jq.limit('batch_max') THEN
+        RAISE EXCEPTION 'a batch may hold at most % jobs', jq.limit('batch_max')
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('Got %s.', cardinality(job_ids)),
+                  HINT = 'Pass NULL to redrive every dead letter of the queue, or redrive in batches.';
+    END IF;
+
+    -- back to ready under the same id, with fresh attempts; the error
+    -- history and the lease token's delivery count are kept
+    WITH moved AS (
+        DELETE FROM jq.dead_letter d
+         WHERE d.queue_id = qid
+           AND (jq_redrive.job_ids IS NULL OR d.job_id = ANY (jq_redrive.job_ids))
+        RETURNING d.*
+    )
+    INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
+                        enqueued_at, errors, payload, key)
+    SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
+           enqueued_at, errors, payload, key
+      FROM moved;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM jq.wake_at_commit(qid);
+    END IF;
+    RETURN moved;
+END
+$$;
 
 CREATE FUNCTION jq.scan_bounds(
     OUT state text, OUT queue_id integer, OUT priority integer,
@@ -73,11 +627,13 @@ BEGIN
     DELETE FROM jq.job_result WHERE queue_id = qid;
     DELETE FROM jq.dead_letter WHERE queue_id = qid;
     DELETE FROM jq.idempotency_key WHERE queue_id = qid;
+    DELETE FROM jq.key_policy WHERE queue_id = qid;
     DELETE FROM jq.stats_history WHERE queue_id = qid;
     UPDATE jq.alert SET cleared_at = clock_timestamp()
      WHERE queue_id = qid AND cleared_at IS NULL;
     DELETE FROM jq.queue WHERE queue_id = qid;
     PERFORM jq.forget_scan_bounds(qid);
+    PERFORM jq.forget_keys(qid);
 END
 $$;
 
@@ -209,18 +765,28 @@ SELECT q.name AS queue,
        coalesce(sum(c.dead), 0)::bigint AS dead,
        coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
                     FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
-       (SELECT clock_timestamp() - min(o.run_at)
+       clock_timestamp() - least(
+       (SELECT min(o.run_at)
           FROM c c2
           LEFT JOIN b ON b.state = 'ready' AND b.queue_id = c2.queue_id
                      AND b.priority = c2.priority
           CROSS JOIN LATERAL
                (SELECT j.run_at FROM jq.job j
-                 WHERE j.queue_id = c2.queue_id AND j.state = 'r'
+                 WHERE j.queue_id = c2.queue_id AND j.state = 'r' AND j.key IS NULL
                    AND j.priority = c2.priority
                    AND (j.run_at, j.id) >= (coalesce(b.at, '-infinity'),
                                             coalesce(b.id, -9223372036854775808))
                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
-         WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
+         WHERE c2.queue_id = q.queue_id AND c2.ready > 0),
+       -- jobs with a key: the next job of each key with ready jobs
+       (SELECT min(o.run_at)
+          FROM jq.key_counters() k
+          CROSS JOIN LATERAL
+               (SELECT j.run_at FROM jq.job j
+                 WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
+         WHERE k.queue_id = q.queue_id AND k.key IS NOT NULL AND k.ready > 0))
+           AS oldest_ready_age,
        coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
        coalesce(sum(c.succeeded_total), 0)::bigint AS succeeded_total,
        coalesce(sum(c.failed_total), 0)::bigint AS failed_total,
@@ -232,7 +798,8 @@ SELECT q.name AS queue,
        round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
              / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
            AS succeeded_per_min,
-       jq.counters_valid() AS counters_valid
+       jq.counters_valid() AS counters_valid,
+       q.max_in_flight
   FROM jq.queue q
   LEFT JOIN c ON c.queue_id = q.queue_id
   LEFT JOIN LATERAL
@@ -244,7 +811,8 @@ SELECT q.name AS queue,
                (SELECT max(c3.since) FROM c c3 WHERE c3.queue_id = q.queue_id)
          ORDER BY s.sampled_at
          LIMIT 1) h ON true
- GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+ GROUP BY q.queue_id, q.name, q.max_in_flight, h.sampled_at, h.enqueued_total,
+          h.succeeded_total;
 
 /*
  * A worker's turn in one call: complete the jobs it holds (ack each, or
@@ -267,7 +835,8 @@ RETURNS TABLE (
     priority integer,
     payload jsonb,
     enqueued_at timestamptz,
-    lease_expires_at timestamptz)
+    lease_expires_at timestamptz,
+    key text)
 LANGUAGE C VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -413,4 +982,154 @@ GRANT EXECUTE ON FUNCTION jq.scan_bounds() TO jq_reader;
 -- Bounds are only installed for a schema whose count trigger notes every
 -- change they need: have the worker rebuild the counters now, which
 -- installs them (the totals restart from the tables).
+CREATE FUNCTION jq.jq_set_key_policy(
+    queue text,
+    key text,
+    weight integer DEFAULT NULL,
+    max_in_flight integer DEFAULT NULL,
+    max_queued bigint DEFAULT NULL,
+    clear_limits boolean DEFAULT false)
+RETURNS jq.key_policy
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_set_key_policy.queue);
+    p jq.key_policy;
+BEGIN
+    PERFORM jq.check_job_key(jq_set_key_policy.key);
+    IF weight NOT BETWEEN 1 AND jq.limit('key_weight_max') THEN
+        RAISE EXCEPTION 'weight must be between 1 and %', jq.limit('key_weight_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', weight),
+                  HINT = 'A key with weight 3 gets three times the deliveries of a key with weight 1 when both have jobs waiting.';
+    END IF;
+    IF jq_set_key_policy.max_in_flight < 1 OR jq_set_key_policy.max_queued < 1 THEN
+        RAISE EXCEPTION 'max_in_flight and max_queued must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got max_in_flight %s and max_queued %s.',
+                                  coalesce(jq_set_key_policy.max_in_flight::text, 'NULL'),
+                                  coalesce(jq_set_key_policy.max_queued::text, 'NULL')),
+                  HINT = 'NULL leaves a limit as it is; clear_limits => true removes the key''s own limits.';
+    END IF;
+    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued, version)
+    VALUES (qid, jq_set_key_policy.key, coalesce(jq_set_key_policy.weight, 1),
+            jq_set_key_policy.max_in_flight, jq_set_key_policy.max_queued,
+            nextval('jq.key_policy_version_seq'))
+    ON CONFLICT ON CONSTRAINT key_policy_pkey DO UPDATE
+       SET weight = coalesce(jq_set_key_policy.weight, t.weight),
+           max_in_flight = coalesce(jq_set_key_policy.max_in_flight,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_in_flight END),
+           max_queued = coalesce(jq_set_key_policy.max_queued,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_queued END),
+           version = nextval('jq.key_policy_version_seq'),
+           updated_at = now()
+    RETURNING * INTO p;
+    PERFORM jq.install_key_policy(p.queue_id, p.key, p.version, p.weight,
+                                  p.max_in_flight, p.max_queued);
+    RETURN p;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_set_key_policy IS 'set or change the flow-control policy of one job key of a queue';
+
+CREATE FUNCTION jq.jq_reset_key_policy(queue text, key text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_reset_key_policy.queue);
+    n integer := 0;
+    r record;
+BEGIN
+    IF jq_reset_key_policy.key IS NOT NULL THEN
+        PERFORM jq.check_job_key(jq_reset_key_policy.key);
+    END IF;
+    FOR r IN
+        DELETE FROM jq.key_policy p
+         WHERE p.queue_id = qid
+           AND (jq_reset_key_policy.key IS NULL OR p.key = jq_reset_key_policy.key)
+        RETURNING p.queue_id, p.key
+    LOOP
+        PERFORM jq.install_key_policy(r.queue_id, r.key,
+                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_reset_key_policy IS 'remove the flow-control policy of one job key, or of every key of a queue; returns how many';
+
+CREATE VIEW jq.key_stats AS
+WITH k AS MATERIALIZED (SELECT * FROM jq.key_counters())
+SELECT q.name AS queue,
+       k.key,
+       k.ready,
+       k.scheduled,
+       k.leased + k.reserved AS in_flight,
+       coalesce(p.max_in_flight, q.key_max_in_flight) AS max_in_flight,
+       coalesce(p.weight, 1) AS weight,
+       coalesce(p.max_queued, q.key_max_queued) AS max_queued,
+       k.delivered_total,
+       k.succeeded_total,
+       -- the age of the key's next job
+       CASE WHEN k.ready = 0 THEN NULL
+            WHEN k.key IS NULL THEN
+                (SELECT clock_timestamp() - j.run_at FROM jq.job j
+                  WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key IS NULL
+                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+            ELSE
+                (SELECT clock_timestamp() - j.run_at FROM jq.job j
+                  WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+       END AS oldest_ready_age,
+       k.ready > 0 AND coalesce(
+           k.leased + k.reserved >= coalesce(p.max_in_flight, q.key_max_in_flight)
+           OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight,
+           false) AS held_back,
+       p.key IS NOT NULL AS has_policy
+  FROM k
+  JOIN jq.queue q ON q.queue_id = k.queue_id
+  LEFT JOIN jq.key_policy p ON p.queue_id = k.queue_id AND p.key = k.key
+ WHERE k.ready > 0 OR k.scheduled > 0 OR k.leased > 0 OR k.reserved > 0
+       OR k.delivered_total > 0 OR p.key IS NOT NULL;
+
+COMMENT ON VIEW jq.key_stats IS 'pgjq job keys: jobs, in flight against limits, weights and totals per key, from shared memory (no count(*))';
+
+REVOKE ALL ON FUNCTION
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
+    jq.jq_dequeue(text, integer, integer),
+    jq.jq_result(bigint),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_reset_key_policy(text, text),
+    jq.key_counters(),
+    jq.install_key_policy(integer, text, bigint, integer, integer, bigint),
+    jq.forget_keys(integer),
+    jq.check_job_key(text)
+FROM PUBLIC;
+REVOKE ALL ON jq.key_policy, jq.key_stats, jq.key_policy_version_seq FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
+    jq.jq_result(bigint)
+TO jq_producer;
+GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bigint) TO jq_worker;
+GRANT EXECUTE ON FUNCTION jq.key_counters() TO jq_reader;
+GRANT SELECT ON jq.key_policy, jq.key_stats TO jq_reader;
+GRANT EXECUTE ON FUNCTION
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_reset_key_policy(text, text)
+TO jq_admin;
+
 SELECT jq.reset_counters();

@@ -77,7 +77,14 @@ CREATE TABLE jq.queue (
     alert_depth_warning  bigint,
     alert_depth_critical bigint,
     alert_age_warning    interval,
-    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- flow control (src/keys.c): jobs in flight at once in the queue and,
+    -- by default, per job key; ready and scheduled jobs a key may hold;
+    -- weighted fair share among keys.  NULL: no limit
+    max_in_flight     integer,
+    key_max_in_flight integer,
+    key_max_queued    bigint,
+    fair              boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE jq.queue IS 'pgjq queues and their settings; change them with jq.jq_create_queue, jq.jq_alter_queue and jq.jq_drop_queue';
@@ -110,6 +117,9 @@ CREATE TABLE jq.job (
     -- every failure: [{"attempt": n, "error": "...", "at": "..."}, ...]
     errors           jsonb,
     payload          jsonb NOT NULL,
+    -- the job's key (a client team, a tenant, an endpoint): flow control
+    -- counts, limits and shares by it (src/keys.c); NULL: no key
+    key              text,
     CONSTRAINT job_pkey PRIMARY KEY (id)
     -- Two invariants are checked by jq.count_trigger (src/counters.c)
     -- rather than by CHECK constraints, which the executor parses anew for
@@ -123,9 +133,14 @@ ALTER SEQUENCE jq.job_id_seq OWNED BY jq.job.id;
 COMMENT ON TABLE jq.job IS 'pgjq unfinished jobs (ready, scheduled, leased); use jq.jq_result() or the views rather than reading it directly';
 
 -- dequeue: the head of this index is the next job to hand out; it holds
--- ready jobs only, so leased, scheduled and finished jobs are never walked
+-- ready jobs only, so leased, scheduled and finished jobs are never walked.
+-- Jobs without a key; those with one are in job_key_ready_idx, so that
+-- each ready job has one entry (an enqueue costs what it did) and each key's
+-- jobs are together, for flow control to take a key's next job in one probe
 CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
-    WHERE state = 'r';
+    WHERE state = 'r' AND key IS NULL;
+CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key, priority DESC, run_at, id)
+    WHERE state = 'r' AND key IS NOT NULL;
 -- promotion of scheduled jobs whose run_at has come
 CREATE INDEX job_scheduled_idx ON jq.job (queue_id, run_at)
     WHERE state = 's';
@@ -156,6 +171,7 @@ CREATE TABLE jq.job_result (
     enqueued_at timestamptz NOT NULL,
     started_at  timestamptz,
     finished_at timestamptz NOT NULL,
+    key         text,
     CONSTRAINT job_result_pkey PRIMARY KEY (job_id)
 );
 
@@ -185,6 +201,7 @@ CREATE TABLE jq.dead_letter (
     run_at      timestamptz NOT NULL,
     enqueued_at timestamptz NOT NULL,
     failed_at   timestamptz NOT NULL,
+    key         text,
     CONSTRAINT dead_letter_pkey PRIMARY KEY (job_id)
 );
 
@@ -193,6 +210,28 @@ COMMENT ON TABLE jq.dead_letter IS 'pgjq dead letters: jobs out of attempts or f
 CREATE INDEX dead_letter_queue_idx ON jq.dead_letter (queue_id, failed_at);
 
 SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
+
+/*
+ * Flow-control policies of job keys (src/keys.c), set with
+ * jq.jq_set_key_policy and removed with jq.jq_reset_key_policy.  A key
+ * without a row follows its queue's defaults (jq.queue key_max_in_flight,
+ * key_max_queued; weight 1).  version grows with every change of a row, so
+ * that shared memory installs each key's changes in commit order.
+ */
+CREATE TABLE jq.key_policy (
+    queue_id      integer NOT NULL,
+    key           text NOT NULL,
+    weight        integer NOT NULL DEFAULT 1,
+    max_in_flight integer,
+    max_queued    bigint,
+    version       bigint NOT NULL DEFAULT 1,
+    updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT key_policy_pkey PRIMARY KEY (queue_id, key)
+);
+
+COMMENT ON TABLE jq.key_policy IS 'pgjq job keys'' flow-control policies; change them with jq.jq_set_key_policy and jq.jq_reset_key_policy';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.key_policy', '');
 
 /*
  * Idempotency keys: (queue, key) -> job.  The primary key makes two
@@ -424,6 +463,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Got %s.', q.alert_age_warning);
     END IF;
+    IF q.max_in_flight < 1 OR q.key_max_in_flight < 1 OR q.key_max_queued < 1 THEN
+        RAISE EXCEPTION 'max_in_flight, key_max_in_flight and key_max_queued must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got max_in_flight %s, key_max_in_flight %s and key_max_queued %s.',
+                                  coalesce(q.max_in_flight::text, 'NULL'),
+                                  coalesce(q.key_max_in_flight::text, 'NULL'),
+                                  coalesce(q.key_max_queued::text, 'NULL')),
+                  HINT = 'NULL means no limit: pass clear_limits => true to jq.jq_alter_queue to remove the limits.';
+    END IF;
+    IF q.fair IS NULL THEN
+        RAISE EXCEPTION 'fair must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF q.max_payload_bytes IS NULL
        OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
         RAISE EXCEPTION 'max_payload_bytes must be between % and %',
@@ -510,7 +562,11 @@ CREATE FUNCTION jq.jq_create_queue(
     alert_depth_warning bigint DEFAULT NULL,
     alert_depth_critical bigint DEFAULT NULL,
     alert_age_warning interval DEFAULT NULL,
-    if_not_exists boolean DEFAULT false)
+    if_not_exists boolean DEFAULT false,
+    max_in_flight integer DEFAULT NULL,
+    key_max_in_flight integer DEFAULT NULL,
+    key_max_queued bigint DEFAULT NULL,
+    fair boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -527,13 +583,16 @@ BEGIN
         INSERT INTO jq.queue (name, lease_seconds, max_attempts, backoff_base,
                               backoff_cap, result_retention, max_payload_bytes,
                               dead_letter_retention, idempotency_window,
-                              alert_depth_warning, alert_depth_critical, alert_age_warning)
+                              alert_depth_warning, alert_depth_critical, alert_age_warning,
+                              max_in_flight, key_max_in_flight, key_max_queued, fair)
         VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
                 jq_create_queue.max_attempts, jq_create_queue.backoff_base,
                 jq_create_queue.backoff_cap, jq_create_queue.result_retention,
                 jq_create_queue.max_payload_bytes, jq_create_queue.dead_letter_retention,
                 jq_create_queue.idempotency_window, jq_create_queue.alert_depth_warning,
-                jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning)
+                jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning,
+                jq_create_queue.max_in_flight, jq_create_queue.key_max_in_flight,
+                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false))
         ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
         RETURNING * INTO q;
         IF FOUND THEN
@@ -567,7 +626,12 @@ CREATE FUNCTION jq.jq_alter_queue(
     alert_depth_warning bigint DEFAULT NULL,
     alert_depth_critical bigint DEFAULT NULL,
     alert_age_warning interval DEFAULT NULL,
-    clear_alerts boolean DEFAULT false)
+    clear_alerts boolean DEFAULT false,
+    max_in_flight integer DEFAULT NULL,
+    key_max_in_flight integer DEFAULT NULL,
+    key_max_queued bigint DEFAULT NULL,
+    fair boolean DEFAULT NULL,
+    clear_limits boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -577,8 +641,9 @@ DECLARE
     qid integer := jq.queue_id(jq_alter_queue.name, lock => true);
     q jq.queue;
 BEGIN
-    -- thresholds can only be removed explicitly (clear_alerts): NULL
-    -- means "unchanged"; the new row is checked by jq.queue_check
+    -- thresholds and limits can only be removed explicitly (clear_alerts,
+    -- clear_limits): NULL means "unchanged"; the new row is checked by
+    -- jq.queue_check
     UPDATE jq.queue AS t
        SET lease_seconds = coalesce(jq_alter_queue.lease_seconds, t.lease_seconds),
            max_attempts = coalesce(jq_alter_queue.max_attempts, t.max_attempts),
@@ -594,7 +659,14 @@ BEGIN
            alert_depth_critical = coalesce(jq_alter_queue.alert_depth_critical,
                CASE WHEN clear_alerts THEN NULL ELSE t.alert_depth_critical END),
            alert_age_warning = coalesce(jq_alter_queue.alert_age_warning,
-               CASE WHEN clear_alerts THEN NULL ELSE t.alert_age_warning END)
+               CASE WHEN clear_alerts THEN NULL ELSE t.alert_age_warning END),
+           max_in_flight = coalesce(jq_alter_queue.max_in_flight,
+               CASE WHEN clear_limits THEN NULL ELSE t.max_in_flight END),
+           key_max_in_flight = coalesce(jq_alter_queue.key_max_in_flight,
+               CASE WHEN clear_limits THEN NULL ELSE t.key_max_in_flight END),
+           key_max_queued = coalesce(jq_alter_queue.key_max_queued,
+               CASE WHEN clear_limits THEN NULL ELSE t.key_max_queued END),
+           fair = coalesce(jq_alter_queue.fair, t.fair)
      WHERE t.queue_id = qid
     RETURNING * INTO q;
     RETURN q;
@@ -636,11 +708,13 @@ BEGIN
     DELETE FROM jq.job_result WHERE queue_id = qid;
     DELETE FROM jq.dead_letter WHERE queue_id = qid;
     DELETE FROM jq.idempotency_key WHERE queue_id = qid;
+    DELETE FROM jq.key_policy WHERE queue_id = qid;
     DELETE FROM jq.stats_history WHERE queue_id = qid;
     UPDATE jq.alert SET cleared_at = clock_timestamp()
      WHERE queue_id = qid AND cleared_at IS NULL;
     DELETE FROM jq.queue WHERE queue_id = qid;
     PERFORM jq.forget_scan_bounds(qid);
+    PERFORM jq.forget_keys(qid);
 END
 $$;
 
@@ -700,7 +774,8 @@ CREATE FUNCTION jq.jq_enqueue(
     priority integer DEFAULT 0,
     run_at timestamptz DEFAULT NULL,
     idempotency_key text DEFAULT NULL,
-    batch_id bigint DEFAULT NULL)
+    batch_id bigint DEFAULT NULL,
+    key text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -715,7 +790,8 @@ CREATE FUNCTION jq.jq_enqueue_batch(
     priority integer DEFAULT 0,
     run_at timestamptz DEFAULT NULL,
     idempotency_keys text[] DEFAULT NULL,
-    batch_id bigint DEFAULT NULL)
+    batch_id bigint DEFAULT NULL,
+    keys text[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -751,7 +827,8 @@ COMMENT ON FUNCTION jq.jq_create_batch IS 'create a batch in a queue; pass its i
 -- one call: a new batch with all its jobs; returns the batch id
 CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
                                    priority integer DEFAULT 0,
-                                   run_at timestamptz DEFAULT NULL)
+                                   run_at timestamptz DEFAULT NULL,
+                                   keys text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -762,7 +839,7 @@ DECLARE
 BEGIN
     PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
                                 jq_submit_batch.priority, jq_submit_batch.run_at,
-                                NULL, bid);
+                                NULL, bid, jq_submit_batch.keys);
     RETURN bid;
 END
 $$;
@@ -787,7 +864,8 @@ RETURNS TABLE (
     priority integer,
     payload jsonb,
     enqueued_at timestamptz,
-    lease_expires_at timestamptz)
+    lease_expires_at timestamptz,
+    key text)
 LANGUAGE C VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -840,7 +918,8 @@ RETURNS TABLE (
     priority integer,
     payload jsonb,
     enqueued_at timestamptz,
-    lease_expires_at timestamptz)
+    lease_expires_at timestamptz,
+    key text)
 LANGUAGE C VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1029,10 +1108,10 @@ BEGIN
         ), dead AS (
             INSERT INTO jq.dead_letter (job_id, queue_id, queue, priority, attempts, payload,
                                         errors, last_error, lease_token, run_at,
-                                        enqueued_at, failed_at)
+                                        enqueued_at, failed_at, key)
             SELECT d.id, d.queue_id, d.queue_name, d.priority, d.attempt, d.payload,
                    d.all_errors, fail_leased.error, d.lease_token, d.run_at, d.enqueued_at,
-                   fail_leased.now
+                   fail_leased.now, d.key
               FROM removed d
             RETURNING dead_letter.job_id
         ), noted AS (
@@ -1260,9 +1339,9 @@ BEGIN
         RETURNING d.*
     )
     INSERT INTO jq.job (id, queue_id, state, priority, attempt, lease_token, run_at,
-                        enqueued_at, errors, payload)
+                        enqueued_at, errors, payload, key)
     SELECT job_id, queue_id, 'r', priority, 0, lease_token, clock_timestamp(),
-           enqueued_at, errors, payload
+           enqueued_at, errors, payload, key
       FROM moved;
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
@@ -1309,7 +1388,8 @@ RETURNS TABLE (
     enqueued_at timestamptz,
     run_at timestamptz,
     started_at timestamptz,
-    finished_at timestamptz)
+    finished_at timestamptz,
+    key text)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1317,19 +1397,19 @@ AS $$
     SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
            j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
-           j.started_at, NULL::timestamptz
+           j.started_at, NULL::timestamptz, j.key
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
-           r.started_at, r.finished_at
+           r.started_at, r.finished_at, r.key
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
     SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
-           NULL::timestamptz, d.failed_at
+           NULL::timestamptz, d.failed_at, d.key
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
@@ -1358,7 +1438,7 @@ AS 'MODULE_PATHNAME', 'pgjq_count_trigger';
 -- page image: a third of the WAL of a batch drain.
 CREATE TRIGGER job_count_insert BEFORE INSERT
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 CREATE TRIGGER job_result_count BEFORE INSERT
     ON jq.job_result FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job_result');
@@ -1449,6 +1529,18 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_rebuild_counters';
 
+-- each key as shared memory has it (internal: jq.key_stats shows it;
+-- src/keys.c)
+CREATE FUNCTION jq.key_counters(
+    OUT queue_id integer, OUT key text, OUT ready bigint, OUT scheduled bigint,
+    OUT leased bigint, OUT reserved bigint, OUT queued_reserved bigint,
+    OUT delivered_total bigint, OUT succeeded_total bigint, OUT weight integer,
+    OUT servable boolean)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_key_counters';
+
 /*
  * jq.queue_stats: per queue, depth by state and by priority, age of the
  * oldest ready job, in-flight count and throughput over the last minute.
@@ -1467,18 +1559,28 @@ SELECT q.name AS queue,
        coalesce(sum(c.dead), 0)::bigint AS dead,
        coalesce(jsonb_object_agg(c.priority::text, c.ready ORDER BY c.priority DESC)
                     FILTER (WHERE c.ready > 0), '{}') AS ready_by_priority,
-       (SELECT clock_timestamp() - min(o.run_at)
+       clock_timestamp() - least(
+       (SELECT min(o.run_at)
           FROM c c2
           LEFT JOIN b ON b.state = 'ready' AND b.queue_id = c2.queue_id
                      AND b.priority = c2.priority
           CROSS JOIN LATERAL
                (SELECT j.run_at FROM jq.job j
-                 WHERE j.queue_id = c2.queue_id AND j.state = 'r'
+                 WHERE j.queue_id = c2.queue_id AND j.state = 'r' AND j.key IS NULL
                    AND j.priority = c2.priority
                    AND (j.run_at, j.id) >= (coalesce(b.at, '-infinity'),
                                             coalesce(b.id, -9223372036854775808))
                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
-         WHERE c2.queue_id = q.queue_id AND c2.ready > 0) AS oldest_ready_age,
+         WHERE c2.queue_id = q.queue_id AND c2.ready > 0),
+       -- jobs with a key: the next job of each key with ready jobs
+       (SELECT min(o.run_at)
+          FROM jq.key_counters() k
+          CROSS JOIN LATERAL
+               (SELECT j.run_at FROM jq.job j
+                 WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
+         WHERE k.queue_id = q.queue_id AND k.key IS NOT NULL AND k.ready > 0))
+           AS oldest_ready_age,
        coalesce(sum(c.enqueued_total), 0)::bigint AS enqueued_total,
        coalesce(sum(c.succeeded_total), 0)::bigint AS succeeded_total,
        coalesce(sum(c.failed_total), 0)::bigint AS failed_total,
@@ -1490,7 +1592,8 @@ SELECT q.name AS queue,
        round((coalesce(sum(c.succeeded_total), 0) - h.succeeded_total)
              / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
            AS succeeded_per_min,
-       jq.counters_valid() AS counters_valid
+       jq.counters_valid() AS counters_valid,
+       q.max_in_flight
   FROM jq.queue q
   LEFT JOIN c ON c.queue_id = q.queue_id
   LEFT JOIN LATERAL
@@ -1502,9 +1605,192 @@ SELECT q.name AS queue,
                (SELECT max(c3.since) FROM c c3 WHERE c3.queue_id = q.queue_id)
          ORDER BY s.sampled_at
          LIMIT 1) h ON true
- GROUP BY q.queue_id, q.name, h.sampled_at, h.enqueued_total, h.succeeded_total;
+ GROUP BY q.queue_id, q.name, q.max_in_flight, h.sampled_at, h.enqueued_total,
+          h.succeeded_total;
 
 COMMENT ON VIEW jq.queue_stats IS 'pgjq queue depth, age and throughput, from shared counters (no count(*))';
+
+/* ------------------------------------------------------------------------
+ * Job keys and flow control (src/keys.c).  Shared memory keeps each key's
+ * counts and reservations; jq.key_policy holds the policies, which reach
+ * shared memory when the transaction that set them commits.
+ * ------------------------------------------------------------------------ */
+
+CREATE SEQUENCE jq.key_policy_version_seq AS bigint;
+
+-- installs a key's policy (weight NULL: removes it) when the transaction commits
+CREATE FUNCTION jq.install_key_policy(queue_id integer, key text, version bigint,
+                                      weight integer, max_in_flight integer,
+                                      max_queued bigint)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_install_key_policy';
+
+-- forgets a dropped queue's keys when the transaction commits
+CREATE FUNCTION jq.forget_keys(queue_id integer)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_forget_keys';
+
+-- the rule of a job key, for the policy functions (src/keys.c has the same)
+CREATE FUNCTION jq.check_job_key(key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION 'key must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Jobs without a key follow the queue''s defaults: set them with jq.jq_alter_queue(key_max_in_flight => ..., key_max_queued => ...).';
+    END IF;
+    IF key = '' THEN
+        RAISE EXCEPTION 'job key must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(key) > jq.limit('job_key_maxlen') THEN
+        RAISE EXCEPTION 'job key of % bytes is too long', octet_length(key)
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('The limit is %s bytes.', jq.limit('job_key_maxlen'));
+    END IF;
+END
+$$;
+
+/*
+ * Sets or changes one key's policy; NULL leaves a setting as it is (a new
+ * policy starts at weight 1, without limits of its own).  A key needs no
+ * jobs to get a policy: set it before the traffic comes.
+ */
+CREATE FUNCTION jq.jq_set_key_policy(
+    queue text,
+    key text,
+    weight integer DEFAULT NULL,
+    max_in_flight integer DEFAULT NULL,
+    max_queued bigint DEFAULT NULL,
+    clear_limits boolean DEFAULT false)
+RETURNS jq.key_policy
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_set_key_policy.queue);
+    p jq.key_policy;
+BEGIN
+    PERFORM jq.check_job_key(jq_set_key_policy.key);
+    IF weight NOT BETWEEN 1 AND jq.limit('key_weight_max') THEN
+        RAISE EXCEPTION 'weight must be between 1 and %', jq.limit('key_weight_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', weight),
+                  HINT = 'A key with weight 3 gets three times the deliveries of a key with weight 1 when both have jobs waiting.';
+    END IF;
+    IF jq_set_key_policy.max_in_flight < 1 OR jq_set_key_policy.max_queued < 1 THEN
+        RAISE EXCEPTION 'max_in_flight and max_queued must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got max_in_flight %s and max_queued %s.',
+                                  coalesce(jq_set_key_policy.max_in_flight::text, 'NULL'),
+                                  coalesce(jq_set_key_policy.max_queued::text, 'NULL')),
+                  HINT = 'NULL leaves a limit as it is; clear_limits => true removes the key''s own limits.';
+    END IF;
+    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued, version)
+    VALUES (qid, jq_set_key_policy.key, coalesce(jq_set_key_policy.weight, 1),
+            jq_set_key_policy.max_in_flight, jq_set_key_policy.max_queued,
+            nextval('jq.key_policy_version_seq'))
+    ON CONFLICT ON CONSTRAINT key_policy_pkey DO UPDATE
+       SET weight = coalesce(jq_set_key_policy.weight, t.weight),
+           max_in_flight = coalesce(jq_set_key_policy.max_in_flight,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_in_flight END),
+           max_queued = coalesce(jq_set_key_policy.max_queued,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_queued END),
+           version = nextval('jq.key_policy_version_seq'),
+           updated_at = now()
+    RETURNING * INTO p;
+    PERFORM jq.install_key_policy(p.queue_id, p.key, p.version, p.weight,
+                                  p.max_in_flight, p.max_queued);
+    RETURN p;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_set_key_policy IS 'set or change the flow-control policy of one job key of a queue';
+
+/*
+ * Removes the policy of one key (it follows the queue's defaults again),
+ * or with key NULL of every key of the queue; returns how many were removed.
+ */
+CREATE FUNCTION jq.jq_reset_key_policy(queue text, key text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_reset_key_policy.queue);
+    n integer := 0;
+    r record;
+BEGIN
+    IF jq_reset_key_policy.key IS NOT NULL THEN
+        PERFORM jq.check_job_key(jq_reset_key_policy.key);
+    END IF;
+    FOR r IN
+        DELETE FROM jq.key_policy p
+         WHERE p.queue_id = qid
+           AND (jq_reset_key_policy.key IS NULL OR p.key = jq_reset_key_policy.key)
+        RETURNING p.queue_id, p.key
+    LOOP
+        PERFORM jq.install_key_policy(r.queue_id, r.key,
+                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_reset_key_policy IS 'remove the flow-control policy of one job key, or of every key of a queue; returns how many';
+
+/*
+ * Each job key of each queue with its jobs, limits and totals, from shared
+ * memory and the policies: no scan of jq.job (the next job's age is one
+ * index probe per key).  key NULL is the queue's jobs without a key.
+ * held_back: the key has jobs ready but gets none now, being at its own
+ * limit (key_max_in_flight) or its queue at the queue's (max_in_flight).
+ */
+CREATE VIEW jq.key_stats AS
+WITH k AS MATERIALIZED (SELECT * FROM jq.key_counters())
+SELECT q.name AS queue,
+       k.key,
+       k.ready,
+       k.scheduled,
+       k.leased + k.reserved AS in_flight,
+       coalesce(p.max_in_flight, q.key_max_in_flight) AS max_in_flight,
+       coalesce(p.weight, 1) AS weight,
+       coalesce(p.max_queued, q.key_max_queued) AS max_queued,
+       k.delivered_total,
+       k.succeeded_total,
+       -- the age of the key's next job
+       CASE WHEN k.ready = 0 THEN NULL
+            WHEN k.key IS NULL THEN
+                (SELECT clock_timestamp() - j.run_at FROM jq.job j
+                  WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key IS NULL
+                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+            ELSE
+                (SELECT clock_timestamp() - j.run_at FROM jq.job j
+                  WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+       END AS oldest_ready_age,
+       k.ready > 0 AND coalesce(
+           k.leased + k.reserved >= coalesce(p.max_in_flight, q.key_max_in_flight)
+           OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight,
+           false) AS held_back,
+       p.key IS NOT NULL AS has_policy
+  FROM k
+  JOIN jq.queue q ON q.queue_id = k.queue_id
+  LEFT JOIN jq.key_policy p ON p.queue_id = k.queue_id AND p.key = k.key
+ WHERE k.ready > 0 OR k.scheduled > 0 OR k.leased > 0 OR k.reserved > 0
+       OR k.delivered_total > 0 OR p.key IS NOT NULL;
+
+COMMENT ON VIEW jq.key_stats IS 'pgjq job keys: jobs, in flight against limits, weights and totals per key, from shared memory (no count(*))';
 
 /*
  * jq.sample_stats() writes one history row per queue and prunes rows
@@ -1911,10 +2197,10 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jq FROM PUBLIC;
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
 
 GRANT EXECUTE ON FUNCTION
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
     jq.jq_create_batch(text, text),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
     jq.jq_result(bigint),
     jq.jq_cancel(bigint)
 TO jq_producer;
@@ -1933,16 +2219,19 @@ GRANT EXECUTE ON FUNCTION jq.jq_list_queues(), jq.jq_worker_status(),
                           jq.jq_security_check(), jq.limits(), jq.limit(text)
 TO jq_reader;
 GRANT SELECT ON jq.queue, jq.queue_stats, jq.stats_history, jq.alert, jq.batch,
-                 jq.batch_progress, jq.dead_letter_errors, jq.compaction TO jq_reader;
+                 jq.batch_progress, jq.dead_letter_errors, jq.compaction,
+                 jq.key_policy, jq.key_stats TO jq_reader;
 GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.scan_bounds(),
-    jq.free_space(regclass) TO jq_reader;
+    jq.key_counters(), jq.free_space(regclass) TO jq_reader;
 -- dead letters hold payloads: operators (jq_admin) read them, readers do not
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
     jq.jq_drop_queue(text, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_reset_key_policy(text, text),
     jq.jq_redrive(text, bigint[])
 TO jq_admin;
 

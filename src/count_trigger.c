@@ -21,12 +21,14 @@
 
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "utils/builtins.h"
 #include "executor/spi.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 
 #include "counters.h"
 #include "bounds.h"
+#include "keys.h"
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 
@@ -45,6 +47,7 @@ typedef struct CountedTable
 	AttrNumber	lease_expires_at;	/* jq.job */
 	AttrNumber	run_at;			/* jq.job */
 	AttrNumber	id;				/* jq.job */
+	AttrNumber	key;			/* jq.job and jq.job_result; none before 0.4.0 */
 } CountedTable;
 
 static CountedTable counted[3];
@@ -87,6 +90,7 @@ counted_table(Relation rel, int which)
 	t->lease_expires_at = attnum(desc, "lease_expires_at");
 	t->run_at = attnum(desc, "run_at");
 	t->id = attnum(desc, "id");
+	t->key = attnum(desc, "key");
 	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
 		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
 		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
@@ -165,6 +169,76 @@ note_bound(HeapTuple tup, TupleDesc desc, const CountedTable *t, char state,
 					 made);
 }
 
+/* row_key returns the row's job key, or NULL: none, or no such column */
+static char *
+row_key(HeapTuple tup, TupleDesc desc, const CountedTable *t)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (t->key == InvalidAttrNumber)
+		return NULL;
+	d = heap_getattr(tup, t->key, desc, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * count_key tells keys.c about a change of a job of jq.job (its state,
+ * from the old row's to the new row's; 0 where there is no row), or of a
+ * success written to jq.job_result.  A job that becomes ready arrives at
+ * its position.
+ */
+static void
+count_key(int which, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
+		  const CountedTable *t)
+{
+	bool		isnull;
+	int32		old_queue = 0;
+	int32		new_queue = 0;
+	char	   *old_key = NULL;
+	char	   *new_key = NULL;
+	char		oldstate = 0;
+	char		newstate = 0;
+	PgjqKeyPos	pos;
+
+	if (which == PGJQ_IN_RESULT)
+	{
+		if (oldtup != NULL ||
+			DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull)) != PGJQ_STATE_SUCCEEDED)
+			return;
+		pgjq_keys_count(DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull)),
+						row_key(newtup, desc, t), 0, PGJQ_STATE_SUCCEEDED, NULL);
+		return;
+	}
+	if (oldtup != NULL)
+	{
+		old_queue = DatumGetInt32(heap_getattr(oldtup, t->queue_id, desc, &isnull));
+		old_key = row_key(oldtup, desc, t);
+		oldstate = DatumGetChar(heap_getattr(oldtup, t->state, desc, &isnull));
+	}
+	if (newtup != NULL)
+	{
+		new_queue = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
+		new_key = row_key(newtup, desc, t);
+		newstate = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
+		pos.priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
+		pos.at = DatumGetTimestampTz(heap_getattr(newtup, t->run_at, desc, &isnull));
+		pos.id = DatumGetInt64(heap_getattr(newtup, t->id, desc, &isnull));
+	}
+	if (oldtup != NULL && newtup != NULL &&
+		(old_queue != new_queue || (old_key == NULL) != (new_key == NULL) ||
+		 (old_key != NULL && strcmp(old_key, new_key) != 0)))
+	{
+		/* moved to another queue or key by hand: leaves one, enters the other */
+		pgjq_keys_count(old_queue, old_key, oldstate, 0, NULL);
+		oldstate = 0;
+	}
+	if (newtup != NULL)
+		pgjq_keys_count(new_queue, new_key, oldstate, newstate, &pos);
+	else
+		pgjq_keys_count(old_queue, old_key, oldstate, 0, NULL);
+}
+
 /*
  * pgjq_count_change counts one change of a row of a counted table (which
  * is PGJQ_IN_JOB, PGJQ_IN_RESULT or PGJQ_IN_DEAD_LETTER): an insert
@@ -189,6 +263,8 @@ pgjq_count_change(Relation rel, int which, HeapTuple oldtup, HeapTuple newtup)
 		state = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
 		check_row(newtup, desc, t, which, relname, state);
 	}
+	if (which != PGJQ_IN_DEAD_LETTER)
+		count_key(which, oldtup, newtup, desc, t);
 
 	if (oldtup != NULL && which != PGJQ_IN_RESULT)
 	{

@@ -35,12 +35,14 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "counters.h"
 #include "bounds.h"
+#include "keys.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -188,8 +190,8 @@ apply_deltas(void)
  * the counters are marked stale, and the worker rebuilds them once no
  * prepared transaction is left.
  */
-static void
-mark_stale(void)
+void
+pgjq_counters_mark_stale(void)
 {
 	CountersDb *db;
 
@@ -200,6 +202,10 @@ mark_stale(void)
 	LWLockRelease(counter_lock);
 }
 
+/*
+ * The keys' deltas and reservations (keys.c) end here too, after the
+ * counters: one callback, so that their order is fixed.
+ */
 static void
 counters_xact_callback(XactEvent event, void *arg)
 {
@@ -210,15 +216,24 @@ counters_xact_callback(XactEvent event, void *arg)
 			if (ndeltas > 0)
 				apply_deltas();
 			ndeltas = 0;
+			pgjq_keys_at_commit();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			ndeltas = 0;
+			pgjq_keys_at_abort();
 			break;
 		case XACT_EVENT_PREPARE:
 			if (ndeltas > 0)
-				mark_stale();
+				pgjq_counters_mark_stale();
 			ndeltas = 0;
+
+			/*
+			 * The keys' deltas are lost with the counters' (a rebuild
+			 * follows); their reservations end now, as the prepared
+			 * transaction's leases are counted by that rebuild.
+			 */
+			pgjq_keys_at_abort();
 			break;
 		default:
 			break;
@@ -234,6 +249,7 @@ counters_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
 		return;
+	pgjq_keys_at_subabort(mySubid, parentSubid, event == SUBXACT_EVENT_COMMIT_SUB);
 	for (int i = 0; i < ndeltas; i++)
 	{
 		if (deltas[i].subid == mySubid)
@@ -248,6 +264,22 @@ counters_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
+ * pgjq_counters_register_callbacks registers the transaction callbacks of
+ * the counters and the keys, once per backend.
+ */
+void
+pgjq_counters_register_callbacks(void)
+{
+	static bool callbacks_registered = false;
+
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(counters_xact_callback, NULL);
+	RegisterSubXactCallback(counters_subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
+/*
  * pgjq_counters_add records n events of counter c for (queue, priority)
  * in the current subtransaction; they reach the shared counters when the
  * transaction commits.  A no-op without shared memory.
@@ -255,7 +287,6 @@ counters_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 void
 pgjq_counters_add(int32 queue_id, int16 priority, int c, int64 n)
 {
-	static bool callbacks_registered = false;
 	SubTransactionId subid = GetCurrentSubTransactionId();
 	Delta	   *d = NULL;
 
@@ -270,12 +301,7 @@ pgjq_counters_add(int32 queue_id, int16 priority, int c, int64 n)
 		}
 	if (d == NULL)
 	{
-		if (!callbacks_registered)
-		{
-			RegisterXactCallback(counters_xact_callback, NULL);
-			RegisterSubXactCallback(counters_subxact_callback, NULL);
-			callbacks_registered = true;
-		}
+		pgjq_counters_register_callbacks();
 		if (ndeltas == maxdeltas)
 		{
 			maxdeltas = Max(8, maxdeltas * 2);
@@ -393,6 +419,51 @@ install_counts(void)
 }
 
 /*
+ * install_keys replaces this database's keys (keys.c) with the counts of
+ * PGJQ_STMT_COUNT_JOBS_KEYS, the last SPI result, and the policies of
+ * jq.key_policy; with a schema without keys, every job is of the default
+ * key (from PGJQ_STMT_COUNT_JOBS).
+ */
+static void
+install_keys(bool keys)
+{
+	pgjq_keys_install_begin();
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		key_null = true;
+		Datum		key = keys ? pgjq_stmt_value(i, COUNT_JOBS_KEY, &key_null) : (Datum) 0;
+		int32		queue_id = DatumGetInt32(pgjq_stmt_value(i, COUNT_JOBS_QUEUE_ID, &isnull));
+		char		state = DatumGetChar(pgjq_stmt_value(i, COUNT_JOBS_STATE, &isnull));
+		int64		n = DatumGetInt64(pgjq_stmt_value(i, COUNT_JOBS_JOBS, &isnull));
+
+		pgjq_keys_install_count(queue_id, key_null ? NULL : TextDatumGetCString(key),
+								state, n);
+	}
+	if (keys)
+	{
+		pgjq_stmt_execute(PGJQ_STMT_KEY_POLICIES, NULL, NULL, SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			bool		mif_null;
+			bool		mq_null;
+			Datum		mif = pgjq_stmt_value(i, KEY_POLICIES_MAX_IN_FLIGHT, &mif_null);
+			Datum		mq = pgjq_stmt_value(i, KEY_POLICIES_MAX_QUEUED, &mq_null);
+			int32		queue_id = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_QUEUE_ID, &isnull));
+			char	   *key = TextDatumGetCString(pgjq_stmt_value(i, KEY_POLICIES_KEY, &isnull));
+			int64		version = DatumGetInt64(pgjq_stmt_value(i, KEY_POLICIES_VERSION, &isnull));
+			int32		weight = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_WEIGHT, &isnull));
+
+			pgjq_keys_install_policy(queue_id, key, version, weight,
+									 mif_null ? 0 : DatumGetInt32(mif),
+									 mq_null ? 0 : DatumGetInt64(mq));
+		}
+	}
+	pgjq_keys_install_end();
+}
+
+/*
  * jq.rebuild_counters(timeout_ms) recounts this database's counters from
  * the tables and returns true, or returns false without a rebuild: when
  * pgjq is not preloaded, when the locks were not granted within
@@ -438,9 +509,13 @@ pgjq_rebuild_counters(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(PG_ARGISNULL(0) ? 2000 : PG_GETARG_INT32(0));
 	if (DatumGetBool(pgjq_stmt_call(PGJQ_STMT_LOCK_FOR_REBUILD, values, NULL, &isnull)))
 	{
+		bool		keys = pgjq_schema_keys();
+
 		/* not read-only: SPI takes a fresh snapshot, after the locks */
-		pgjq_stmt_execute(PGJQ_STMT_COUNT_JOBS, NULL, NULL, SPI_OK_SELECT);
+		pgjq_stmt_execute(keys ? PGJQ_STMT_COUNT_JOBS_KEYS : PGJQ_STMT_COUNT_JOBS,
+						  NULL, NULL, SPI_OK_SELECT);
 		install_counts();
+		install_keys(keys);
 		rebuilt = true;
 	}
 	SPI_finish();
@@ -522,6 +597,23 @@ pgjq_counters_results_total(void)
 	return total;
 }
 
+/* pgjq_counters_are_valid: are this database's counters built and exact? */
+bool
+pgjq_counters_are_valid(void)
+{
+	CountersDb *db;
+	bool		valid = false;
+
+	if (counters_shared == NULL)
+		return false;
+	LWLockAcquire(counter_lock, LW_SHARED);
+	db = counters_db(MyDatabaseId, false);
+	if (db != NULL)
+		valid = db->valid && !db->stale;
+	LWLockRelease(counter_lock);
+	return valid;
+}
+
 /*
  * jq.counters_valid() tells whether this database's counters are built and
  * exact.
@@ -529,17 +621,7 @@ pgjq_counters_results_total(void)
 Datum
 pgjq_counters_valid(PG_FUNCTION_ARGS)
 {
-	CountersDb *db;
-	bool		valid = false;
-
-	if (counters_shared == NULL)
-		PG_RETURN_BOOL(false);
-	LWLockAcquire(counter_lock, LW_SHARED);
-	db = counters_db(MyDatabaseId, false);
-	if (db != NULL)
-		valid = db->valid && !db->stale;
-	LWLockRelease(counter_lock);
-	PG_RETURN_BOOL(valid);
+	PG_RETURN_BOOL(pgjq_counters_are_valid());
 }
 
 /*
@@ -556,6 +638,7 @@ pgjq_reset_counters(PG_FUNCTION_ARGS)
 	if (counters_shared == NULL)
 		PG_RETURN_VOID();
 	pgjq_bounds_forget();
+	pgjq_keys_forget_all();
 	LWLockAcquire(counter_lock, LW_EXCLUSIVE);
 	forget_counters();
 	db = counters_db(MyDatabaseId, false);

@@ -26,6 +26,11 @@ extern void pgjq_counters_add(int32 queue_id, int16 priority, int counter, int64
 extern void pgjq_count_change(Relation rel, int which, HeapTuple oldtup,
 							  HeapTuple newtup);
 
+/* the transaction callbacks, which keys.c shares; validity */
+extern void pgjq_counters_register_callbacks(void);
+extern void pgjq_counters_mark_stale(void);
+extern bool pgjq_counters_are_valid(void);
+
 /* the worker */
 extern bool pgjq_counters_need_rebuild(void);
 extern int64 pgjq_counters_results_total(void);

@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "hotpath.h"
+#include "keys.h"
 #include "queue.h"
 #include "statements.h"
 #include "wakeup.h"
@@ -267,6 +268,58 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
 	pgjq_stmt_execute(PGJQ_STMT_BATCH_ADD, values, NULL, SPI_OK_INSERT);
 }
 
+/* the job keys of a batch, one per payload, NULL where a job has none */
+typedef struct JobKeys
+{
+	Datum	   *keys;			/* NULL: no job has a key */
+	bool	   *nulls;
+} JobKeys;
+
+/* job_key_cstring returns the key of job i, or NULL */
+static char *
+job_key_cstring(const JobKeys *jk, int i)
+{
+	if (jk == NULL || jk->keys == NULL || jk->nulls[i])
+		return NULL;
+	return TextDatumGetCString(jk->keys[i]);
+}
+
+static int
+cmp_cstring_nulls_first(const void *a, const void *b)
+{
+	const char *x = *(const char *const *) a;
+	const char *y = *(const char *const *) b;
+
+	if (x == NULL || y == NULL)
+		return (x != NULL) - (y != NULL);
+	return strcmp(x, y);
+}
+
+/*
+ * admit_jobs reserves the n jobs about to be inserted against their keys'
+ * admission limits (keys.c), one reservation per distinct key, and raises
+ * PJ001 for the first key they overfill, before anything is inserted.
+ */
+static void
+admit_jobs(const PgjqQueue *queue, const JobKeys *jk, int n)
+{
+	char	  **keys = palloc(sizeof(char *) * n);
+
+	for (int i = 0; i < n; i++)
+		keys[i] = job_key_cstring(jk, i);
+	qsort(keys, n, sizeof(char *), cmp_cstring_nulls_first);
+	for (int i = 0; i < n;)
+	{
+		int			j = i + 1;
+
+		while (j < n && cmp_cstring_nulls_first(&keys[i], &keys[j]) == 0)
+			j++;
+		pgjq_keys_admit(queue, keys[i], j - i);
+		i = j;
+	}
+	pfree(keys);
+}
+
 /*
  * insert_jobs adds one job per payload to the queue, with the ids given in
  * ids[] (claimed by idempotency keys) or, without ids_given, drawn from
@@ -277,11 +330,14 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
  */
 static void
 insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
-			Datum *payloads, int n, int64 *ids, bool ids_given)
+			Datum *payloads, const JobKeys *jk, int n, int64 *ids, bool ids_given)
 {
 	PgjqHot    *hot = pgjq_hot_begin(pgjq_lock_job_table());
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', 'n'};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' '};
+	bool		keyed_schema = pgjq_schema_keys();
+
+	admit_jobs(queue, jk, n);
 
 	if (pgjq_hot_can_insert(hot))
 	{
@@ -294,7 +350,9 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 				elog(ERROR, "pgjq: sequence jq.job_id_seq not found");
 		}
 		pgjq_hot_insert(hot, queue->queue_id, opts->state, opts->priority,
-						opts->run_at, opts->enqueued_at, payloads, n, seq, ids);
+						opts->run_at, opts->enqueued_at, payloads,
+						jk != NULL ? jk->keys : NULL, jk != NULL ? jk->nulls : NULL,
+						n, seq, ids);
 		pgjq_hot_end(hot);
 		return;
 	}
@@ -314,8 +372,24 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 													TYPALIGN_DOUBLE));
 		nulls[6] = ' ';
 	}
-	pgjq_stmt_execute(PGJQ_STMT_ENQUEUE_BATCH, values, nulls,
-					  SPI_OK_INSERT_RETURNING);
+	if (keyed_schema)
+	{
+		Datum	   *key_datums = palloc0(sizeof(Datum) * n);
+		bool	   *key_nulls = palloc(sizeof(bool) * n);
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		for (int i = 0; i < n; i++)
+		{
+			key_nulls[i] = jk == NULL || jk->keys == NULL || jk->nulls[i];
+			if (!key_nulls[i])
+				key_datums[i] = jk->keys[i];
+		}
+		values[7] = PointerGetDatum(construct_md_array(key_datums, key_nulls, 1, dims, lbs,
+													   TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	pgjq_stmt_execute(keyed_schema ? PGJQ_STMT_ENQUEUE_BATCH_KEYS : PGJQ_STMT_ENQUEUE_BATCH,
+					  values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != (uint64) n)
 		elog(ERROR, "pgjq: enqueue inserted " UINT64_FORMAT " rows for %d payloads",
 			 SPI_processed, n);
@@ -349,6 +423,9 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	Datum		payload_datum;
 	int64		job_id;
 	text	   *key = NULL;
+	Datum		job_key_datum = (Datum) 0;
+	bool		job_key_null = true;
+	JobKeys		jk = {NULL, NULL};
 
 	read_enqueue_options(fcinfo, &opts);
 	payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
@@ -356,6 +433,17 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	{
 		key = PG_GETARG_TEXT_PP(4);
 		check_key(key);
+	}
+	/* the job key: a schema older than 0.4.0 has no such argument */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		text	   *k = PG_GETARG_TEXT_PP(6);
+
+		pgjq_keys_check_key(VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k));
+		job_key_datum = PointerGetDatum(k);
+		job_key_null = false;
+		jk.keys = &job_key_datum;
+		jk.nulls = &job_key_null;
 	}
 
 	SPI_connect();
@@ -376,7 +464,7 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	payload_datum = JsonbPGetDatum(payload);
-	insert_jobs(&queue, &opts, &payload_datum, 1, &job_id, key != NULL);
+	insert_jobs(&queue, &opts, &payload_datum, &jk, 1, &job_id, key != NULL);
 	if (!PG_ARGISNULL(5))
 		add_to_batch(PG_GETARG_INT64(5), &job_id, 1);
 	SPI_finish();
@@ -418,9 +506,10 @@ cmp_keyref(const void *a, const void *b)
  */
 static void
 enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
-					Datum *payloads, int n, Datum *keys, bool *key_nulls,
-					int64 *ids)
+					Datum *payloads, const JobKeys *jk, int n, Datum *keys,
+					bool *key_nulls, int64 *ids)
 {
+	JobKeys		ins_jk = {NULL, NULL};
 	int		   *first = palloc(sizeof(int) * n);
 	bool	   *fresh = palloc(sizeof(bool) * n);
 	KeyRef	   *refs = palloc(sizeof(KeyRef) * n);
@@ -485,6 +574,11 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 
 	ins_payloads = palloc(sizeof(Datum) * n);
 	ins_ids = palloc(sizeof(int64) * n);
+	if (jk->keys != NULL)
+	{
+		ins_jk.keys = palloc(sizeof(Datum) * n);
+		ins_jk.nulls = palloc(sizeof(bool) * n);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		if (first[i] != i)
@@ -493,11 +587,16 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 		{
 			ins_payloads[ninsert] = payloads[i];
 			ins_ids[ninsert] = ids[i];
+			if (jk->keys != NULL)
+			{
+				ins_jk.keys[ninsert] = jk->keys[i];
+				ins_jk.nulls[ninsert] = jk->nulls[i];
+			}
 			ninsert++;
 		}
 	}
 	if (ninsert > 0)
-		insert_jobs(queue, opts, ins_payloads, ninsert, ins_ids, true);
+		insert_jobs(queue, opts, ins_payloads, &ins_jk, ninsert, ins_ids, true);
 }
 
 /*
@@ -521,6 +620,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	Datum	   *id_datums;
 	Datum	   *keys = NULL;
 	bool	   *key_nulls = NULL;
+	JobKeys		jk = {NULL, NULL};
 	ElementContext element = {NULL, 0};
 	ErrorContextCallback errcallback;
 
@@ -581,6 +681,39 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		element.element = 0;
 	}
 
+	/* the job keys: a schema older than 0.4.0 has no such argument */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(6);
+		int			njk;
+
+		if (ARR_NDIM(arr) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("keys must be a one-dimensional array")));
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+						  &jk.keys, &jk.nulls, &njk);
+		if (njk != nelems)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("keys must have as many elements as payloads"),
+					 errdetail("payloads has %d elements, keys has %d.", nelems, njk),
+					 errhint("Use NULL elements for jobs without a key.")));
+		element.array = "keys";
+		for (int i = 0; i < njk; i++)
+		{
+			element.element = i + 1;
+			if (!jk.nulls[i])
+			{
+				text	   *k = DatumGetTextPP(jk.keys[i]);
+
+				jk.keys[i] = PointerGetDatum(k);
+				pgjq_keys_check_key(VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k));
+			}
+		}
+		element.element = 0;
+	}
+
 	/* allocated before SPI_connect: SPI_finish frees SPI's own memory */
 	ids = palloc(sizeof(int64) * nelems);
 
@@ -598,9 +731,9 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 		check_batch(PG_GETARG_INT64(5), &queue, opts.queue_name);
 
 	if (keys != NULL)
-		enqueue_keyed_batch(&queue, &opts, elems, nelems, keys, key_nulls, ids);
+		enqueue_keyed_batch(&queue, &opts, elems, &jk, nelems, keys, key_nulls, ids);
 	else
-		insert_jobs(&queue, &opts, elems, nelems, ids, false);
+		insert_jobs(&queue, &opts, elems, &jk, nelems, ids, false);
 	if (!PG_ARGISNULL(5))
 		add_to_batch(PG_GETARG_INT64(5), ids, nelems);
 	SPI_finish();

@@ -89,13 +89,14 @@ typedef enum JobColumn
 	JOB_CANCEL_REQUESTED,
 	JOB_ERRORS,
 	JOB_PAYLOAD,
+	JOB_KEY,					/* 0.4.0 on: absent from older schemas */
 	JOB_NUM_COLUMNS
 } JobColumn;
 
 static const char *const job_column_names[JOB_NUM_COLUMNS] = {
 	"id", "queue_id", "state", "priority", "attempt", "lease_token", "run_at",
 	"enqueued_at", "started_at", "lease_expires_at", "cancel_requested",
-	"errors", "payload"
+	"errors", "payload", "key"
 };
 
 /* the columns of jq.job_result */
@@ -112,12 +113,13 @@ typedef enum ResultColumn
 	RES_ENQUEUED_AT,
 	RES_STARTED_AT,
 	RES_FINISHED_AT,
+	RES_KEY,					/* 0.4.0 on: absent from older schemas */
 	RES_NUM_COLUMNS
 } ResultColumn;
 
 static const char *const result_column_names[RES_NUM_COLUMNS] = {
 	"job_id", "queue_id", "state", "priority", "attempts", "result",
-	"last_error", "run_at", "enqueued_at", "started_at", "finished_at"
+	"last_error", "run_at", "enqueued_at", "started_at", "finished_at", "key"
 };
 
 /*
@@ -127,8 +129,11 @@ static const char *const result_column_names[RES_NUM_COLUMNS] = {
 typedef struct Layout
 {
 	Oid			relid;
-	int			col[JOB_NUM_COLUMNS];	/* JOB_NUM_COLUMNS >= RES_NUM_COLUMNS */
+	int			col[JOB_NUM_COLUMNS];	/* JOB_NUM_COLUMNS >= RES_NUM_COLUMNS;
+										 * -1: an optional column the table
+										 * lacks */
 	int			live;			/* the table's columns, dropped ones left out */
+	int			known;			/* of them, the ones named here */
 } Layout;
 
 static Layout job_layout;
@@ -150,6 +155,7 @@ struct PgjqHot
 	EState	   *estate;
 	HotTable	job;
 	Relation	ready_idx;		/* jq.job_ready_idx */
+	Relation	key_ready_idx;	/* jq.job_key_ready_idx, 0.4.0 on */
 	Relation	pkey_idx;		/* jq.job_pkey */
 	HotTable	result;			/* opened by the first finish */
 	bool		result_open;
@@ -170,8 +176,9 @@ layout_reset(Datum arg, Oid relid)
 }
 
 /*
- * layout_of finds the columns of rel by name.  With complete, every column
- * of the table must be one of them: the hot path forms whole rows of
+ * layout_of finds the columns of rel by name; the last one (key) may be
+ * missing, in a schema older than 0.4.0.  With complete, every column of
+ * the table must be one of them: the hot path forms whole rows of
  * jq.job_result, and a column it does not know would get no value (nor
  * its default).
  */
@@ -179,6 +186,8 @@ static const Layout *
 layout_of(Relation rel, Layout *layout, const char *const *names, int n,
 		  bool complete)
 {
+	int			known = 0;
+
 	static bool callback_registered = false;
 	TupleDesc	desc = RelationGetDescr(rel);
 	int			live = 0;
@@ -204,11 +213,16 @@ layout_of(Relation rel, Layout *layout, const char *const *names, int n,
 				layout->col[c] = a;
 	}
 	for (int c = 0; c < n; c++)
-		if (layout->col[c] < 0)
+	{
+		if (layout->col[c] >= 0)
+			known++;
+		else if (c < n - 1)
 			elog(ERROR, "pgjq: table \"%s\" has no column \"%s\"",
 				 RelationGetRelationName(rel), names[c]);
+	}
 	layout->live = live;
-	if (complete && live != n)
+	layout->known = known;
+	if (complete && live != known)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("table jq.%s has columns that pgjq does not know",
@@ -281,6 +295,8 @@ pgjq_hot_begin(Oid job_relid)
 			hot->pkey_idx = idx;
 		else if (strcmp(RelationGetRelationName(idx), "job_ready_idx") == 0)
 			hot->ready_idx = idx;
+		else if (strcmp(RelationGetRelationName(idx), "job_key_ready_idx") == 0)
+			hot->key_ready_idx = idx;
 
 		/*
 		 * The hint the executor's UPDATE gives an index whose key columns
@@ -339,13 +355,29 @@ serialization_failure(TM_Result result)
 #define VALUE(t, s, c)	((s)->tts_values[COL(t, c)])
 #define ISNULL(t, s, c) ((s)->tts_isnull[COL(t, c)])
 
+/* has_key tells whether a row's job key is key (NULL: has none) */
+static bool
+has_key(HotTable *t, TupleTableSlot *slot, const char *key)
+{
+	text	   *k;
+
+	if (COL(t, JOB_KEY) < 0 || ISNULL(t, slot, JOB_KEY))
+		return key == NULL;
+	if (key == NULL)
+		return false;
+	k = DatumGetTextPP(VALUE(t, slot, JOB_KEY));
+	return VARSIZE_ANY_EXHDR(k) == strlen(key) &&
+		memcmp(VARDATA_ANY(k), key, VARSIZE_ANY_EXHDR(k)) == 0;
+}
+
 /*
  * is_lane_job tells whether a row (all its attributes in the slot) is a
- * ready job of the queue, in the lane of priority from start on when start
- * is not NULL: the dequeue's WHERE, rechecked on a row's newest version.
+ * ready job of the queue and key (NULL: without a key), in the lane of
+ * priority from start on when start is not NULL: the dequeue's WHERE,
+ * rechecked on a row's newest version.
  */
 static bool
-is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id,
+is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id, const char *key,
 			int16 priority, const PgjqBoundKey *start)
 {
 	HotTable   *t = &hot->job;
@@ -353,7 +385,8 @@ is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id,
 	int64		id;
 
 	if (DatumGetChar(VALUE(t, slot, JOB_STATE)) != PGJQ_STATE_READY ||
-		DatumGetInt32(VALUE(t, slot, JOB_QUEUE_ID)) != queue_id)
+		DatumGetInt32(VALUE(t, slot, JOB_QUEUE_ID)) != queue_id ||
+		!has_key(t, slot, key))
 		return false;
 	if (start == NULL)
 		return true;
@@ -374,8 +407,8 @@ is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id,
  */
 static bool
 lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
-		  int32 queue_id, int16 priority, const PgjqBoundKey *start,
-		  TimestampTz now, int32 lease_seconds)
+		  int32 queue_id, const char *key, int16 priority,
+		  const PgjqBoundKey *start, TimestampTz now, int32 lease_seconds)
 {
 	HotTable   *t = &hot->job;
 	TupleTableSlot *row = seen;
@@ -496,10 +529,31 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		}
 		row = t->locked;
 		slot_getallattrs(row);
-		if (!is_lane_job(hot, row, queue_id, priority, start))
+		if (!is_lane_job(hot, row, queue_id, key, priority, start))
 			return false;		/* the lock stays, as after a failed recheck */
 		locked = true;
 	}
+}
+
+/* put_lease hands the lease just made (hot->job.next) to sink */
+static void
+put_lease(PgjqHot *hot, PgjqLeaseSink sink, void *sink_arg)
+{
+	HotTable   *t = &hot->job;
+	TupleTableSlot *next = t->next;
+	Datum		values[PGJQ_LEASE_COLUMNS];
+	bool		nulls[PGJQ_LEASE_COLUMNS] = {false};
+
+	values[0] = VALUE(t, next, JOB_ID);
+	values[1] = VALUE(t, next, JOB_LEASE_TOKEN);
+	values[2] = VALUE(t, next, JOB_ATTEMPT);
+	values[3] = Int32GetDatum((int32) DatumGetInt16(VALUE(t, next, JOB_PRIORITY)));
+	values[4] = VALUE(t, next, JOB_PAYLOAD);
+	values[5] = VALUE(t, next, JOB_ENQUEUED_AT);
+	values[6] = VALUE(t, next, JOB_LEASE_EXPIRES_AT);
+	nulls[7] = COL(t, JOB_KEY) < 0 || ISNULL(t, next, JOB_KEY);
+	values[7] = nulls[7] ? (Datum) 0 : VALUE(t, next, JOB_KEY);
+	sink(sink_arg, values, nulls);
 }
 
 /*
@@ -571,23 +625,12 @@ pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 		first = false;
 
 		/* an entry's visible row is a ready job (state is in the predicate) */
-		if (!is_lane_job(hot, t->slot, queue_id, priority, start))
+		if (!is_lane_job(hot, t->slot, queue_id, NULL, priority, start))
 			continue;
-		if (lease_row(hot, t->slot, snapshot, cid, queue_id, priority, start,
+		if (lease_row(hot, t->slot, snapshot, cid, queue_id, NULL, priority, start,
 					  now, lease_seconds))
 		{
-			TupleTableSlot *next = t->next;
-			Datum		values[PGJQ_LEASE_COLUMNS];
-			bool		nulls[PGJQ_LEASE_COLUMNS] = {false};
-
-			values[0] = VALUE(t, next, JOB_ID);
-			values[1] = VALUE(t, next, JOB_LEASE_TOKEN);
-			values[2] = VALUE(t, next, JOB_ATTEMPT);
-			values[3] = Int32GetDatum((int32) DatumGetInt16(VALUE(t, next, JOB_PRIORITY)));
-			values[4] = VALUE(t, next, JOB_PAYLOAD);
-			values[5] = VALUE(t, next, JOB_ENQUEUED_AT);
-			values[6] = VALUE(t, next, JOB_LEASE_EXPIRES_AT);
-			sink(sink_arg, values, nulls);
+			put_lease(hot, sink, sink_arg);
 			taken++;
 		}
 	}
@@ -597,6 +640,132 @@ pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 	ExecClearTuple(t->next);
 	UnregisterSnapshot(snapshot);
 	return taken;
+}
+
+/* row_pos is the position of a row of jq.job in the order of hand-out */
+static void
+row_pos(HotTable *t, TupleTableSlot *slot, PgjqKeyPos *pos)
+{
+	pos->priority = DatumGetInt16(VALUE(t, slot, JOB_PRIORITY));
+	pos->at = DatumGetTimestampTz(VALUE(t, slot, JOB_RUN_AT));
+	pos->id = DatumGetInt64(VALUE(t, slot, JOB_ID));
+}
+
+/*
+ * key_scan starts a scan of the ready jobs of one key (NULL: the jobs
+ * without a key, in jq.job_ready_idx; otherwise jq.job_key_ready_idx,
+ * whose columns are the same after the key): with from, the lane of
+ * from's priority from from's (run_at, id) on; without, the lanes below
+ * priority.
+ */
+static IndexScanDesc
+key_scan(PgjqHot *hot, Snapshot snapshot, int32 queue_id, const char *key,
+		 const PgjqKeyPos *from, int16 below)
+{
+	HotTable   *t = &hot->job;
+	Relation	index = key != NULL ? hot->key_ready_idx : hot->ready_idx;
+	AttrNumber	a = key != NULL ? 2 : 1;	/* the key's column, or before */
+	ScanKeyData keys[4];
+	ScanKeyData *row_keys = palloc(sizeof(ScanKeyData) * 2);	/* outlive us, in
+																 * the scan */
+	int			nkeys = 0;
+	IndexScanDesc scan;
+
+	if (index == NULL)
+		elog(ERROR, "pgjq: jq.job lacks jq.job_key_ready_idx");
+	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(queue_id));
+	if (key != NULL)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTEqualStrategyNumber, InvalidOid,
+							   index->rd_indcollation[1], F_TEXTEQ,
+							   CStringGetTextDatum(key));
+	if (from != NULL)
+	{
+		ScanKeyInit(&keys[nkeys++], a + 1, BTEqualStrategyNumber, F_INT2EQ,
+					Int16GetDatum(from->priority));
+		/* (run_at, id) >= from's, as pgjq_hot_lease does with a bound */
+		ScanKeyEntryInitialize(&row_keys[0], SK_ROW_MEMBER, a + 2,
+							   BTGreaterEqualStrategyNumber, TIMESTAMPTZOID,
+							   InvalidOid, F_TIMESTAMP_CMP,
+							   TimestampTzGetDatum(from->at));
+		ScanKeyEntryInitialize(&row_keys[1], SK_ROW_MEMBER | SK_ROW_END, a + 3,
+							   BTGreaterEqualStrategyNumber, INT8OID,
+							   InvalidOid, F_BTINT8CMP,
+							   Int64GetDatum(from->id));
+		ScanKeyEntryInitialize(&keys[nkeys++], SK_ROW_HEADER, a + 2,
+							   BTGreaterEqualStrategyNumber, InvalidOid,
+							   InvalidOid, InvalidOid, PointerGetDatum(row_keys));
+	}
+	else
+		ScanKeyInit(&keys[nkeys++], a + 1, BTLessStrategyNumber, F_INT2LT,
+					Int16GetDatum(below));
+	scan = index_beginscan(t->rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	return scan;
+}
+
+/*
+ * pgjq_hot_lease_key leases the next ready job of one key of the queue
+ * (key NULL: the jobs without a key) for the scheduler (keys.c): the first
+ * one from the key's head from on, in the lane of from's priority, which
+ * is the place the scheduler gave the key.  Sets *seen to the first ready
+ * job the scan saw, locked or not, which is the key's head now; when the
+ * lane holds none, looks at the lanes below without leasing (the key's
+ * place in the schedule is lower: the caller picks again), and sets *seen
+ * to the first job there or leaves it.  Returns whether it leased a job,
+ * at *leased, handed to sink.
+ */
+bool
+pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
+				   const PgjqKeyPos *from, TimestampTz now, int32 lease_seconds,
+				   PgjqLeaseSink sink, void *sink_arg, PgjqKeyPos *seen,
+				   PgjqKeyPos *leased)
+{
+	HotTable   *t = &hot->job;
+	PgjqBoundKey start = {from->at, from->id};
+	Snapshot	snapshot;
+	CommandId	cid;
+	IndexScanDesc scan;
+	bool		first = true;
+	bool		done = false;
+
+	snapshot = new_snapshot(&cid);
+	scan = key_scan(hot, snapshot, queue_id, key, from, 0);
+	while (!done && index_getnext_slot(scan, ForwardScanDirection, t->slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(t->slot);
+		if (first)
+			row_pos(t, t->slot, seen);
+		first = false;
+		if (!is_lane_job(hot, t->slot, queue_id, key, from->priority, &start))
+			continue;
+		if (lease_row(hot, t->slot, snapshot, cid, queue_id, key, from->priority,
+					  &start, now, lease_seconds))
+		{
+			row_pos(t, t->next, leased);
+			put_lease(hot, sink, sink_arg);
+			done = true;
+		}
+	}
+	index_endscan(scan);
+
+	if (first && from->priority > PGJQ_LIMIT_PRIORITY_MIN)
+	{
+		/* none in the lane: where are the key's jobs now? */
+		scan = key_scan(hot, snapshot, queue_id, key, NULL, from->priority);
+		if (index_getnext_slot(scan, ForwardScanDirection, t->slot))
+		{
+			slot_getallattrs(t->slot);
+			row_pos(t, t->slot, seen);
+		}
+		index_endscan(scan);
+	}
+	ExecClearTuple(t->slot);
+	ExecClearTuple(t->locked);
+	ExecClearTuple(t->next);
+	UnregisterSnapshot(snapshot);
+	return done;
 }
 
 /*
@@ -676,6 +845,8 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	COPY(RES_RUN_AT, JOB_RUN_AT);
 	COPY(RES_ENQUEUED_AT, JOB_ENQUEUED_AT);
 	COPY(RES_STARTED_AT, JOB_STARTED_AT);
+	if (COL(r, RES_KEY) >= 0 && COL(j, JOB_KEY) >= 0)
+		COPY(RES_KEY, JOB_KEY);
 #undef COPY
 	VALUE(r, slot, RES_STATE) = CharGetDatum(state);
 	ISNULL(r, slot, RES_STATE) = false;
@@ -848,7 +1019,7 @@ pgjq_hot_can_insert(PgjqHot *hot)
 	Relation	rel = hot->job.rel;
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
 
-	if (hot->job.layout->live != JOB_NUM_COLUMNS || rel->rd_rel->relrowsecurity ||
+	if (hot->job.layout->live != hot->job.layout->known || rel->rd_rel->relrowsecurity ||
 		(constr != NULL && constr->num_check > 0))
 		return false;
 	if (rel->trigdesc != NULL)
@@ -871,13 +1042,15 @@ pgjq_hot_can_insert(PgjqHot *hot)
  * heap_multi_insert (one WAL record per page rather than per row), then
  * each row's index entries and its count (the count trigger's body).  With
  * a valid seq each id is drawn from it, in payload order; otherwise ids[]
- * holds them (claimed by idempotency keys).  The caller has checked
- * pgjq_hot_can_insert and every payload.
+ * holds them (claimed by idempotency keys).  keys, when not NULL, holds
+ * each job's key (NULL where key_nulls says).  The caller has checked
+ * pgjq_hot_can_insert, every payload and every key.
  */
 void
 pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 				TimestampTz run_at, TimestampTz enqueued_at,
-				const Datum *payloads, int n, Oid seq, int64 *ids)
+				const Datum *payloads, const Datum *keys, const bool *key_nulls,
+				int n, Oid seq, int64 *ids)
 {
 	HotTable   *t = &hot->job;
 	int			natts = RelationGetDescr(t->rel)->natts;
@@ -902,6 +1075,12 @@ pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 		SET(JOB_ENQUEUED_AT, TimestampTzGetDatum(enqueued_at));
 		SET(JOB_CANCEL_REQUESTED, BoolGetDatum(false));
 		SET(JOB_PAYLOAD, payloads[i]);
+		if (keys != NULL && !key_nulls[i])
+		{
+			if (COL(t, JOB_KEY) < 0)
+				elog(ERROR, "pgjq: jq.job has no column \"key\"");
+			SET(JOB_KEY, keys[i]);
+		}
 #undef SET
 		ExecStoreVirtualTuple(slot);
 		slots[i] = slot;

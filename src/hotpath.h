@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "bounds.h"
+#include "keys.h"
 
 /* the tables and indexes one call works on; see pgjq_hot_begin */
 typedef struct PgjqHot PgjqHot;
@@ -41,6 +42,11 @@ extern int32 pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 							TimestampTz now, int32 lease_seconds,
 							PgjqLeaseSink sink, void *sink_arg,
 							PgjqBoundKey *head);
+extern bool pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
+							   const PgjqKeyPos *from, TimestampTz now,
+							   int32 lease_seconds, PgjqLeaseSink sink,
+							   void *sink_arg, PgjqKeyPos *seen,
+							   PgjqKeyPos *leased);
 extern void pgjq_hot_batch_begin(PgjqHot *hot);
 extern void pgjq_hot_batch_end(PgjqHot *hot);
 extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,
@@ -51,9 +57,10 @@ extern bool pgjq_hot_can_insert(PgjqHot *hot);
 extern void pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state,
 							int16 priority, TimestampTz run_at,
 							TimestampTz enqueued_at, const Datum *payloads,
+							const Datum *keys, const bool *key_nulls,
 							int n, Oid seq, int64 *ids);
 
 /* the columns of a lease, as jq_dequeue returns them */
-#define PGJQ_LEASE_COLUMNS 7
+#define PGJQ_LEASE_COLUMNS 8
 
 #endif							/* PGJQ_HOTPATH_H */

@@ -36,6 +36,7 @@
 
 #include "bounds.h"
 #include "hotpath.h"
+#include "keys.h"
 #include "queue.h"
 #include "statements.h"
 
@@ -81,6 +82,41 @@ dequeue_lanes(FunctionCallInfo fcinfo, PgjqHot *hot, int32 queue_id,
 	}
 	pgjq_lanes_advance(queue_id, scan);
 	return true;
+}
+
+/* re-picks one dequeue may make for keys whose heads were behind */
+#define MAX_MISSES 1000
+
+/*
+ * dequeue_keys leases up to max_jobs jobs of a queue under flow control,
+ * one at a time, each from the key the scheduler picks (keys.c): the key
+ * and the queue have a slot for it reserved, and it is the key's turn.
+ */
+static void
+dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
+			 int32 max_jobs, TimestampTz now, int32 lease_seconds)
+{
+	int32		taken = 0;
+	int			misses = 0;
+	PgjqKeyTicket ticket;
+
+	while (taken < max_jobs && misses < MAX_MISSES &&
+		   pgjq_keys_pick(queue, &ticket))
+	{
+		PgjqKeyPos	seen = pgjq_key_pos_none;
+		PgjqKeyPos	leased = pgjq_key_pos_none;
+		bool		ok;
+
+		ok = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
+								now, lease_seconds, put_lease,
+								fcinfo->resultinfo, &seen, &leased);
+		pgjq_keys_picked(&ticket, ok, &leased, &seen);
+		if (ok)
+			taken++;
+		else
+			misses++;
+	}
+	pgjq_keys_pick_done();
 }
 
 /*
@@ -213,7 +249,9 @@ lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 
 	if (hot == NULL)
 		hot = pgjq_hot_begin(job_relid);
-	if (!dequeue_lanes(fcinfo, hot, queue.queue_id, max_jobs, now, lease_seconds))
+	if (pgjq_schema_keys() && pgjq_keys_flow_controlled(&queue))
+		dequeue_keys(fcinfo, hot, &queue, max_jobs, now, lease_seconds);
+	else if (!dequeue_lanes(fcinfo, hot, queue.queue_id, max_jobs, now, lease_seconds))
 		(void) pgjq_hot_lease(hot, queue.queue_id, 0, NULL, max_jobs, now,
 							  lease_seconds, put_lease, fcinfo->resultinfo, NULL);
 	pgjq_hot_end(hot);

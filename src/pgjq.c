@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/varlena.h"
 
+#include "keys.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "utility.h"
@@ -162,6 +163,16 @@ _PG_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("pgjq.max_keys",
+							"Job keys that flow control can keep in shared memory at once.",
+							"Counted over every database: keys with jobs, reservations or a policy, and room for each queue's jobs without a key.  A new key that finds no room makes its enqueue fail; keys without jobs are forgotten to make room.",
+							&pgjq_max_keys,
+							10000,
+							100,
+							1000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgjq");
 
 	if (!process_shared_preload_libraries_in_progress)

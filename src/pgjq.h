@@ -108,6 +108,8 @@ extern PgjqCounter pgjq_state_counter(char code);
 	X(LEASE_SECONDS_MAX,	86400,	"lease_seconds_max",	"seconds of one lease") \
 	X(BATCH_MAX,			10000,	"batch_max",			"elements of one batch call (enqueue, ack, redrive)") \
 	X(KEY_MAXLEN,			512,	"key_maxlen",			"bytes of an idempotency key") \
+	X(JOB_KEY_MAXLEN,		128,	"job_key_maxlen",		"bytes of a job key (flow control)") \
+	X(KEY_WEIGHT_MAX,		10000,	"key_weight_max",		"fair-share weight of a job key") \
 	X(LABEL_MAXLEN,			512,	"label_maxlen",			"bytes of a batch label") \
 	X(MAX_ATTEMPTS_MAX,		1000,	"max_attempts_max",		"attempts a queue may allow a job") \
 	X(PAYLOAD_BYTES_MIN,	16,		"payload_bytes_min",	"lowest max_payload_bytes of a queue") \

@@ -84,6 +84,7 @@ static uint64 queue_cache_generation = 0;	/* bumped by every reset */
 static bool schema_caches = false;
 static bool schema_promotes = false;
 static bool schema_bounds = false;
+static bool schema_keys = false;
 
 /* jq.job_scheduled_idx, for jq_dequeue's probe (pgjq_scheduled_index) */
 static Oid	scheduled_idx_oid = InvalidOid;
@@ -207,6 +208,7 @@ queue_cache_init(void)
 		schema_caches = function_exists("queue_changed", 0, NULL);
 		schema_promotes = function_exists("promote_due", 2, promote_args);
 		schema_bounds = function_exists("scan_bounds", 0, NULL);
+		schema_keys = function_exists("key_counters", 0, NULL);
 	}
 	if (queue_cache == NULL)
 	{
@@ -298,6 +300,24 @@ read_queue(const char *name, PgjqQueue *queue)
 		queue->max_payload_bytes = DatumGetInt32(slot_getattr(slot,
 															  attnum_of(desc, "max_payload_bytes"),
 															  &isnull));
+		strlcpy(queue->name, name, sizeof(queue->name));
+		queue->max_in_flight = 0;
+		queue->key_max_in_flight = 0;
+		queue->key_max_queued = 0;
+		queue->fair = false;
+		if (schema_keys)
+		{
+			Datum		d;
+
+			d = slot_getattr(slot, attnum_of(desc, "max_in_flight"), &isnull);
+			queue->max_in_flight = isnull ? 0 : DatumGetInt32(d);
+			d = slot_getattr(slot, attnum_of(desc, "key_max_in_flight"), &isnull);
+			queue->key_max_in_flight = isnull ? 0 : DatumGetInt32(d);
+			d = slot_getattr(slot, attnum_of(desc, "key_max_queued"), &isnull);
+			queue->key_max_queued = isnull ? 0 : DatumGetInt64(d);
+			d = slot_getattr(slot, attnum_of(desc, "fair"), &isnull);
+			queue->fair = !isnull && DatumGetBool(d);
+		}
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
@@ -388,6 +408,17 @@ pgjq_schema_bounds(void)
 {
 	queue_cache_init();
 	return schema_bounds;
+}
+
+/*
+ * pgjq_schema_keys tells whether the installed schema has job keys and
+ * flow control (0.4.0 and later; src/keys.c).
+ */
+bool
+pgjq_schema_keys(void)
+{
+	queue_cache_init();
+	return schema_keys;
 }
 
 /*

@@ -18,9 +18,15 @@
 /* a queue's settings as the hot path needs them */
 typedef struct PgjqQueue
 {
+	char		name[PGJQ_LIMIT_QUEUE_NAME_MAXLEN + 1];
 	int32		queue_id;
 	int32		lease_seconds;
 	int32		max_payload_bytes;
+	/* flow control (keys.c); 0 or false in a schema without it */
+	int32		max_in_flight;	/* 0: no limit */
+	int32		key_max_in_flight;
+	int64		key_max_queued;
+	bool		fair;
 } PgjqQueue;
 
 extern void pgjq_check_queue_name(const char *name);
@@ -30,5 +36,6 @@ extern Oid	pgjq_scheduled_index(void);
 extern Oid	pgjq_result_table(void);
 extern bool pgjq_schema_promotes(void);
 extern bool pgjq_schema_bounds(void);
+extern bool pgjq_schema_keys(void);
 
 #endif							/* PGJQ_QUEUE_H */

@@ -26,6 +26,7 @@
 
 #include "counters.h"
 #include "bounds.h"
+#include "keys.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "wakeup.h"
@@ -37,6 +38,7 @@ enum
 	LOCK_WAKEUP,
 	LOCK_COUNTERS,
 	LOCK_BOUNDS,
+	LOCK_KEYS,
 	NUM_LOCKS
 };
 
@@ -54,10 +56,11 @@ pgjq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(add_size(pgjq_launcher_shmem_size(),
-													  pgjq_wakeup_shmem_size()),
-											 pgjq_counters_shmem_size()),
-									pgjq_bounds_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(add_size(pgjq_launcher_shmem_size(),
+															   pgjq_wakeup_shmem_size()),
+													  pgjq_counters_shmem_size()),
+											 pgjq_bounds_shmem_size()),
+									pgjq_keys_shmem_size()));
 	RequestNamedLWLockTranche("pgjq", NUM_LOCKS);
 }
 
@@ -79,6 +82,7 @@ pgjq_shmem_startup(void)
 	pgjq_wakeup_shmem_init(&locks[LOCK_WAKEUP].lock);
 	pgjq_counters_shmem_init(&locks[LOCK_COUNTERS].lock);
 	pgjq_bounds_shmem_init(&locks[LOCK_BOUNDS].lock);
+	pgjq_keys_shmem_init(&locks[LOCK_KEYS].lock);
 	attached = true;
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -52,7 +52,7 @@
 	" " j "id = " id " AND " j "lease_token = " token \
 	" AND " j "state = " PGJQ_SQL_STATE(LEASED)
 
-#define MAX_ARGS 7
+#define MAX_ARGS 8
 #define MAX_COLUMNS 9
 
 typedef struct PgjqStmt
@@ -81,6 +81,20 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		" RETURNING id",
 		7, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
 		INT8ARRAYOID},
+		{"id"}
+	},
+	[PGJQ_STMT_ENQUEUE_BATCH_KEYS] = {
+		/* ENQUEUE_BATCH with each job's key in $8 (a schema with keys) */
+		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload, key)"
+		" SELECT COALESCE(u.i, pg_catalog.nextval('jq.job_id_seq')),"
+		"        $1, $2, $3, $4, $5, u.p, u.k"
+		"   FROM ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7),"
+		"                   pg_catalog.unnest($8))"
+		"        WITH ORDINALITY AS u(p, i, k, n)"
+		"  ORDER BY u.n"
+		" RETURNING id",
+		8, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID},
 		{"id"}
 	},
 	[PGJQ_STMT_NEXT_IDS] = {
@@ -186,6 +200,24 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		" SELECT queue_id, priority, state, count(*) FROM jq.job_result GROUP BY 1, 2, 3",
 		0, {},
 		{"queue_id", "priority", "state", "jobs"}
+	},
+	[PGJQ_STMT_COUNT_JOBS_KEYS] = {
+		/* COUNT_JOBS by key as well (a schema with keys) */
+		"SELECT queue_id, priority, state, count(*) AS jobs, key FROM jq.job GROUP BY 1, 2, 3, 5"
+		" UNION ALL"
+		" SELECT queue_id, priority, " PGJQ_SQL_STATE(DEAD) "::\"char\", count(*), key"
+		"   FROM jq.dead_letter GROUP BY 1, 2, 5"
+		" UNION ALL"
+		" SELECT queue_id, priority, state, count(*), key FROM jq.job_result GROUP BY 1, 2, 3, 5",
+		0, {},
+		{"queue_id", "priority", "state", "jobs", "key"}
+	},
+	[PGJQ_STMT_KEY_POLICIES] = {
+		/* the keys' policies, for the rebuild */
+		"SELECT queue_id, key, version, weight, max_in_flight, max_queued"
+		"  FROM jq.key_policy",
+		0, {},
+		{"queue_id", "key", "version", "weight", "max_in_flight", "max_queued"}
 	},
 	[PGJQ_STMT_PROMOTE_DUE] = {
 		/* $1 a queue, or NULL for every queue */

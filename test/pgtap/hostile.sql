@@ -298,7 +298,13 @@ INSERT INTO hv_extra VALUES
     ('jq_redrive', 'job_ids', 'elem:ready', 'ARRAY[{R}]::bigint[]'),
     ('jq_redrive', 'job_ids', 'elem:other_queue', 'ARRAY[{X2}]::bigint[]'),
     ('jq_fail', 'retry_in', 'd366', $$'366 days'$$),
-    ('jq_fail', 'retry_in', 'd366_us', $$'366 days 1 microsecond'$$);
+    ('jq_fail', 'retry_in', 'd366_us', $$'366 days 1 microsecond'$$),
+    ('jq_enqueue|jq_set_key_policy|jq_reset_key_policy', 'key', 'jk128', $$repeat('k', 128)$$),
+    ('jq_enqueue|jq_set_key_policy|jq_reset_key_policy', 'key', 'jk129', $$repeat('k', 129)$$),
+    ('jq_enqueue|jq_set_key_policy', 'key', 'utf8_130', $$repeat(E'\u00e9', 65)$$),
+    ('jq_enqueue_batch|jq_submit_batch', 'keys', 'elem:jk129', $$ARRAY[repeat('k', 129)]$$),
+    ('jq_set_key_policy', 'weight', 'kw10000', '10000'),
+    ('jq_set_key_policy', 'weight', 'kw10001', '10001');
 
 -- A valid value per parameter ("seed"): the baseline of a parameter without
 -- a default (an array parameter gets ARRAY[seed]), and the element of the
@@ -317,6 +323,7 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'lease_token|lease_tokens', '{T}'),
     ('.*', 'error|errors', $$'boom'$$),
     ('.*', 'idempotency_keys', $$'seed-key'$$),
+    ('.*', 'key|keys', $$'team_a'$$),
     ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
 
 -- Calls of several hostile arguments at once: fn (a pattern, as in table
@@ -384,7 +391,9 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     -- baseline calls
     (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_ack_dequeue|jq_ack|jq_ack_batch|jq_result|jq_fail|jq_extend|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
         '-', 'baseline', 'ok', NULL),
-    (1, 'jq\.counters|jq\.counters_valid|jq\.scan_bounds', '-', 'baseline', 'any',
+    (1, 'jq_set_key_policy', '-', 'baseline', 'ok', NULL),
+    (1, 'jq_reset_key_policy', '-', 'baseline', 'noop', 'the key has no policy: 0 removed'),
+    (1, 'jq\.counters|jq\.counters_valid|jq\.scan_bounds|jq\.key_counters', '-', 'baseline', 'any',
         'the shared counters and dequeue bounds do not see this test''s uncommitted queues'),
     (1, 'jq\.limits|jq\.limit', '-', 'baseline', 'ok', NULL),
     (1, 'jq\.free_space', '-', 'baseline', 'ok', NULL),
@@ -448,6 +457,33 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (1, 'jq_enqueue_batch', 'idempotency_keys', 'elem:empty', '22023', NULL),
     (1, 'jq_enqueue_batch', 'idempotency_keys', 'elem:(len1000|1mb)', '54000', NULL),
     (0, 'jq_enqueue_batch', 'idempotency_keys', '.*', 'ok', NULL),
+
+    -- job keys: 1 to 128 bytes of any text without a zero byte
+    (1, 'jq_enqueue|jq_set_key_policy|jq_reset_key_policy', 'key', 'empty', '22023', NULL),
+    (1, 'jq_enqueue|jq_set_key_policy|jq_reset_key_policy', 'key',
+        'len1000|1mb|jk129|utf8_130', '54000', NULL),
+    (0, 'jq_enqueue|jq_set_key_policy', 'key', '.*', 'ok', NULL),
+    (1, 'jq_set_key_policy', 'key', 'null', '22004', 'jobs without a key follow the queue''s defaults'),
+    (0, 'jq_reset_key_policy', 'key', '.*', 'noop', 'no key of hq has a policy: 0 removed'),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'keys', 'empty|twodim|longer|n10001', '2202E', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'keys', 'elem:empty', '22023', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'keys', 'elem:(len1000|1mb|jk129)', '54000', NULL),
+    (0, 'jq_enqueue_batch|jq_submit_batch', 'keys', '.*', 'ok', NULL),
+    -- key policies and flow-control settings: limits are positive or NULL
+    (1, 'jq_set_key_policy', 'weight', 'null|one|kw10000', 'ok', NULL),
+    (1, 'jq_set_key_policy', 'weight', 'zero|neg1|int2max|int2min|int4max|int4min|kw10001',
+        '22023', NULL),
+    (1, 'jq_set_key_policy|jq_create_queue|jq_alter_queue', 'max_in_flight|key_max_in_flight',
+        'null|one|int2max|int4max', 'ok', NULL),
+    (1, 'jq_set_key_policy|jq_create_queue|jq_alter_queue', 'max_in_flight|key_max_in_flight',
+        'zero|neg1|int2min|int4min', '22023', NULL),
+    (1, 'jq_set_key_policy|jq_create_queue|jq_alter_queue', 'max_queued|key_max_queued',
+        'null|unknown|int4max_plus|int8max', 'ok', NULL),
+    (1, 'jq_set_key_policy|jq_create_queue|jq_alter_queue', 'max_queued|key_max_queued',
+        'zero|neg1|int8min', '22023', NULL),
+    (1, 'jq_set_key_policy|jq_alter_queue', 'clear_limits', 'null|true|false', 'ok', NULL),
+    (1, 'jq_create_queue|jq_alter_queue', 'fair', 'null|true|false', 'ok',
+        'NULL: the default (create) or unchanged (alter)'),
 
     -- dequeue and extend
     (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
@@ -584,6 +620,15 @@ INSERT INTO stored VALUES
      'lease_seconds|max_attempts|backoff_base|backoff_cap|result_retention|max_payload_bytes|dead_letter_retention|idempotency_window|alert_depth_warning|alert_depth_critical|alert_age_warning',
      $$(%V) IS NULL OR (SELECT q.%P FROM jq.queue q WHERE q.name = 'hq') = (%V)$$),
     ('jq_enqueue', 'payload', $$(SELECT payload FROM jq.job ORDER BY id DESC LIMIT 1) = (%V)$$),
+    ('jq_enqueue', 'key',
+     $$(SELECT key FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
+    ('jq_set_key_policy', 'key', $$EXISTS (SELECT FROM jq.key_policy WHERE key = (%V))$$),
+    ('jq_set_key_policy', 'weight|max_in_flight|max_queued',
+     $$(%V) IS NULL OR (SELECT p.%P FROM jq.key_policy p WHERE p.key = 'team_a') = (%V)$$),
+    ('jq_create_queue', 'max_in_flight|key_max_in_flight|key_max_queued',
+     $$(SELECT q.%P FROM jq.queue q WHERE q.name = 'hq_new') IS NOT DISTINCT FROM (%V)$$),
+    ('jq_alter_queue', 'max_in_flight|key_max_in_flight|key_max_queued|fair',
+     $$(%V) IS NULL OR (SELECT q.%P FROM jq.queue q WHERE q.name = 'hq') = (%V)$$),
     ('jq_enqueue', 'idempotency_key',
      $$(%V) IS NULL OR EXISTS (SELECT FROM jq.idempotency_key WHERE key = (%V))$$),
     ('jq_enqueue_batch|jq_submit_batch', 'payloads',
@@ -628,6 +673,7 @@ DECLARE
     b bigint;
     j bigint[];
     t bigint[];
+    want integer;
 BEGIN
     step := 'jq_enqueue with an idempotency key';
     -- payloads of 16 bytes at most, the smallest limit a queue may have
@@ -641,10 +687,20 @@ BEGIN
     PERFORM jq.jq_enqueue_batch(q, ARRAY['{}', '[]', '{}', '[]']::jsonb[],
                              priority => 100);
     step := 'jq_dequeue';
+    -- a concurrency limit below 4 holds the rest back, also from a second
+    -- dequeue: slots free when the leases' ends commit
+    SELECT least(4, coalesce(x.max_in_flight, 4), coalesce(x.key_max_in_flight, 4))
+      INTO want FROM jq.queue x WHERE x.name = q;
     SELECT array_agg(job_id ORDER BY job_id), array_agg(lease_token ORDER BY job_id)
       INTO j, t FROM jq.jq_dequeue(q, 4);
-    IF cardinality(j) IS DISTINCT FROM 4 THEN
-        RETURN 'jq_dequeue leased ' || coalesce(cardinality(j), 0) || ' jobs, not 4';
+    IF cardinality(j) IS DISTINCT FROM want THEN
+        RETURN 'jq_dequeue leased ' || coalesce(cardinality(j), 0) || ' jobs, not ' || want;
+    END IF;
+    IF want < 4 THEN
+        IF EXISTS (SELECT FROM jq.jq_dequeue(q, 4)) THEN
+            RETURN 'jq_dequeue leased past the concurrency limit of ' || want;
+        END IF;
+        RETURN NULL;
     END IF;
     step := 'jq_extend';
     IF jq.jq_extend(j[1], t[1]) IS NULL THEN

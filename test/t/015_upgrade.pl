@@ -69,14 +69,15 @@ $node->safe_psql('postgres', q{
 	SELECT jq_drop_queue('gone', force => true);
 });
 
-my $before = snapshot_tables($node, 'postgres');
+my $before = snapshot_tables($node, 'postgres', across_update => 1);
 
 # the update itself, while a worker's session holds a lease (its
 # transaction is committed; the lease lives in the row)
 $node->safe_psql('postgres', 'ALTER EXTENSION pgjq UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pgjq'}),
 	$current, "updated to $current");
-is(snapshot_tables($node, 'postgres'), $before, 'every row is as it was before the update');
+is(snapshot_tables($node, 'postgres', across_update => 1), $before,
+	'every row is as it was before the update');
 ok(defined wait_for_worker($node, 'postgres'),
 	'after the update the worker serves the queues again');
 is(counters_mismatch($node, 'postgres'), '0', 'after the update: counters equal the tables');

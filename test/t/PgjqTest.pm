@@ -183,23 +183,29 @@ sub wait_for_counters
 
 # --- pgjq's tables -----------------------------------------------------------
 
-# snapshot_tables(NODE, DB, with_sequence => 1): everything pgjq keeps in
-# its tables (queues, jobs, results, dead letters, idempotency keys,
-# batches and their members; with with_sequence, the last value of
-# jq.job_id_seq too) as one text, a sorted line per row in to_jsonb form:
-# two snapshots are equal when nothing changed
+# snapshot_tables(NODE, DB, with_sequence => 1, across_update => 1):
+# everything pgjq keeps in its tables (queues, jobs, results, dead letters,
+# idempotency keys, batches and their members; with with_sequence, the
+# last value of jq.job_id_seq too) as one text, a sorted line per row in
+# to_jsonb form: two snapshots are equal when nothing changed.  With
+# across_update, NULL columns and fair are left out, so that a snapshot
+# before an update that added columns compares with one after it.
 sub snapshot_tables
 {
 	my ($node, $db, %opt) = @_;
 	my $seq = $opt{with_sequence}
 	  ? "\n      UNION ALL SELECT 'seq ' || last_value FROM jq.job_id_seq"
 	  : '';
+	# across an update, the columns it added, at their defaults, are left out
+	my $row = $opt{across_update}
+	  ? sub { "(jsonb_strip_nulls(to_jsonb($_[0])) - 'fair')::text" }
+	  : sub { "to_jsonb($_[0])::text" };
 	return $node->safe_psql($db, qq{
 	SELECT string_agg(t, E'\\n' ORDER BY t) FROM (
-	  SELECT 'queue ' || to_jsonb(q)::text AS t FROM jq.queue q
-	  UNION ALL SELECT 'job ' || to_jsonb(j)::text FROM jq.job j
-	  UNION ALL SELECT 'result ' || to_jsonb(r)::text FROM jq.job_result r
-	  UNION ALL SELECT 'dead ' || to_jsonb(d)::text FROM jq.dead_letter d
+	  SELECT 'queue ' || @{[$row->('q')]} AS t FROM jq.queue q
+	  UNION ALL SELECT 'job ' || @{[$row->('j')]} FROM jq.job j
+	  UNION ALL SELECT 'result ' || @{[$row->('r')]} FROM jq.job_result r
+	  UNION ALL SELECT 'dead ' || @{[$row->('d')]} FROM jq.dead_letter d
 	  UNION ALL SELECT 'key ' || to_jsonb(k)::text FROM jq.idempotency_key k
 	  UNION ALL SELECT 'batch ' || to_jsonb(b)::text FROM jq.batch b
 	  UNION ALL SELECT 'member ' || to_jsonb(m)::text FROM jq.batch_job m$seq) s});

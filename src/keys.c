@@ -1,0 +1,1329 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.c
+ *	  Job keys and flow control: each key's counts, its concurrency and
+ *	  admission limits, and the scheduler that chooses which key's job a
+ *	  dequeue hands out, all in shared memory and O(log keys) per job.
+ *
+ * A job may carry a key (a client team, a tenant, a model endpoint); jobs
+ * without one share the queue's default key.  For every (queue, key) this
+ * file keeps, from the same commit-time deltas as the counters
+ * (counters.c calls it from its transaction callbacks), the key's ready,
+ * scheduled and leased jobs, and the jobs that open transactions are
+ * leasing or enqueuing (reservations).  From these:
+ *
+ * - Concurrency limits.  A dequeue reserves a slot of the key and of the
+ *   queue before it leases, under key_lock, so concurrent dequeuers never
+ *   hand out more than max_in_flight: in flight is leased (committed) plus
+ *   reserved.  The reservation ends when the dequeue's transaction ends:
+ *   at commit its lease is counted as leased in the same locked step, at
+ *   abort the slot is free again.  An ack, fail, cancel or reclaimed lease
+ *   frees its slot when it commits (its delta).
+ * - Admission limits.  An enqueue reserves its jobs against the key's
+ *   max_queued (ready + scheduled + reserved) before it inserts, and fails
+ *   whole when they do not fit.
+ * - The scheduler.  A queue's keys that may be served (a ready job not
+ *   being leased, a free slot) are in a pairing heap, ordered by their
+ *   head's priority first (an urgent job is never behind a standard one),
+ *   then, with fair share, by virtual time (start-time fair queueing: each
+ *   delivery advances the key's virtual time by 1/weight; a key that
+ *   becomes active starts at the queue's virtual clock, so it is served at
+ *   once and then gets its weighted share), or without fair share by its
+ *   head's (run_at, id), which is the order of a queue without keys.
+ *   Picking is O(1), re-placing the key O(log keys).
+ * - Heads.  A key's head is a lower bound on the positions (priority,
+ *   run_at, id) of its ready jobs, where its next scan starts (past the
+ *   entries of jobs already handed out, as bounds.c does for the lanes of
+ *   jobs without a key).  Jobs that become ready lower it at commit, a
+ *   rolled-back lease lowers it to the job it had taken, and a scan raises
+ *   it to the first ready job it saw, unless the head was lowered
+ *   meanwhile (its generation changed).
+ *
+ * Shared memory is empty after a start or a crash: the counter rebuild
+ * (counters.c) counts the keys' jobs from the tables and loads the
+ * policies, and until then a dequeue under flow control hands out
+ * nothing, so a limit can never be exceeded by forgotten leases.
+ *
+ * Locking: key_lock guards both hashes and the heaps.  counter_lock is
+ * never taken while key_lock is held.
+ *
+ * Copyright (c) 2026, the pgjq developers
+ *
+ * IDENTIFICATION
+ *	  src/keys.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pgjq.h"
+
+#include "access/xact.h"
+#include "funcapi.h"
+#include "lib/pairingheap.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "commands/dbcommands.h"
+
+#include "counters.h"
+#include "keys.h"
+#include "launcher.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(pgjq_key_counters);
+PG_FUNCTION_INFO_V1(pgjq_install_key_policy);
+PG_FUNCTION_INFO_V1(pgjq_forget_keys);
+
+/* the admission error: pgjq's own SQLSTATE, so producers can back off */
+#define ERRCODE_PGJQ_KEY_QUEUE_FULL	MAKE_SQLSTATE('P','J','0','0','1')
+
+/* virtual time of one delivery at weight 1 */
+#define VTIME_UNIT		((uint64) 1 << 32)
+
+/* entries kept free for the default keys of queues, which commits create */
+#define KEYS_RESERVE	64
+
+int			pgjq_max_keys = 10000;
+
+typedef struct QueueTag
+{
+	Oid			dboid;
+	int32		queue_id;
+} QueueTag;
+
+/* a queue's flow-control state */
+typedef struct QueueEntry
+{
+	QueueTag	tag;
+	pairingheap heap;			/* its keys that may be served now */
+	int64		leased;			/* jobs leased, committed */
+	int64		reserved;		/* leases of open transactions */
+	int64		keyed_jobs;		/* unfinished jobs that have a key */
+	uint64		vclock;			/* virtual time of the last delivery */
+	/* the queue's settings, as the last dequeue or enqueue read them */
+	bool		fair;
+	int32		max_in_flight;	/* 0: no limit */
+	int32		key_max_in_flight;
+	int64		key_max_queued;
+} QueueEntry;
+
+typedef struct KeyTag
+{
+	Oid			dboid;
+	int32		queue_id;
+	bool		isnull;			/* the default key */
+	char		key[PGJQ_LIMIT_JOB_KEY_MAXLEN + 1];
+} KeyTag;
+
+typedef struct KeyEntry
+{
+	KeyTag		tag;
+	pairingheap_node node;
+	bool		in_heap;
+	QueueEntry *queue;
+	int64		ready;
+	int64		scheduled;
+	int64		leased;
+	int64		reserved;		/* leases of open transactions */
+	int64		queued_reserved;	/* enqueues of open transactions */
+	int64		delivered;		/* totals since the counters began */
+	int64		succeeded;
+	PgjqKeyPos	head;
+	uint64		head_generation;
+	uint64		vtime;
+	/* the policy (jq.key_policy), or none: the queue's defaults */
+	int64		policy_version;
+	bool		has_policy;
+	int32		weight;
+	int32		max_in_flight;	/* 0: the queue's default */
+	int64		max_queued;		/* 0: the queue's default */
+} KeyEntry;
+
+static LWLock *key_lock = NULL;
+static HTAB *key_hash = NULL;
+static HTAB *queue_hash = NULL;
+
+/* positions before every job, and after every job */
+static const PgjqKeyPos pos_first = {PGJQ_LIMIT_PRIORITY_MAX, DT_NOBEGIN, PG_INT64_MIN};
+const PgjqKeyPos pgjq_key_pos_none = {PGJQ_LIMIT_PRIORITY_MIN - 1, DT_NOEND, PG_INT64_MAX};
+
+#define pos_none pgjq_key_pos_none
+
+/*
+ * Backend-local state of the current transaction: count deltas, the
+ * reservations it holds, and policy changes to install at commit.
+ */
+typedef struct KeyDelta
+{
+	KeyTag		tag;
+	SubTransactionId subid;
+	int64		ready;
+	int64		scheduled;
+	int64		leased;
+	int64		delivered;
+	int64		succeeded;
+	bool		arrived;		/* jobs became ready: the first of them */
+	PgjqKeyPos	arrival;
+} KeyDelta;
+
+typedef struct Reservation
+{
+	KeyEntry   *entry;
+	SubTransactionId subid;
+	bool		lease;			/* a lease (else an enqueue) */
+	int64		n;
+	bool		taken;			/* a lease: a job was leased, at taken_pos */
+	PgjqKeyPos	taken_pos;
+} Reservation;
+
+typedef struct PolicyChange
+{
+	KeyTag		tag;
+	SubTransactionId subid;
+	bool		forget_queue;	/* jq_drop_queue: forget the queue's keys */
+	int64		version;
+	bool		has_policy;
+	int32		weight;
+	int32		max_in_flight;
+	int64		max_queued;
+} PolicyChange;
+
+static KeyDelta *deltas = NULL;
+static int	ndeltas = 0;
+static int	maxdeltas = 0;
+static int	last_delta = -1;
+static List *reservations = NIL;	/* of Reservation, in TopTransactionContext */
+static List *policy_changes = NIL;	/* of PolicyChange, same */
+static List *set_aside = NIL;	/* keys the running dequeue took out of a heap */
+
+Size
+pgjq_keys_shmem_size(void)
+{
+	return add_size(hash_estimate_size(pgjq_max_keys + KEYS_RESERVE, sizeof(KeyEntry)),
+					hash_estimate_size(PGJQ_MAX_WAKE_QUEUES, sizeof(QueueEntry)));
+}
+
+void
+pgjq_keys_shmem_init(LWLock *lock)
+{
+	HASHCTL		info;
+
+	key_lock = lock;
+	info.keysize = sizeof(KeyTag);
+	info.entrysize = sizeof(KeyEntry);
+	key_hash = ShmemInitHash("pgjq key hash", pgjq_max_keys + KEYS_RESERVE,
+							 pgjq_max_keys + KEYS_RESERVE, &info,
+							 HASH_ELEM | HASH_BLOBS);
+	info.keysize = sizeof(QueueTag);
+	info.entrysize = sizeof(QueueEntry);
+	queue_hash = ShmemInitHash("pgjq key queue hash", PGJQ_MAX_WAKE_QUEUES,
+							   PGJQ_MAX_WAKE_QUEUES, &info, HASH_ELEM | HASH_BLOBS);
+}
+
+/* ----------------------------------------------------------------------
+ * Positions, the heap's order, and which keys may be served
+ * ---------------------------------------------------------------------- */
+
+/* pos_cmp orders positions as jobs are handed out: < 0 when a goes first */
+static int
+pos_cmp(const PgjqKeyPos *a, const PgjqKeyPos *b)
+{
+	if (a->priority != b->priority)
+		return a->priority > b->priority ? -1 : 1;
+	if (a->at != b->at)
+		return a->at < b->at ? -1 : 1;
+	if (a->id != b->id)
+		return a->id < b->id ? -1 : 1;
+	return 0;
+}
+
+/*
+ * key_order is the heap's comparator: the heap is a max-heap, so > 0
+ * means a is served before b.  Priority is absolute; then virtual time
+ * (fair share) or the head's position.
+ */
+static int
+key_order(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const KeyEntry *x = pairingheap_const_container(KeyEntry, node, a);
+	const KeyEntry *y = pairingheap_const_container(KeyEntry, node, b);
+	const QueueEntry *q = (const QueueEntry *) arg;
+
+	if (x->head.priority != y->head.priority)
+		return x->head.priority > y->head.priority ? 1 : -1;
+	if (q->fair && x->vtime != y->vtime)
+		return x->vtime < y->vtime ? 1 : -1;
+	return -pos_cmp(&x->head, &y->head);
+}
+
+/* heap operations, with the comparator of this process's address space */
+static void
+heap_add(QueueEntry *q, KeyEntry *e)
+{
+	q->heap.ph_compare = key_order;
+	q->heap.ph_arg = q;
+	pairingheap_add(&q->heap, &e->node);
+	e->in_heap = true;
+}
+
+static void
+heap_remove(QueueEntry *q, KeyEntry *e)
+{
+	q->heap.ph_compare = key_order;
+	q->heap.ph_arg = q;
+	pairingheap_remove(&q->heap, &e->node);
+	e->in_heap = false;
+}
+
+/* the key's concurrency limit in force; 0: none */
+static int32
+key_limit(const KeyEntry *e)
+{
+	if (e->has_policy && e->max_in_flight > 0)
+		return e->max_in_flight;
+	return e->queue->key_max_in_flight;
+}
+
+/* may the key be served: a ready job nobody is leasing, and a free slot */
+static bool
+servable(const KeyEntry *e)
+{
+	int32		limit = key_limit(e);
+
+	return e->ready > e->reserved &&
+		(limit <= 0 || e->leased + e->reserved < limit);
+}
+
+/*
+ * place puts the key in its queue's heap, or takes it out, as servable()
+ * says, and at its current place.  A key that enters starts no earlier
+ * than the queue's virtual clock: idle time earns no credit.
+ */
+static void
+place(KeyEntry *e)
+{
+	QueueEntry *q = e->queue;
+
+	if (e->in_heap)
+		heap_remove(q, e);
+	if (!servable(e))
+		return;
+	if (e->vtime < q->vclock)
+		e->vtime = q->vclock;
+	heap_add(q, e);
+}
+
+/* ----------------------------------------------------------------------
+ * Entries
+ * ---------------------------------------------------------------------- */
+
+static void
+make_tag(KeyTag *tag, int32 queue_id, const char *key)
+{
+	memset(tag, 0, sizeof(KeyTag));
+	tag->dboid = MyDatabaseId;
+	tag->queue_id = queue_id;
+	tag->isnull = key == NULL;
+	if (key != NULL)
+		strlcpy(tag->key, key, sizeof(tag->key));
+}
+
+/* the queue's entry, created on demand; NULL when the hash is full */
+static QueueEntry *
+queue_entry(Oid dboid, int32 queue_id, bool create)
+{
+	QueueTag	tag;
+	QueueEntry *q;
+	bool		found;
+
+	memset(&tag, 0, sizeof(tag));
+	tag.dboid = dboid;
+	tag.queue_id = queue_id;
+	q = hash_search(queue_hash, &tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (q != NULL && !found)
+	{
+		memset((char *) q + sizeof(QueueTag), 0, sizeof(QueueEntry) - sizeof(QueueTag));
+		q->heap.ph_compare = key_order;
+		q->heap.ph_arg = q;
+		q->heap.ph_root = NULL;
+	}
+	return q;
+}
+
+/*
+ * forget_idle removes keys that hold nothing (no job, no reservation, no
+ * policy) to make room; they come back, at zero totals, with their next
+ * job.  Returns how many went.
+ */
+static int
+forget_idle(void)
+{
+	HASH_SEQ_STATUS status;
+	KeyEntry   *e;
+	int			n = 0;
+
+	hash_seq_init(&status, key_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		if (e->ready == 0 && e->scheduled == 0 && e->leased == 0 &&
+			e->reserved == 0 && e->queued_reserved == 0 && !e->has_policy &&
+			!e->in_heap)
+		{
+			hash_search(key_hash, &e->tag, HASH_REMOVE, NULL);
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * key_entry finds or creates the entry of a key.  A new key is refused
+ * (NULL) when it would take one of the last KEYS_RESERVE entries, unless
+ * it is a default key (commits create those and must not fail), and
+ * always when the hash is full.  Caller holds key_lock exclusively.
+ */
+static KeyEntry *
+key_entry(const KeyTag *tag, bool create)
+{
+	KeyEntry   *e;
+	QueueEntry *q;
+	bool		found;
+
+	e = hash_search(key_hash, tag, HASH_FIND, NULL);
+	if (e != NULL || !create)
+		return e;
+	q = queue_entry(tag->dboid, tag->queue_id, true);
+	if (q == NULL)
+		return NULL;
+	if (hash_get_num_entries(key_hash) >= pgjq_max_keys &&
+		forget_idle() == 0 && !tag->isnull)
+		return NULL;
+	e = hash_search(key_hash, tag, HASH_ENTER_NULL, &found);
+	if (e == NULL)
+		return NULL;
+	if (!found)
+	{
+		memset((char *) e + sizeof(KeyTag), 0, sizeof(KeyEntry) - sizeof(KeyTag));
+		e->queue = q;
+		e->head = pos_none;
+		e->weight = 1;
+	}
+	return e;
+}
+
+/* the error for a key that finds no room in shared memory */
+static void
+no_room(const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("too many job keys in shared memory for key \"%s\"", key),
+			 errdetail("pgjq.max_keys is %d; keys without jobs, reservations or a policy are forgotten to make room, and none was left.",
+					   pgjq_max_keys),
+			 errhint("Raise pgjq.max_keys (takes a restart), or use fewer distinct keys.")));
+}
+
+/* ----------------------------------------------------------------------
+ * Counting: deltas from the count trigger, applied at commit
+ * ---------------------------------------------------------------------- */
+
+static void
+ensure_callbacks(void)
+{
+	pgjq_counters_register_callbacks();
+}
+
+/*
+ * pgjq_keys_count records one change of a job of the queue with key (NULL:
+ * the default key): it left oldstate and entered newstate (0: none), and
+ * pos is its position when it became ready.  The succeeded state counts
+ * the key's successes.
+ */
+void
+pgjq_keys_count(int32 queue_id, const char *key, char oldstate, char newstate,
+				const PgjqKeyPos *pos)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	KeyDelta   *d = NULL;
+
+	if (key_hash == NULL)
+		return;
+	if (last_delta >= 0 && last_delta < ndeltas)
+	{
+		KeyDelta   *l = &deltas[last_delta];
+
+		if (l->subid == subid && l->tag.queue_id == queue_id &&
+			l->tag.isnull == (key == NULL) &&
+			(key == NULL || strcmp(l->tag.key, key) == 0))
+			d = l;
+	}
+	for (int i = ndeltas - 1; d == NULL && i >= 0; i--)
+		if (deltas[i].subid == subid && deltas[i].tag.queue_id == queue_id &&
+			deltas[i].tag.isnull == (key == NULL) &&
+			(key == NULL || strcmp(deltas[i].tag.key, key) == 0))
+		{
+			d = &deltas[i];
+			last_delta = i;
+		}
+	if (d == NULL)
+	{
+		ensure_callbacks();
+		if (ndeltas == maxdeltas)
+		{
+			maxdeltas = Max(8, maxdeltas * 2);
+			if (deltas == NULL)
+				deltas = MemoryContextAlloc(TopMemoryContext, sizeof(KeyDelta) * maxdeltas);
+			else
+				deltas = repalloc(deltas, sizeof(KeyDelta) * maxdeltas);
+		}
+		last_delta = ndeltas;
+		d = &deltas[ndeltas++];
+		memset(d, 0, sizeof(KeyDelta));
+		make_tag(&d->tag, queue_id, key);
+		d->subid = subid;
+	}
+
+	switch (oldstate)
+	{
+		case PGJQ_STATE_READY:
+			d->ready--;
+			break;
+		case PGJQ_STATE_SCHEDULED:
+			d->scheduled--;
+			break;
+		case PGJQ_STATE_LEASED:
+			d->leased--;
+			break;
+	}
+	switch (newstate)
+	{
+		case PGJQ_STATE_READY:
+			d->ready++;
+			if (pos != NULL && (!d->arrived || pos_cmp(pos, &d->arrival) < 0))
+			{
+				d->arrival = *pos;
+				d->arrived = true;
+			}
+			break;
+		case PGJQ_STATE_SCHEDULED:
+			d->scheduled++;
+			break;
+		case PGJQ_STATE_LEASED:
+			d->leased++;
+			if (oldstate == PGJQ_STATE_READY)
+				d->delivered++;
+			break;
+		case PGJQ_STATE_SUCCEEDED:
+			d->succeeded++;
+			break;
+	}
+}
+
+/* reservation_list_append keeps a reservation to the transaction's end */
+static Reservation *
+add_reservation(KeyEntry *e, bool lease, int64 n)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	Reservation *r = palloc0(sizeof(Reservation));
+
+	r->entry = e;
+	r->subid = GetCurrentSubTransactionId();
+	r->lease = lease;
+	r->n = n;
+	reservations = lappend(reservations, r);
+	MemoryContextSwitchTo(old);
+	return r;
+}
+
+/*
+ * end_reservation gives a reservation back; a lease taken by a
+ * transaction that rolled back returns its job to the ready ones, so the
+ * key's head must not be past it.  Caller holds key_lock.
+ */
+static void
+end_reservation(Reservation *r, bool committed)
+{
+	KeyEntry   *e = r->entry;
+
+	if (r->lease)
+	{
+		e->reserved -= r->n;
+		e->queue->reserved -= r->n;
+		if (!committed && r->taken && pos_cmp(&r->taken_pos, &e->head) < 0)
+		{
+			e->head = r->taken_pos;
+			e->head_generation++;
+		}
+	}
+	else
+		e->queued_reserved -= r->n;
+	place(e);
+}
+
+/* put the keys a dequeue set aside back in their heaps; caller locks */
+static void
+restore_set_aside(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, set_aside)
+		place((KeyEntry *) lfirst(lc));
+	list_free(set_aside);
+	set_aside = NIL;
+}
+
+/* apply_policy installs a committed policy change; caller locks */
+static void
+apply_policy(const PolicyChange *p, bool *full)
+{
+	KeyEntry   *e;
+
+	if (p->forget_queue)
+	{
+		HASH_SEQ_STATUS status;
+		QueueEntry *q;
+
+		hash_seq_init(&status, key_hash);
+		while ((e = hash_seq_search(&status)) != NULL)
+			if (e->tag.dboid == p->tag.dboid && e->tag.queue_id == p->tag.queue_id)
+				hash_search(key_hash, &e->tag, HASH_REMOVE, NULL);
+		q = queue_entry(p->tag.dboid, p->tag.queue_id, false);
+		if (q != NULL)
+			hash_search(queue_hash, &q->tag, HASH_REMOVE, NULL);
+		return;
+	}
+	e = key_entry(&p->tag, true);
+	if (e == NULL)
+	{
+		*full = true;
+		return;
+	}
+	if (p->version <= e->policy_version)
+		return;					/* a later change was installed first */
+	e->policy_version = p->version;
+	e->has_policy = p->has_policy;
+	e->weight = p->has_policy ? p->weight : 1;
+	e->max_in_flight = p->has_policy ? p->max_in_flight : 0;
+	e->max_queued = p->has_policy ? p->max_queued : 0;
+	place(e);
+}
+
+/*
+ * pgjq_keys_at_commit adds the transaction's deltas to the keys, ends its
+ * reservations (in the same locked step: a lease that committed is
+ * counted as leased as its reservation ends, so in flight never dips) and
+ * installs its policy changes.  Runs in the commit callback after the
+ * counters, and must not fail: a key without room marks the counters
+ * stale, for the worker to rebuild.
+ */
+void
+pgjq_keys_at_commit(void)
+{
+	bool		full = false;
+	ListCell   *lc;
+
+	if (key_hash == NULL ||
+		(ndeltas == 0 && reservations == NIL && policy_changes == NIL && set_aside == NIL))
+		return;
+
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ndeltas; i++)
+	{
+		KeyDelta   *d = &deltas[i];
+		KeyEntry   *e = key_entry(&d->tag, true);
+
+		if (e == NULL)
+		{
+			full = true;
+			continue;
+		}
+		e->ready += d->ready;
+		e->scheduled += d->scheduled;
+		e->leased += d->leased;
+		e->delivered += d->delivered;
+		e->succeeded += d->succeeded;
+		e->queue->leased += d->leased;
+		if (!d->tag.isnull)
+			e->queue->keyed_jobs += d->ready + d->scheduled + d->leased;
+		if (d->arrived || d->ready > 0)
+		{
+			if (d->arrived && pos_cmp(&d->arrival, &e->head) < 0)
+				e->head = d->arrival;
+			e->head_generation++;
+		}
+		if (e->ready == 0 && e->reserved == 0)
+		{
+			e->head = pos_none;
+			e->head_generation++;
+		}
+		place(e);
+	}
+	foreach(lc, reservations)
+		end_reservation((Reservation *) lfirst(lc), true);
+	foreach(lc, policy_changes)
+		apply_policy((PolicyChange *) lfirst(lc), &full);
+	restore_set_aside();
+	LWLockRelease(key_lock);
+
+	ndeltas = 0;
+	last_delta = -1;
+	reservations = NIL;			/* freed with TopTransactionContext */
+	policy_changes = NIL;
+	if (full)
+		pgjq_counters_mark_stale();
+}
+
+/* pgjq_keys_at_abort ends the transaction's reservations, counting nothing */
+void
+pgjq_keys_at_abort(void)
+{
+	ListCell   *lc;
+
+	ndeltas = 0;
+	last_delta = -1;
+	policy_changes = NIL;
+	if (key_hash == NULL || (reservations == NIL && set_aside == NIL))
+	{
+		reservations = NIL;
+		return;
+	}
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	foreach(lc, reservations)
+		end_reservation((Reservation *) lfirst(lc), false);
+	restore_set_aside();
+	LWLockRelease(key_lock);
+	reservations = NIL;
+}
+
+/*
+ * pgjq_keys_at_subabort: at the end of a subtransaction, its deltas,
+ * reservations and policy changes pass to its parent (commit) or vanish
+ * with it, its reservations given back at once.
+ */
+void
+pgjq_keys_at_subabort(SubTransactionId subid, SubTransactionId parent, bool commit)
+{
+	int			kept = 0;
+	List	   *ended = NIL;
+	ListCell   *lc;
+
+	for (int i = 0; i < ndeltas; i++)
+	{
+		if (deltas[i].subid == subid)
+		{
+			if (!commit)
+				continue;
+			deltas[i].subid = parent;
+		}
+		deltas[kept++] = deltas[i];
+	}
+	ndeltas = kept;
+	last_delta = -1;
+
+	foreach(lc, policy_changes)
+	{
+		PolicyChange *p = (PolicyChange *) lfirst(lc);
+
+		if (p->subid == subid)
+		{
+			if (commit)
+				p->subid = parent;
+			else
+				policy_changes = foreach_delete_current(policy_changes, lc);
+		}
+	}
+	foreach(lc, reservations)
+	{
+		Reservation *r = (Reservation *) lfirst(lc);
+
+		if (r->subid != subid)
+			continue;
+		if (commit)
+			r->subid = parent;
+		else
+		{
+			ended = lappend(ended, r);
+			reservations = foreach_delete_current(reservations, lc);
+		}
+	}
+	if (ended != NIL)
+	{
+		LWLockAcquire(key_lock, LW_EXCLUSIVE);
+		foreach(lc, ended)
+			end_reservation((Reservation *) lfirst(lc), false);
+		LWLockRelease(key_lock);
+		list_free(ended);
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * Enqueue: admission
+ * ---------------------------------------------------------------------- */
+
+/*
+ * pgjq_keys_check_key raises an error unless key (of len bytes) is a
+ * usable job key: not empty, at most PGJQ_LIMIT_JOB_KEY_MAXLEN bytes.
+ */
+void
+pgjq_keys_check_key(const char *key, int len)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job key must not be empty"),
+				 errhint("Pass NULL for a job without a key.")));
+	if (len > PGJQ_LIMIT_JOB_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("job key of %d bytes is too long", len),
+				 errdetail("The limit is %d bytes.", PGJQ_LIMIT_JOB_KEY_MAXLEN),
+				 errhint("A key names a client, a tenant or an endpoint; use a short name or id.")));
+	if (memchr(key, '\0', len) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job key must not contain a zero byte")));
+}
+
+/* sync_queue records the queue's settings where the heap reads them */
+static void
+sync_queue(QueueEntry *q, const PgjqQueue *queue)
+{
+	bool		replace = q->fair != queue->fair ||
+		q->key_max_in_flight != queue->key_max_in_flight;
+
+	q->max_in_flight = queue->max_in_flight;
+	q->key_max_queued = queue->key_max_queued;
+	if (!replace)
+		return;
+	q->fair = queue->fair;
+	q->key_max_in_flight = queue->key_max_in_flight;
+
+	/* the order or the limits changed: place every key of the queue again */
+	{
+		HASH_SEQ_STATUS status;
+		KeyEntry   *e;
+
+		q->heap.ph_root = NULL;
+		hash_seq_init(&status, key_hash);
+		while ((e = hash_seq_search(&status)) != NULL)
+			if (e->queue == q)
+			{
+				e->in_heap = false;
+				place(e);
+			}
+	}
+}
+
+/*
+ * pgjq_keys_admit reserves n new jobs of the key (NULL: the default key)
+ * against its max_queued, the key's policy or else the queue's
+ * key_max_queued, and raises PJ001 when they do not fit: nothing of the
+ * enqueue has happened yet, and nothing will.  The reservation holds until
+ * the transaction ends, so concurrent producers never overfill the key;
+ * at commit the jobs are counted instead.  A keyed enqueue always
+ * reserves, which keeps its key's entry until its jobs are counted.
+ */
+void
+pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
+{
+	KeyTag		tag;
+	KeyEntry   *e;
+	int64		limit;
+	int64		queued;
+
+	if (key_hash == NULL)
+	{
+		if (key != NULL || queue->key_max_queued > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job keys and admission limits need pgjq in shared_preload_libraries")));
+		return;
+	}
+	if (key == NULL && queue->key_max_queued <= 0)
+		return;
+
+	make_tag(&tag, queue->queue_id, key);
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	e = key_entry(&tag, true);
+	if (e == NULL)
+	{
+		LWLockRelease(key_lock);
+		no_room(key);
+	}
+	sync_queue(e->queue, queue);
+	limit = e->has_policy && e->max_queued > 0 ? e->max_queued : queue->key_max_queued;
+	queued = e->ready + e->scheduled + e->queued_reserved;
+	if (limit > 0 && queued + n > limit)
+	{
+		LWLockRelease(key_lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_PGJQ_KEY_QUEUE_FULL),
+				 key == NULL ?
+				 errmsg("jobs without a key in queue \"%s\" are at their limit of " INT64_FORMAT " queued jobs",
+						queue->name, limit) :
+				 errmsg("key \"%s\" of queue \"%s\" is at its limit of " INT64_FORMAT " queued jobs",
+						key, queue->name, limit),
+				 errdetail("It holds " INT64_FORMAT " ready or scheduled jobs (with those being enqueued); this enqueue adds %d.",
+						   queued, n),
+				 errhint("Retry later, when workers have taken some of its jobs.")));
+	}
+	e->queued_reserved += n;
+	ensure_callbacks();
+	(void) add_reservation(e, false, n);
+	LWLockRelease(key_lock);
+}
+
+/* ----------------------------------------------------------------------
+ * Dequeue: the scheduler
+ * ---------------------------------------------------------------------- */
+
+/*
+ * pgjq_keys_flow_controlled tells whether a dequeue from the queue must go
+ * through the scheduler: when it has a concurrency limit, or jobs with a
+ * key (which are not in jq.job_ready_idx).  Otherwise it is a plain queue,
+ * served from its lanes as before keys existed.
+ */
+bool
+pgjq_keys_flow_controlled(const PgjqQueue *queue)
+{
+	QueueEntry *q;
+	bool		keyed;
+
+	if (queue->max_in_flight > 0 || queue->key_max_in_flight > 0)
+		return true;
+	if (key_hash == NULL)
+		return false;
+	LWLockAcquire(key_lock, LW_SHARED);
+	q = queue_entry(MyDatabaseId, queue->queue_id, false);
+	keyed = q != NULL && q->keyed_jobs > 0;
+	LWLockRelease(key_lock);
+	return keyed;
+}
+
+/*
+ * own_ready_key returns a key of the queue to which this transaction added
+ * ready jobs that it has not leased yet, with a free slot; NULL when there
+ * is none.  Shared memory counts them only at commit, so without this a
+ * transaction could not dequeue the jobs it enqueued itself.  Keys the
+ * running dequeue set aside are passed over.  Caller holds key_lock.
+ */
+static KeyEntry *
+own_ready_key(QueueEntry *q)
+{
+	for (int i = 0; i < ndeltas; i++)
+	{
+		KeyEntry   *e;
+		int64		ready = 0;
+		int32		limit;
+		PgjqKeyPos	first = pos_none;
+
+		if (deltas[i].tag.dboid != q->tag.dboid ||
+			deltas[i].tag.queue_id != q->tag.queue_id)
+			continue;
+		for (int k = 0; k < ndeltas; k++)
+			if (memcmp(&deltas[k].tag, &deltas[i].tag, sizeof(KeyTag)) == 0)
+			{
+				ready += deltas[k].ready;
+				if (deltas[k].arrived && pos_cmp(&deltas[k].arrival, &first) < 0)
+					first = deltas[k].arrival;
+			}
+		if (ready <= 0)
+			continue;
+		e = key_entry(&deltas[i].tag, true);
+		if (e == NULL || list_member_ptr(set_aside, e))
+			continue;
+		limit = key_limit(e);
+		if (limit > 0 && e->leased + e->reserved >= limit)
+			continue;
+		if (pos_cmp(&first, &e->head) < 0)
+		{
+			e->head = first;
+			e->head_generation++;
+		}
+		return e;
+	}
+	return NULL;
+}
+
+/*
+ * pgjq_keys_pick chooses the key whose job the dequeue hands out next and
+ * reserves a slot of it and of the queue; false when none may be served
+ * (nothing ready, every key at its limit, the queue at its limit, or the
+ * counts not rebuilt yet after a start).  The caller leases one job of the
+ * key from ticket->head and reports with pgjq_keys_picked.
+ */
+bool
+pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket)
+{
+	QueueEntry *q;
+	KeyEntry   *e;
+
+	if (key_hash == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("flow control needs pgjq in shared_preload_libraries"),
+				 errdetail("Queue \"%s\" has a concurrency limit or jobs with a key.",
+						   queue->name)));
+	if (!pgjq_counters_are_valid())
+	{
+		pid_t		pid;
+
+		/*
+		 * Until the worker has counted the keys' jobs (seconds after a
+		 * start), nothing is handed out: leases from before the start
+		 * would not be counted against the limits.  Without a worker
+		 * that will count them, say so rather than return nothing forever.
+		 */
+		if (pgjq_database_worker(MyDatabaseId, &pid) == PGJQ_WORKER_NONE &&
+			!pgjq_database_allowed(get_database_name(MyDatabaseId)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("flow control of queue \"%s\" needs the pgjq worker of this database",
+							queue->name),
+					 errdetail("The worker counts each key's jobs after a start; this database is not in pgjq.database."),
+					 errhint("Add the database to pgjq.database and reload the configuration.")));
+		return false;
+	}
+
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	q = queue_entry(MyDatabaseId, queue->queue_id, true);
+	if (q == NULL)
+	{
+		LWLockRelease(key_lock);
+		return false;
+	}
+	sync_queue(q, queue);
+	if (q->max_in_flight > 0 && q->leased + q->reserved >= q->max_in_flight)
+	{
+		LWLockRelease(key_lock);
+		return false;
+	}
+	if (!pairingheap_is_empty(&q->heap))
+	{
+		q->heap.ph_compare = key_order;
+		q->heap.ph_arg = q;
+		e = pairingheap_container(KeyEntry, node, pairingheap_first(&q->heap));
+	}
+	else if ((e = own_ready_key(q)) == NULL)
+	{
+		LWLockRelease(key_lock);
+		return false;
+	}
+
+	ticket->entry = e;
+	ticket->isnull = e->tag.isnull;
+	ticket->key = e->tag.isnull ? NULL : pstrdup(e->tag.key);
+	ticket->head = pos_cmp(&e->head, &pos_none) == 0 ? pos_first : e->head;
+	ticket->head_generation = e->head_generation;
+	ticket->vtime = e->vtime;
+
+	/* the delivery: a slot, and the key's turn */
+	e->reserved++;
+	q->reserved++;
+	if (e->vtime > q->vclock)
+		q->vclock = e->vtime;
+	e->vtime += VTIME_UNIT / (uint64) Max(e->weight, 1);
+	place(e);
+	ensure_callbacks();
+	(void) add_reservation(e, true, 1);
+	LWLockRelease(key_lock);
+	return true;
+}
+
+/*
+ * pgjq_keys_picked reports what became of a pick: with leased, a job at
+ * leased_pos was leased (its reservation holds to the transaction's end);
+ * without, nothing, and the slot and the key's turn are given back.  seen
+ * is the first ready job the scan saw (pos_none when it saw none), which
+ * becomes the key's head unless the head was lowered meanwhile.  A key
+ * whose scan leased nothing although its counts promise jobs (held by
+ * transactions that are not dequeues, or counted before they are visible)
+ * is set aside until the dequeue ends, so that the next pick tries
+ * another key.
+ */
+void
+pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_pos,
+				 const PgjqKeyPos *seen)
+{
+	KeyEntry   *e = (KeyEntry *) ticket->entry;
+	Reservation *r = (Reservation *) llast(reservations);
+
+	Assert(r->entry == e && r->lease);
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	if (ticket->head_generation == e->head_generation &&
+		pos_cmp(seen, &e->head) > 0)
+		e->head = *seen;
+	if (leased)
+	{
+		r->taken = true;
+		r->taken_pos = *leased_pos;
+		place(e);
+	}
+	else
+	{
+		e->reserved--;
+		e->queue->reserved--;
+		e->vtime = ticket->vtime;
+		reservations = list_delete_last(reservations);
+		pfree(r);
+		if (pos_cmp(seen, &ticket->head) != 0 && pos_cmp(seen, &pos_none) != 0)
+			place(e);			/* its head moved: pick again, in order */
+		else
+		{
+			if (e->in_heap)
+				heap_remove(e->queue, e);
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+				set_aside = lappend(set_aside, e);
+				MemoryContextSwitchTo(old);
+			}
+		}
+	}
+	LWLockRelease(key_lock);
+}
+
+/* pgjq_keys_pick_done ends a dequeue: keys it set aside may be served again */
+void
+pgjq_keys_pick_done(void)
+{
+	if (set_aside == NIL)
+		return;
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	restore_set_aside();
+	LWLockRelease(key_lock);
+}
+
+/* ----------------------------------------------------------------------
+ * The rebuild (counters.c), under the counter rebuild's table locks
+ * ---------------------------------------------------------------------- */
+
+/* pgjq_keys_forget_all forgets this database's keys and queues */
+void
+pgjq_keys_forget_all(void)
+{
+	HASH_SEQ_STATUS status;
+	KeyEntry   *e;
+	QueueEntry *q;
+
+	if (key_hash == NULL)
+		return;
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, key_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->tag.dboid == MyDatabaseId)
+			hash_search(key_hash, &e->tag, HASH_REMOVE, NULL);
+	hash_seq_init(&status, queue_hash);
+	while ((q = hash_seq_search(&status)) != NULL)
+		if (q->tag.dboid == MyDatabaseId)
+			hash_search(queue_hash, &q->tag, HASH_REMOVE, NULL);
+	LWLockRelease(key_lock);
+}
+
+/*
+ * The rebuild: pgjq_keys_install_begin forgets the database's keys (no
+ * transaction holds a reservation: the rebuild's SHARE locks waited for
+ * every writer), each pgjq_keys_install_count and _policy adds what the
+ * tables say, and pgjq_keys_install_end places every key.  Keys with jobs
+ * start with their head unknown, before every job.
+ */
+void
+pgjq_keys_install_begin(void)
+{
+	pgjq_keys_forget_all();
+}
+
+void
+pgjq_keys_install_count(int32 queue_id, const char *key, char state, int64 n)
+{
+	KeyTag		tag;
+	KeyEntry   *e;
+
+	if (key_hash == NULL)
+		return;
+	make_tag(&tag, queue_id, key);
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	e = key_entry(&tag, true);
+	if (e != NULL)
+	{
+		switch (state)
+		{
+			case PGJQ_STATE_READY:
+				e->ready += n;
+				e->head = pos_first;
+				break;
+			case PGJQ_STATE_SCHEDULED:
+				e->scheduled += n;
+				break;
+			case PGJQ_STATE_LEASED:
+				e->leased += n;
+				e->delivered += n;
+				e->queue->leased += n;
+				break;
+			case PGJQ_STATE_SUCCEEDED:
+				e->succeeded += n;
+				e->delivered += n;
+				break;
+		}
+		if (key != NULL && (state == PGJQ_STATE_READY || state == PGJQ_STATE_SCHEDULED ||
+							state == PGJQ_STATE_LEASED))
+			e->queue->keyed_jobs += n;
+	}
+	LWLockRelease(key_lock);
+}
+
+void
+pgjq_keys_install_policy(int32 queue_id, const char *key, int64 version,
+						 int32 weight, int32 max_in_flight, int64 max_queued)
+{
+	PolicyChange p;
+	bool		full = false;
+
+	if (key_hash == NULL)
+		return;
+	memset(&p, 0, sizeof(p));
+	make_tag(&p.tag, queue_id, key);
+	p.version = version;
+	p.has_policy = true;
+	p.weight = weight;
+	p.max_in_flight = max_in_flight;
+	p.max_queued = max_queued;
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	apply_policy(&p, &full);
+	LWLockRelease(key_lock);
+}
+
+void
+pgjq_keys_install_end(void)
+{
+	HASH_SEQ_STATUS status;
+	KeyEntry   *e;
+
+	if (key_hash == NULL)
+		return;
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, key_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+		if (e->tag.dboid == MyDatabaseId)
+			place(e);
+	LWLockRelease(key_lock);
+}
+
+/* ----------------------------------------------------------------------
+ * SQL functions
+ * ---------------------------------------------------------------------- */
+
+/*
+ * jq.install_key_policy(queue_id, key, version, weight, max_in_flight,
+ * max_queued) installs a key's policy in shared memory when the calling
+ * transaction commits; with weight NULL, removes it.  jq_set_key_policy
+ * and jq_reset_key_policy call it after writing jq.key_policy.  The key's
+ * entry is made now, so that a full table fails the call, not the commit.
+ */
+Datum
+pgjq_install_key_policy(PG_FUNCTION_ARGS)
+{
+	PolicyChange *p;
+	MemoryContext old;
+	char	   *key;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		elog(ERROR, "pgjq: install_key_policy needs a queue, a key and a version");
+	if (key_hash == NULL)
+		PG_RETURN_VOID();		/* nothing to install into */
+	key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PolicyChange));
+	make_tag(&p->tag, PG_GETARG_INT32(0), key);
+	p->subid = GetCurrentSubTransactionId();
+	p->version = PG_GETARG_INT64(2);
+	p->has_policy = !PG_ARGISNULL(3);
+	p->weight = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
+	p->max_in_flight = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
+	p->max_queued = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
+	policy_changes = lappend(policy_changes, p);
+	MemoryContextSwitchTo(old);
+
+	if (p->has_policy)
+	{
+		KeyEntry   *e;
+
+		LWLockAcquire(key_lock, LW_EXCLUSIVE);
+		e = key_entry(&p->tag, true);
+		LWLockRelease(key_lock);
+		if (e == NULL)
+			no_room(key);
+	}
+	ensure_callbacks();
+	PG_RETURN_VOID();
+}
+
+/*
+ * jq.forget_keys(queue_id) forgets a dropped queue's keys when the calling
+ * transaction commits (jq_drop_queue).
+ */
+Datum
+pgjq_forget_keys(PG_FUNCTION_ARGS)
+{
+	PolicyChange *p;
+	MemoryContext old;
+
+	if (key_hash == NULL || PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PolicyChange));
+	make_tag(&p->tag, PG_GETARG_INT32(0), NULL);
+	p->subid = GetCurrentSubTransactionId();
+	p->forget_queue = true;
+	policy_changes = lappend(policy_changes, p);
+	MemoryContextSwitchTo(old);
+	ensure_callbacks();
+	PG_RETURN_VOID();
+}
+
+/*
+ * jq.key_counters() returns this database's keys as shared memory has
+ * them: one row per key with jobs, reservations or a policy.  O(keys): no
+ * table is read.  jq.key_stats adds names and the policies in force.
+ */
+Datum
+pgjq_key_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	KeyEntry   *e;
+
+	pgjq_init_materialized_srf(fcinfo);
+	if (key_hash == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(key_lock, LW_SHARED);
+	hash_seq_init(&status, key_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[11];
+		bool		nulls[11] = {false};
+
+		if (e->tag.dboid != MyDatabaseId)
+			continue;
+		values[0] = Int32GetDatum(e->tag.queue_id);
+		nulls[1] = e->tag.isnull;
+		if (!e->tag.isnull)
+			values[1] = CStringGetTextDatum(e->tag.key);
+		values[2] = Int64GetDatum(e->ready);
+		values[3] = Int64GetDatum(e->scheduled);
+		values[4] = Int64GetDatum(e->leased);
+		values[5] = Int64GetDatum(e->reserved);
+		values[6] = Int64GetDatum(e->queued_reserved);
+		values[7] = Int64GetDatum(e->delivered);
+		values[8] = Int64GetDatum(e->succeeded);
+		values[9] = Int32GetDatum(e->weight);
+		values[10] = BoolGetDatum(e->in_heap);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(key_lock);
+	return (Datum) 0;
+}
