@@ -85,8 +85,9 @@ check_databases(char **newval, void **extra, GucSource source)
 /*
  * _PG_init runs when a backend first loads pgjq, or in the postmaster when
  * pgjq is preloaded.  The GUCs are defined in every case, so SHOW and
- * ALTER SYSTEM know them; shared memory, the launcher and the DDL hook
- * only exist with preloading.
+ * ALTER SYSTEM know them, but pgjq.max_keys, which sizes shared memory (a
+ * PGC_POSTMASTER setting can only be defined while preloading); shared
+ * memory, the launcher and the DDL hook only exist with preloading.
  */
 void
 _PG_init(void)
@@ -163,9 +164,15 @@ _PG_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+	MarkGUCPrefixReserved("pgjq");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	/* sizes shared memory: only while preloading, as core allows */
 	DefineCustomIntVariable("pgjq.max_keys",
 							"Job keys that flow control can keep in shared memory at once.",
-							"Counted over every database: keys with jobs, reservations or a policy, and room for each queue's jobs without a key.  A new key that finds no room makes its enqueue fail; keys without jobs are forgotten to make room.",
+							"Counted over every database: keys with jobs, reservations or a policy.  Keys holding nothing are forgotten to make room; a new key that still finds none makes its enqueue fail.",
 							&pgjq_max_keys,
 							10000,
 							100,
@@ -173,10 +180,6 @@ _PG_init(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
-	MarkGUCPrefixReserved("pgjq");
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
 	pgjq_shmem_init();
 	pgjq_utility_init();
 	/* pg_upgrade's server must not run queue work */

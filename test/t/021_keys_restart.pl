@@ -1,0 +1,110 @@
+# Flow control across crashes and restarts (src/keys.c): the keys' counts
+# and slots live in shared memory, which a crash empties.  Limits hold
+# after a kill -9 with leases out (nothing is handed out until the worker
+# has recounted the keys from the tables, and then the leases of before
+# count); the slots of a killed worker come back when its leases are
+# reclaimed; a session terminated in the middle of a dequeue gives its
+# slots back; the keys' counts equal the tables throughout.
+use strict;
+use warnings;
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PgjqTest;
+
+my $node = new_node('keys', extension => 1, conf => {
+    'pgjq.database' => 'postgres',
+    'pgjq.naptime' => '200ms',
+    'pgjq.stats_interval' => '1s' });
+create_queue($node, 'postgres', 'k', max_in_flight => 4, key_max_in_flight => 2, fair => 'true');
+$node->safe_psql('postgres', q{
+    SELECT 1 FROM jq.jq_set_key_policy('k', 'a', weight => 2);
+    SELECT cardinality(jq.jq_enqueue_batch('k', array_fill('{}'::jsonb, ARRAY[20]),
+                                           keys => array_fill(k, ARRAY[20])))
+      FROM unnest(ARRAY['a', 'b', 'c']) AS k;
+});
+wait_for_counters($node, 'postgres', 'k') or die 'counters never became valid';
+
+# the keys' counts against the truth counted in jq.job: rows that differ
+my $key_mismatch = q{
+    WITH truth AS (
+        SELECT key, count(*) FILTER (WHERE state = 'r') AS ready,
+               count(*) FILTER (WHERE state = 's') AS scheduled,
+               count(*) FILTER (WHERE state = 'l') AS in_flight
+          FROM jq.job WHERE queue_id = jq.queue_id('k') GROUP BY key)
+    SELECT count(*) FROM truth t
+      FULL JOIN (SELECT * FROM jq.key_stats WHERE queue = 'k') s
+        ON coalesce(s.key, '') = coalesce(t.key, '')
+     WHERE (coalesce(t.ready, 0), coalesce(t.scheduled, 0), coalesce(t.in_flight, 0))
+           IS DISTINCT FROM (coalesce(s.ready, 0), coalesce(s.scheduled, 0), coalesce(s.in_flight, 0))};
+my $leased_by_key = q{SELECT coalesce(string_agg(key || '=' || n, ',' ORDER BY key), '')
+    FROM (SELECT key, count(*) AS n FROM jq.job WHERE state = 'l' GROUP BY key) l};
+# the worst excess over the limits: 0 when every limit holds
+my $over = q{SELECT greatest(
+    (SELECT count(*) FROM jq.job WHERE state = 'l') - 4,
+    (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jq.job
+                                       WHERE state = 'l' GROUP BY key) l) - 2)};
+
+# four leases out, to the queue's limit, two keys at theirs
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '4',
+   'four leases: the queue\'s limit');
+is($node->safe_psql('postgres', $key_mismatch), '0', 'the keys\' counts equal the tables');
+
+# kill -9: shared memory is gone with the slots it counted
+$node->stop('immediate');
+$node->start;
+# before and after the recount, nothing is handed out: the limit is taken
+my $early = $node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)});
+is($early, '0', 'right after the crash nothing is handed out');
+wait_for_counters($node, 'postgres', 'k') or die 'counters never rebuilt after the crash';
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '0',
+   'after the recount, the leases of before the crash hold the limit');
+is($node->safe_psql('postgres', $key_mismatch), '0', 'the keys\' counts were rebuilt from the tables');
+is($node->safe_psql('postgres', q{SELECT weight FROM jq.key_stats WHERE queue = 'k' AND key = 'a'}),
+   '2', 'and the policies were loaded again');
+is($node->safe_psql('postgres', $over), '0', 'no limit exceeded');
+
+# the worker that held those leases is gone: once they expire and are
+# reclaimed, their slots come back
+my $before = $node->safe_psql('postgres', $leased_by_key);
+$node->safe_psql('postgres', q{
+    UPDATE jq.job SET lease_expires_at = clock_timestamp() - interval '1 second' WHERE state = 'l'});
+$node->poll_query_until('postgres', q{SELECT count(*) = 0 FROM jq.job WHERE state = 'l'})
+  or die 'expired leases were not reclaimed';
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '4',
+   "reclaimed leases free their slots ($before before)");
+is($node->safe_psql('postgres', $over), '0', 'no limit exceeded');
+
+# a session terminated between its dequeue and its commit gives its slots
+# back (its transaction aborts)
+$node->safe_psql('postgres', q{
+    SELECT count(*) FILTER (WHERE jq.jq_ack(id, lease_token, NULL)) FROM jq.job WHERE state = 'l'});
+my ($out, $err) = ('', '');
+my $h = IPC::Run::start(
+    [ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+      q{BEGIN; SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600); SELECT pg_sleep(600);} ],
+    '>', \$out, '2>', \$err);
+$node->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM pg_stat_activity
+    WHERE query LIKE '%pg_sleep(600)%' AND wait_event = 'PgSleep')})
+  or die 'the dequeuing session never got to its sleep';
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '0',
+   'its uncommitted leases hold the slots');
+$node->safe_psql('postgres', q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+    WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()});
+$h->finish;
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '4',
+   'once it is terminated, the next worker gets them');
+is($node->safe_psql('postgres', $key_mismatch), '0', 'the keys\' counts equal the tables');
+is($node->safe_psql('postgres', $over), '0', 'no limit exceeded');
+
+# a clean restart keeps it all too
+$node->restart;
+wait_for_counters($node, 'postgres', 'k') or die 'counters never rebuilt after the restart';
+is($node->safe_psql('postgres', $key_mismatch), '0', 'after a clean restart too');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '0',
+   'and the limit still holds');
+
+$node->stop;
+done_testing();
