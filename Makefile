@@ -102,7 +102,7 @@ all install installcheck:
 	@exit 1
 endif
 
-.PHONY: demo test bench bench-quick soak
+.PHONY: demo test bench bench-quick bench-keys soak
 
 demo:
 	bash test/bin/demo.sh
@@ -115,6 +115,9 @@ bench:
 
 bench-quick:
 	bash bench/run.sh quick
+
+bench-keys:
+	bash bench/keys.sh
 
 soak:
 	bash bench/soak.sh

@@ -50,6 +50,9 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pgjq;
+-- flow control hands out nothing until the counters are built (the worker
+-- does it within a moment of CREATE EXTENSION): build them now
+DO $$ BEGIN PERFORM jq.rebuild_counters(); END $$;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 -- the probe's alert checks raise WARNINGs, if_not_exists a NOTICE
 SET LOCAL client_min_messages = error;
