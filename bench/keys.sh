@@ -81,8 +81,9 @@ SELECT job_id AS id, lease_token AS tok FROM jq.jq_dequeue('bench', 1) \gset
 SELECT jq.jq_ack(:id, :tok, NULL);
 SQL
 cat >"$WORK/hundred.sql" <<'SQL'
-SELECT array_agg(job_id) AS ids, array_agg(lease_token) AS toks FROM jq.jq_dequeue('bench', 100) \gset
-SELECT count(*) FROM jq.jq_ack_batch(:'ids'::bigint[], :'toks'::bigint[]);
+SELECT quote_literal(array_agg(job_id)::text) AS ids,
+       quote_literal(array_agg(lease_token)::text) AS toks FROM jq.jq_dequeue('bench', 100) \gset
+SELECT count(*) FROM jq.jq_ack_batch(:ids::bigint[], :toks::bigint[]);
 SQL
 chmod 644 "$WORK"/*.sql
 

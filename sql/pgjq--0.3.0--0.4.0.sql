@@ -33,7 +33,7 @@ ALTER TABLE jq.dead_letter ADD COLUMN key text;
 DROP INDEX jq.job_ready_idx;
 CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NULL;
-CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key, priority DESC, run_at, id)
+CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key COLLATE "C", priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NOT NULL;
 
 DROP TRIGGER job_count ON jq.job;

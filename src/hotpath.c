@@ -164,6 +164,16 @@ struct PgjqHot
 	Snapshot	batch_snapshot;
 	CommandId	batch_cid;
 	IndexScanDesc batch_scan;
+
+	/*
+	 * The leases of one dequeue under flow control (pgjq_hot_keys_begin):
+	 * one snapshot, and a scan per index and kind (a lane from a head, or
+	 * the lanes below) that each key's lease rescans.
+	 */
+	Snapshot	keys_snapshot;
+	CommandId	keys_cid;
+	IndexScanDesc keys_scan[2][2];	/* [keyed][below] */
+	ScanKeyData *keys_row[2];	/* the row comparison of each lane scan */
 };
 
 static void
@@ -652,27 +662,59 @@ row_pos(HotTable *t, TupleTableSlot *slot, PgjqKeyPos *pos)
 }
 
 /*
- * key_scan starts a scan of the ready jobs of one key (NULL: the jobs
+ * pgjq_hot_keys_begin and pgjq_hot_keys_end bracket the leases of one
+ * dequeue under flow control (pgjq_hot_lease_key): they share one snapshot,
+ * as the leases of one lane scan do, and the index scans are begun once and
+ * rescanned for each key.  A snapshot per lease and a scan begun and ended
+ * per lease were most of the cost of a 100-job dequeue over many keys.
+ */
+void
+pgjq_hot_keys_begin(PgjqHot *hot)
+{
+	Assert(hot->keys_snapshot == NULL);
+	hot->keys_snapshot = new_snapshot(&hot->keys_cid);
+}
+
+void
+pgjq_hot_keys_end(PgjqHot *hot)
+{
+	for (int k = 0; k < 2; k++)
+		for (int b = 0; b < 2; b++)
+			if (hot->keys_scan[k][b] != NULL)
+			{
+				index_endscan(hot->keys_scan[k][b]);
+				hot->keys_scan[k][b] = NULL;
+			}
+	UnregisterSnapshot(hot->keys_snapshot);
+	hot->keys_snapshot = NULL;
+}
+
+/*
+ * key_scan (re)starts a scan of the ready jobs of one key (NULL: the jobs
  * without a key, in jq.job_ready_idx; otherwise jq.job_key_ready_idx,
  * whose columns are the same after the key): with from, the lane of
  * from's priority from from's (run_at, id) on; without, the lanes below
- * priority.
+ * priority below.
  */
 static IndexScanDesc
-key_scan(PgjqHot *hot, Snapshot snapshot, int32 queue_id, const char *key,
+key_scan(PgjqHot *hot, int32 queue_id, const char *key,
 		 const PgjqKeyPos *from, int16 below)
 {
 	HotTable   *t = &hot->job;
 	Relation	index = key != NULL ? hot->key_ready_idx : hot->ready_idx;
 	AttrNumber	a = key != NULL ? 2 : 1;	/* the key's column, or before */
 	ScanKeyData keys[4];
-	ScanKeyData *row_keys = palloc(sizeof(ScanKeyData) * 2);	/* outlive us, in
-																 * the scan */
+	ScanKeyData *row_keys;
 	int			nkeys = 0;
-	IndexScanDesc scan;
+	IndexScanDesc *scan = &hot->keys_scan[key != NULL][from == NULL];
 
 	if (index == NULL)
 		elog(ERROR, "pgjq: jq.job lacks jq.job_key_ready_idx");
+
+	/* the scan keeps pointing at the row comparison's members */
+	if (hot->keys_row[key != NULL] == NULL)
+		hot->keys_row[key != NULL] = palloc(sizeof(ScanKeyData) * 2);
+	row_keys = hot->keys_row[key != NULL];
 	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum(queue_id));
 	if (key != NULL)
@@ -699,9 +741,10 @@ key_scan(PgjqHot *hot, Snapshot snapshot, int32 queue_id, const char *key,
 	else
 		ScanKeyInit(&keys[nkeys++], a + 1, BTLessStrategyNumber, F_INT2LT,
 					Int16GetDatum(below));
-	scan = index_beginscan(t->rel, index, snapshot, nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
-	return scan;
+	if (*scan == NULL)
+		*scan = index_beginscan(t->rel, index, hot->keys_snapshot, nkeys, 0);
+	index_rescan(*scan, keys, nkeys, NULL, 0);
+	return *scan;
 }
 
 /*
@@ -713,7 +756,11 @@ key_scan(PgjqHot *hot, Snapshot snapshot, int32 queue_id, const char *key,
  * lane holds none, looks at the lanes below without leasing (the key's
  * place in the schedule is lower: the caller picks again), and sets *seen
  * to the first job there or leaves it.  Returns whether it leased a job,
- * at *leased, handed to sink.
+ * at *leased, handed to sink.  Between pgjq_hot_keys_begin and _end.
+ *
+ * When the first job the scan saw is the one it leased, *seen is the
+ * position right after it: the next scan of the key starts past it (in
+ * this dequeue's snapshot the leased row's old version is still there).
  */
 bool
 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
@@ -723,48 +770,44 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 {
 	HotTable   *t = &hot->job;
 	PgjqBoundKey start = {from->at, from->id};
-	Snapshot	snapshot;
-	CommandId	cid;
 	IndexScanDesc scan;
-	bool		first = true;
+	int			visited = 0;
 	bool		done = false;
 
-	snapshot = new_snapshot(&cid);
-	scan = key_scan(hot, snapshot, queue_id, key, from, 0);
+	Assert(hot->keys_snapshot != NULL);
+	scan = key_scan(hot, queue_id, key, from, 0);
 	while (!done && index_getnext_slot(scan, ForwardScanDirection, t->slot))
 	{
 		CHECK_FOR_INTERRUPTS();
 		slot_getallattrs(t->slot);
-		if (first)
+		if (visited++ == 0)
 			row_pos(t, t->slot, seen);
-		first = false;
 		if (!is_lane_job(hot, t->slot, queue_id, key, from->priority, &start))
 			continue;
-		if (lease_row(hot, t->slot, snapshot, cid, queue_id, key, from->priority,
-					  &start, now, lease_seconds))
+		if (lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
+					  from->priority, &start, now, lease_seconds))
 		{
 			row_pos(t, t->next, leased);
 			put_lease(hot, sink, sink_arg);
 			done = true;
+			if (visited == 1 && seen->id < PG_INT64_MAX)
+				seen->id++;		/* past the job it leased */
 		}
 	}
-	index_endscan(scan);
 
-	if (first && from->priority > PGJQ_LIMIT_PRIORITY_MIN)
+	if (visited == 0 && from->priority > PGJQ_LIMIT_PRIORITY_MIN)
 	{
 		/* none in the lane: where are the key's jobs now? */
-		scan = key_scan(hot, snapshot, queue_id, key, NULL, from->priority);
+		scan = key_scan(hot, queue_id, key, NULL, from->priority);
 		if (index_getnext_slot(scan, ForwardScanDirection, t->slot))
 		{
 			slot_getallattrs(t->slot);
 			row_pos(t, t->slot, seen);
 		}
-		index_endscan(scan);
 	}
 	ExecClearTuple(t->slot);
 	ExecClearTuple(t->locked);
 	ExecClearTuple(t->next);
-	UnregisterSnapshot(snapshot);
 	return done;
 }
 

@@ -42,6 +42,8 @@ extern int32 pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 							TimestampTz now, int32 lease_seconds,
 							PgjqLeaseSink sink, void *sink_arg,
 							PgjqBoundKey *head);
+extern void pgjq_hot_keys_begin(PgjqHot *hot);
+extern void pgjq_hot_keys_end(PgjqHot *hot);
 extern bool pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 							   const PgjqKeyPos *from, TimestampTz now,
 							   int32 lease_seconds, PgjqLeaseSink sink,

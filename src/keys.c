@@ -57,6 +57,7 @@
 #include "pgjq.h"
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "funcapi.h"
 #include "lib/pairingheap.h"
 #include "storage/shmem.h"
@@ -158,6 +159,7 @@ const PgjqKeyPos pgjq_key_pos_none = {PGJQ_LIMIT_PRIORITY_MIN - 1, DT_NOEND, PG_
 typedef struct KeyDelta
 {
 	KeyTag		tag;
+	uint32		hash;			/* of the key, to compare before the key */
 	SubTransactionId subid;
 	int64		ready;
 	int64		scheduled;
@@ -446,27 +448,28 @@ pgjq_keys_count(int32 queue_id, const char *key, char oldstate, char newstate,
 				const PgjqKeyPos *pos)
 {
 	SubTransactionId subid = GetCurrentSubTransactionId();
+	uint32		hash = key == NULL ? 0 : hash_bytes((const unsigned char *) key, strlen(key));
 	KeyDelta   *d = NULL;
 
 	if (key_hash == NULL)
 		return;
-	if (last_delta >= 0 && last_delta < ndeltas)
-	{
-		KeyDelta   *l = &deltas[last_delta];
 
-		if (l->subid == subid && l->tag.queue_id == queue_id &&
-			l->tag.isnull == (key == NULL) &&
-			(key == NULL || strcmp(l->tag.key, key) == 0))
-			d = l;
-	}
+	/*
+	 * The delta of this key: the last one used, usually (a batch of one
+	 * key), or found by its hash (a dequeue over many keys).
+	 */
+#define DELTA_IS(x) ((x)->subid == subid && (x)->hash == hash && \
+					 (x)->tag.queue_id == queue_id && (x)->tag.isnull == (key == NULL) && \
+					 (key == NULL || strcmp((x)->tag.key, key) == 0))
+	if (last_delta >= 0 && last_delta < ndeltas && DELTA_IS(&deltas[last_delta]))
+		d = &deltas[last_delta];
 	for (int i = ndeltas - 1; d == NULL && i >= 0; i--)
-		if (deltas[i].subid == subid && deltas[i].tag.queue_id == queue_id &&
-			deltas[i].tag.isnull == (key == NULL) &&
-			(key == NULL || strcmp(deltas[i].tag.key, key) == 0))
+		if (DELTA_IS(&deltas[i]))
 		{
 			d = &deltas[i];
 			last_delta = i;
 		}
+#undef DELTA_IS
 	if (d == NULL)
 	{
 		ensure_callbacks();
@@ -482,6 +485,7 @@ pgjq_keys_count(int32 queue_id, const char *key, char oldstate, char newstate,
 		d = &deltas[ndeltas++];
 		memset(d, 0, sizeof(KeyDelta));
 		make_tag(&d->tag, queue_id, key);
+		d->hash = hash;
 		d->subid = subid;
 	}
 

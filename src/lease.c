@@ -100,6 +100,7 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 	int			misses = 0;
 	PgjqKeyTicket ticket;
 
+	pgjq_hot_keys_begin(hot);
 	while (taken < max_jobs && misses < MAX_MISSES &&
 		   pgjq_keys_pick(queue, &ticket))
 	{
@@ -116,6 +117,7 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 		else
 			misses++;
 	}
+	pgjq_hot_keys_end(hot);
 	pgjq_keys_pick_done();
 }
 
