@@ -71,6 +71,7 @@
 #include "counters.h"
 #include "keys.h"
 #include "launcher.h"
+#include "wakeup.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(pgjq_key_counters);
@@ -199,6 +200,11 @@ static int	last_delta = -1;
 static List *reservations = NIL;	/* of Reservation, in TopTransactionContext */
 static List *policy_changes = NIL;	/* of PolicyChange, same */
 static List *set_aside = NIL;	/* keys the running dequeue took out of a heap */
+
+/* queues to wake after the lock: a slot freed where jobs wait (bounded) */
+#define MAX_WAKES 32
+static int32 wakes[MAX_WAKES];
+static int	nwakes = 0;
 
 Size
 pgjq_keys_shmem_size(void)
@@ -542,6 +548,34 @@ add_reservation(KeyEntry *e, bool lease, int64 n)
 }
 
 /*
+ * note_slot_freed: a slot of the key's queue freed (a lease ended, a
+ * reservation rolled back); if the queue has a concurrency limit and a key
+ * that may be served, its waiting workers are woken after the lock (a
+ * queue without limits never waits for a slot).  Caller holds key_lock.
+ */
+static void
+note_slot_freed(KeyEntry *e)
+{
+	QueueEntry *q = e->queue;
+
+	if ((q->max_in_flight <= 0 && key_limit(e) <= 0) || pairingheap_is_empty(&q->heap))
+		return;
+	for (int i = 0; i < nwakes; i++)
+		if (wakes[i] == q->tag.queue_id)
+			return;
+	if (nwakes < MAX_WAKES)
+		wakes[nwakes++] = q->tag.queue_id;
+}
+
+/* wake the queues noted, once key_lock is released */
+static void
+wake_noted(void)
+{
+	pgjq_wake_now(wakes, nwakes);
+	nwakes = 0;
+}
+
+/*
  * end_reservation gives a reservation back; a lease taken by a
  * transaction that rolled back returns its job to the ready ones, so the
  * key's head must not be past it.  Caller holds key_lock.
@@ -564,6 +598,8 @@ end_reservation(Reservation *r, bool committed)
 	else
 		e->queued_reserved -= r->n;
 	place(e);
+	if (r->lease && !committed)
+		note_slot_freed(e);
 }
 
 /* put the keys a dequeue set aside back in their heaps; caller locks */
@@ -663,6 +699,8 @@ pgjq_keys_at_commit(void)
 			e->head_generation++;
 		}
 		place(e);
+		if (d->leased < 0)
+			note_slot_freed(e);
 	}
 	foreach(lc, reservations)
 		end_reservation((Reservation *) lfirst(lc), true);
@@ -670,6 +708,7 @@ pgjq_keys_at_commit(void)
 		apply_policy((PolicyChange *) lfirst(lc), &full);
 	restore_set_aside();
 	LWLockRelease(key_lock);
+	wake_noted();
 
 	ndeltas = 0;
 	last_delta = -1;
@@ -698,6 +737,7 @@ pgjq_keys_at_abort(void)
 		end_reservation((Reservation *) lfirst(lc), false);
 	restore_set_aside();
 	LWLockRelease(key_lock);
+	wake_noted();
 	reservations = NIL;
 }
 
@@ -758,6 +798,7 @@ pgjq_keys_at_subabort(SubTransactionId subid, SubTransactionId parent, bool comm
 		foreach(lc, ended)
 			end_reservation((Reservation *) lfirst(lc), false);
 		LWLockRelease(key_lock);
+		wake_noted();
 		list_free(ended);
 	}
 }

@@ -118,19 +118,19 @@ pgjq_wakeup_shmem_init(LWLock *lock)
  * degrades to "wake every queue", never to an error.
  */
 static void
-mark_pending(void)
+mark_queues(const int32 *queue_ids, int n, int stride)
 {
 	bool		news = false;
 
 	LWLockAcquire(wake_lock, LW_EXCLUSIVE);
-	for (int i = 0; i < npending; i++)
+	for (int i = 0; i < n; i++)
 	{
 		WakeKey		key;
 		WakeEntry  *entry;
 		bool		found;
 
 		key.dboid = MyDatabaseId;
-		key.queue_id = pending[i].queue_id;
+		key.queue_id = *(const int32 *) ((const char *) queue_ids + i * stride);
 		entry = hash_search(wake_hash, &key, HASH_ENTER_NULL, &found);
 		if (entry == NULL)
 		{
@@ -152,6 +152,26 @@ mark_pending(void)
 	 */
 	if (news)
 		pgjq_wake_database_worker(MyDatabaseId);
+}
+
+static void
+mark_pending(void)
+{
+	mark_queues(&pending[0].queue_id, npending, sizeof(PendingWake));
+}
+
+/*
+ * pgjq_wake_now marks queues for a wakeup at once, for a transaction that
+ * has ended: flow control (keys.c) wakes a queue whose lease ended at
+ * commit, or whose dequeue rolled back, when one of its keys may be served
+ * again.  Must not fail, as mark_pending.
+ */
+void
+pgjq_wake_now(const int32 *queue_ids, int n)
+{
+	if (wake_hash == NULL || n == 0)
+		return;
+	mark_queues(queue_ids, n, sizeof(int32));
 }
 
 static void

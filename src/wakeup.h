@@ -23,6 +23,7 @@ extern void pgjq_wakeup_shmem_init(LWLock *lock);
 
 /* backends */
 extern void pgjq_wake_at_commit(int32 queue_id);
+extern void pgjq_wake_now(const int32 *queue_ids, int n);
 
 /* the worker */
 extern void pgjq_wakeup_collect(void);

@@ -99,6 +99,31 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 36
 is($node->safe_psql('postgres', $key_mismatch), '0', 'the keys\' counts equal the tables');
 is($node->safe_psql('postgres', $over), '0', 'no limit exceeded');
 
+# a worker waiting on LISTEN is woken when a slot frees: the queue is at
+# its limit with jobs ready; an ack commits; the worker NOTIFYs the queue
+sub listen_for
+{
+	my ($secs, $action) = @_;
+	my ($lout, $lerr) = ('', '');
+	my $l = IPC::Run::start(
+		[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'LISTEN jq_k',
+		  '-c', "SELECT pg_sleep($secs)" ],
+		'>', \$lout, '2>', \$lerr);
+	$node->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM pg_stat_activity
+		WHERE query LIKE 'SELECT pg_sleep(%' AND wait_event = 'PgSleep')})
+	  or die 'the listener never got to its sleep';
+	$action->() if $action;
+	$l->finish;
+	return $lout =~ /Asynchronous notification "jq_k"/ ? 1 : 0;
+}
+is(listen_for(2, undef), 0, 'at its limit, a waiting worker hears nothing');
+is(listen_for(3, sub {
+	$node->safe_psql('postgres', q{
+		SELECT jq.jq_ack(id, lease_token, NULL) FROM jq.job WHERE state = 'l' LIMIT 1});
+}), 1, 'an ack that frees a slot wakes it');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '1',
+   'and the next dequeue gets that slot');
+
 # a clean restart keeps it all too
 $node->restart;
 wait_for_counters($node, 'postgres', 'k') or die 'counters never rebuilt after the restart';
