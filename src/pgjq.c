@@ -164,22 +164,26 @@ _PG_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+	/*
+	 * Sizes shared memory: only while preloading, as core allows, and
+	 * before the prefix is reserved, which drops the placeholder that holds
+	 * the configured value.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("pgjq.max_keys",
+								"Job keys that flow control can keep in shared memory at once.",
+								"Counted over every database: keys with jobs, reservations or a policy.  Keys holding nothing are forgotten to make room; a new key that still finds none makes its enqueue fail.",
+								&pgjq_max_keys,
+								10000,
+								100,
+								1000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgjq");
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-
-	/* sizes shared memory: only while preloading, as core allows */
-	DefineCustomIntVariable("pgjq.max_keys",
-							"Job keys that flow control can keep in shared memory at once.",
-							"Counted over every database: keys with jobs, reservations or a policy.  Keys holding nothing are forgotten to make room; a new key that still finds none makes its enqueue fail.",
-							&pgjq_max_keys,
-							10000,
-							100,
-							1000000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
 	pgjq_shmem_init();
 	pgjq_utility_init();
 	/* pg_upgrade's server must not run queue work */

@@ -132,4 +132,38 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 36
    'and the limit still holds');
 
 $node->stop;
+
+# shared memory for keys is bounded by pgjq.max_keys: a new key that finds
+# no room fails its enqueue (53400) and nothing else; keys that hold
+# nothing are forgotten to make room; limits stay right
+my $small = new_node('keys_small', extension => 1, conf => {
+    'pgjq.database' => 'postgres',
+    'pgjq.naptime' => '200ms',
+    'pgjq.max_keys' => '100' });
+create_queue($small, 'postgres', 's', key_max_in_flight => 1);
+wait_for_counters($small, 'postgres', 's') or die 'counters never became valid';
+is($small->safe_psql('postgres', q{
+    SELECT count(*) FROM generate_series(1, 100) g, jq.jq_enqueue('s', '{}', key => 'k' || g)}),
+   '100', 'jobs of 100 keys fit in pgjq.max_keys = 100');
+my ($rc, $out, $err) = $small->psql('postgres', q{
+    \set VERBOSITY verbose
+    SELECT jq.jq_enqueue('s', '{}', key => 'k101')});
+like($err, qr/53400: too many job keys in shared memory for key "k101"/,
+     'the 101st key is refused, with 53400');
+is($small->safe_psql('postgres', q{SELECT jq.jq_enqueue('s', '{}', key => 'k7') > 0}), 't',
+   'a known key still enqueues');
+is($small->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('s', 200)}), '100',
+   'one job of each key in flight: their limit of 1 holds');
+$small->safe_psql('postgres', q{
+    SELECT count(*) FILTER (WHERE jq.jq_ack(id, lease_token, NULL)) FROM jq.job WHERE state = 'l'});
+# the second job of k7 keeps k7; the 99 other keys hold nothing now
+is($small->safe_psql('postgres', q{
+    SELECT count(*) FROM generate_series(101, 150) g, jq.jq_enqueue('s', '{}', key => 'k' || g)}),
+   '50', 'keys that hold nothing are forgotten to make room for new ones');
+is($small->safe_psql('postgres', q{
+    SELECT string_agg(key, ',' ORDER BY key) FROM jq.jq_dequeue('s', 200) WHERE key IN ('k7', 'k101')}),
+   'k101,k7', 'the new keys and the kept one are served');
+is($small->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('s', 200)}), '0',
+   'and their limits hold');
+$small->stop;
 done_testing();
