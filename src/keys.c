@@ -104,6 +104,7 @@ typedef struct QueueEntry
 	int64		reserved;		/* leases of open transactions */
 	int64		keyed_jobs;		/* unfinished jobs that have a key */
 	uint64		vclock;			/* virtual time of the last delivery */
+	uint64		head_seq;		/* counts the lowerings of its keys' heads */
 	/* the queue's settings, as the last dequeue or enqueue read them */
 	bool		fair;
 	int32		max_in_flight;	/* 0: no limit */
@@ -134,6 +135,7 @@ typedef struct KeyEntry
 	int64		succeeded;
 	PgjqKeyPos	head;
 	uint64		head_generation;
+	uint64		head_lowered;	/* the queue's head_seq at its last lowering */
 	uint64		vtime;
 	/* the policy (jq.key_policy), or none: the queue's defaults */
 	int64		policy_version;
@@ -230,6 +232,16 @@ pgjq_keys_shmem_init(LWLock *lock)
 							   PGJQ_MAX_WAKE_QUEUES, &info, HASH_ELEM | HASH_BLOBS);
 }
 
+/*
+ * head_moved records that a key's head was lowered (jobs became ready), or
+ * set anew: scans that began before must not raise it past those jobs.  A
+ * scan checks two things (pgjq_keys_picked): the generation, for changes
+ * since its pick, and head_lowered against the queue's head_seq read
+ * before its snapshot was taken, for jobs its snapshot may not see.
+ */
+static void
+head_moved(struct KeyEntry *e);
+
 /* ----------------------------------------------------------------------
  * Positions, the heap's order, and which keys may be served
  * ---------------------------------------------------------------------- */
@@ -283,6 +295,13 @@ heap_remove(QueueEntry *q, KeyEntry *e)
 	q->heap.ph_arg = q;
 	pairingheap_remove(&q->heap, &e->node);
 	e->in_heap = false;
+}
+
+static void
+head_moved(KeyEntry *e)
+{
+	e->head_generation++;
+	e->head_lowered = ++e->queue->head_seq;
 }
 
 /* the key's concurrency limit in force; 0: none */
@@ -592,7 +611,7 @@ end_reservation(Reservation *r, bool committed)
 		if (!committed && r->taken && pos_cmp(&r->taken_pos, &e->head) < 0)
 		{
 			e->head = r->taken_pos;
-			e->head_generation++;
+			head_moved(e);
 		}
 	}
 	else
@@ -691,12 +710,12 @@ pgjq_keys_at_commit(void)
 		{
 			if (d->arrived && pos_cmp(&d->arrival, &e->head) < 0)
 				e->head = d->arrival;
-			e->head_generation++;
+			head_moved(e);
 		}
 		if (e->ready == 0 && e->reserved == 0)
 		{
 			e->head = pos_none;
-			e->head_generation++;
+			head_moved(e);
 		}
 		place(e);
 		if (d->leased < 0)
@@ -925,6 +944,28 @@ pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
  * ---------------------------------------------------------------------- */
 
 /*
+ * pgjq_keys_snapshot_mark returns the queue's count of head lowerings, to
+ * be read before a dequeue takes the snapshot its scans use: a key whose
+ * head was lowered after it may have jobs that snapshot does not see, and
+ * its head is not raised by that dequeue (pgjq_keys_picked).
+ */
+uint64
+pgjq_keys_snapshot_mark(const PgjqQueue *queue)
+{
+	QueueEntry *q;
+	uint64		mark = 0;
+
+	if (key_hash == NULL)
+		return 0;
+	LWLockAcquire(key_lock, LW_SHARED);
+	q = queue_entry(MyDatabaseId, queue->queue_id, false);
+	if (q != NULL)
+		mark = q->head_seq;
+	LWLockRelease(key_lock);
+	return mark;
+}
+
+/*
  * pgjq_keys_flow_controlled tells whether a dequeue from the queue must go
  * through the scheduler: when it has a concurrency limit, or jobs with a
  * key (which are not in jq.job_ready_idx).  Otherwise it is a plain queue,
@@ -985,7 +1026,7 @@ own_ready_key(QueueEntry *q)
 		if (pos_cmp(&first, &e->head) < 0)
 		{
 			e->head = first;
-			e->head_generation++;
+			head_moved(e);
 		}
 		return e;
 	}
@@ -1098,6 +1139,7 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_po
 	Assert(r->entry == e && r->lease);
 	LWLockAcquire(key_lock, LW_EXCLUSIVE);
 	if (ticket->head_generation == e->head_generation &&
+		e->head_lowered <= ticket->snapshot_mark &&
 		pos_cmp(seen, &e->head) > 0)
 		e->head = *seen;
 	if (leased)
@@ -1117,6 +1159,17 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_po
 			place(e);			/* its head moved: pick again, in order */
 		else
 		{
+			/*
+			 * Its counts promise a ready job its scan did not see from its
+			 * head on.  Most often the job is being leased, or counted
+			 * before it is visible; but should the head be wrong, starting
+			 * over costs one scan of the key: it is a lower bound again.
+			 */
+			if (pos_cmp(seen, &pos_none) == 0)
+			{
+				e->head = pos_first;
+				head_moved(e);
+			}
 			if (e->in_heap)
 				heap_remove(e->queue, e);
 			{

@@ -99,7 +99,10 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 	int32		taken = 0;
 	int			misses = 0;
 	PgjqKeyTicket ticket;
+	uint64		mark;
 
+	/* before the snapshot: see pgjq_keys_snapshot_mark */
+	mark = pgjq_keys_snapshot_mark(queue);
 	pgjq_hot_keys_begin(hot);
 	while (taken < max_jobs && misses < MAX_MISSES &&
 		   pgjq_keys_pick(queue, &ticket))
@@ -107,6 +110,8 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 		PgjqKeyPos	seen = pgjq_key_pos_none;
 		PgjqKeyPos	leased = pgjq_key_pos_none;
 		bool		ok;
+
+		ticket.snapshot_mark = mark;
 
 		ok = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
 								now, lease_seconds, put_lease,

@@ -28,11 +28,24 @@ jq.stats_history and raises alerts.  On the way:
     permanent => true and they land in the dead letters at once;
   * a few "cold model" requests take minutes: their worker calls jq_extend
     every third of the lease;
-  * at 10:05 worker w5 leases 4 jobs and dies mid-inference (its connection
+  * at 10:05 worker w5 asks for 4 jobs (the endpoint's limit gives it what
+    is free) and dies mid-inference (its connection
     closes with the leases held): the background worker reclaims them when
     the leases expire, and other workers redo them (attempt 2);
   * the queue has alert_depth_warning = 800: an alert is raised at each
     peak and cleared when the backlog drains.
+
+Flow control: each request carries its client team as its job key.  The
+model endpoint takes 8 requests at a time: the queue has max_in_flight 8
+and fair share among the teams (fair => true, every team weight 1), and
+ten workers poll it, so the limit, not the pool, decides how many
+inferences run.  To show what fair share buys, every request also goes to
+a second queue, scoring_fifo, with the same limit and its own ten workers
+but without fair share (served in submission order, as before keys):
+during the big clients' bursts the small teams' requests wait behind the
+burst there, and not in scoring.  The report compares their time to
+result, team by team, and checks that neither queue ever had more than 8
+jobs in flight.
 
 At the end it reads every job back with jq_result and checks, by counting,
 that every job id the producers got back succeeded or is dead, that no job
@@ -78,6 +91,8 @@ score_copy, copy_of, BadInput = _example.score_copy, _example.copy_of, _example.
 # --- the day ------------------------------------------------------------------
 
 QUEUE = "scoring"
+COMPARE_QUEUE = "scoring_fifo"    # the same requests, without fair share
+ENDPOINT = 8                      # the model endpoint's concurrent requests: max_in_flight
 DAY_START = 9 * 3600              # the replay starts at 09:00 launch-day time
 WINDOW = 4 * 3600                 # submissions arrive from 09:00 to 13:00
 SUBMISSIONS = 18000               # all submissions, resubmissions included
@@ -180,6 +195,20 @@ def plan_day(seed):
 
 # --- shared state ---------------------------------------------------------------
 
+class Accounting:
+    """what the workers of one queue saw"""
+
+    def __init__(self):
+        self.deliveries = collections.Counter()
+        self.acks = collections.Counter()
+        self.acks_refused = 0
+        self.finished = set()
+        self.failed_permanent = 0
+        self.extensions = 0
+        self.extended_jobs = set()
+        self.leases_lost = 0
+
+
 class Replay:
     def __init__(self, args):
         self.args = args
@@ -202,6 +231,8 @@ class Replay:
         self.worker_errors = []
         self.crash = None             # dict: worker, wall, jobs [(id, token, attempt)]
         self.alert_events = []        # (wall, payload dict)
+        self.compare = Accounting()   # the workers of scoring_fifo
+        self.compare_log = []         # (plan index, job id) in scoring_fifo
 
     def start(self):
         self.t0_mono = time.monotonic()
@@ -231,11 +262,16 @@ def producer(replay, name, items):
                 time.sleep(delay)
             started = time.perf_counter()
             job_id = conn.execute(
-                "SELECT jq.jq_enqueue(%s, %s, priority => %s, idempotency_key => %s)",
-                (QUEUE, Jsonb(sub.payload), sub.priority, sub.key)).fetchone()[0]
+                "SELECT jq.jq_enqueue(%s, %s, priority => %s, idempotency_key => %s, key => %s)",
+                (QUEUE, Jsonb(sub.payload), sub.priority, sub.key, sub.client)).fetchone()[0]
             latency = time.perf_counter() - started
+            twin = conn.execute(
+                "SELECT jq.jq_enqueue(%s, %s, priority => %s, idempotency_key => %s, key => %s)",
+                (COMPARE_QUEUE, Jsonb(sub.payload), sub.priority, sub.key,
+                 sub.client)).fetchone()[0]
             with replay.lock:
                 replay.submit_log.append((idx, job_id, latency, max(0.0, -delay)))
+                replay.compare_log.append((idx, twin))
                 replay.submitted += 1
         conn.close()
     except Exception as e:           # reported, and the accounting will show it
@@ -245,18 +281,20 @@ def producer(replay, name, items):
 # --- workers ------------------------------------------------------------------------
 
 class Worker(threading.Thread):
-    def __init__(self, replay, n):
-        super().__init__(name=f"w{n}", daemon=True)
-        self.replay, self.n = replay, n
-        self.rng = random.Random(1000 + n)
-        self.crash_pending = n == CRASH_WORKER
+    def __init__(self, replay, n, queue=QUEUE):
+        compare = queue != QUEUE
+        super().__init__(name=f"{'f' if compare else 'w'}{n}", daemon=True)
+        self.replay, self.n, self.queue = replay, n, queue
+        self.acct = replay.compare if compare else replay
+        self.rng = random.Random((2000 if compare else 1000) + n)
+        self.crash_pending = n == CRASH_WORKER and not compare
         self.woken = False
         self.conn = None
 
     def connect(self):
         self.conn = self.replay.connect(self.name)
         self.conn.add_notify_handler(self._on_notify)
-        self.conn.execute(f"LISTEN jq_{QUEUE}")
+        self.conn.execute(f"LISTEN jq_{self.queue}")
 
     def _on_notify(self, notify):
         self.woken = True
@@ -270,7 +308,7 @@ class Worker(threading.Thread):
     def dequeue(self, max_jobs):
         return self.conn.execute(
             "SELECT job_id, lease_token, attempt, payload FROM jq.jq_dequeue(%s, %s)",
-            (QUEUE, max_jobs)).fetchall()
+            (self.queue, max_jobs)).fetchall()
 
     def run(self):
         r = self.replay
@@ -299,6 +337,9 @@ class Worker(threading.Thread):
         the worker again a simulated minute later."""
         r = self.replay
         jobs = self.dequeue(CRASH_JOBS)
+        while not jobs and not r.stop_workers.is_set():   # the endpoint is full: wait for a slot
+            select.select([self.conn.fileno()], [], [], 0.05)
+            jobs = self.dequeue(CRASH_JOBS)
         with r.lock:
             for job_id, _, _, _ in jobs:
                 r.deliveries[job_id] += 1
@@ -311,19 +352,19 @@ class Worker(threading.Thread):
         self.connect()
 
     def work(self, job_id, token, attempt, payload):
-        r = self.replay
+        r, a = self.replay, self.acct
         renewed = time.monotonic()
         with r.lock:
-            r.deliveries[job_id] += 1
+            a.deliveries[job_id] += 1
         try:
             copy = copy_of(payload)
         except BadInput as e:
             state = self.conn.execute("SELECT jq.jq_fail(%s, %s, %s, permanent => true)",
                                       (job_id, token, str(e))).fetchone()[0]
             with r.lock:
-                r.failed_permanent += 1
+                a.failed_permanent += 1
                 if state == "dead":
-                    r.finished.add(job_id)
+                    a.finished.add(job_id)
             return
         end = time.monotonic() + self.inference_seconds() / r.factor
         while True:
@@ -335,12 +376,12 @@ class Worker(threading.Thread):
                                             (job_id, token)).fetchone()[0]
                 if expires is None:
                     with r.lock:
-                        r.leases_lost += 1
+                        a.leases_lost += 1
                     return
                 renewed = now
                 with r.lock:
-                    r.extensions += 1
-                    r.extended_jobs.add(job_id)
+                    a.extensions += 1
+                    a.extended_jobs.add(job_id)
             time.sleep(min(end - now, LEASE_SECONDS / 3 - (now - renewed) + 0.001))
         score, reasons = score_copy(copy)
         ok = self.conn.execute("SELECT jq.jq_ack(%s, %s, %s)",
@@ -348,10 +389,10 @@ class Worker(threading.Thread):
                                                       "worker": self.name}))).fetchone()[0]
         with r.lock:
             if ok:
-                r.acks[job_id] += 1
-                r.finished.add(job_id)
+                a.acks[job_id] += 1
+                a.finished.add(job_id)
             else:
-                r.acks_refused += 1
+                a.acks_refused += 1
 
 
 # --- the live line -------------------------------------------------------------------
@@ -393,15 +434,19 @@ class Monitor:
         workers' own count, not pgjq's counters)"""
         with self.r.lock:
             ids = {x[1] for x in self.r.submit_log}
-            return ids <= self.r.finished
+            twins = {x[1] for x in self.r.compare_log}
+            return ids <= self.r.finished and twins <= self.r.compare.finished
 
     def sample(self):
         row = self.conn.execute(
             "SELECT ready, scheduled, in_flight, dead, ready_by_priority, succeeded_total, "
             "       (SELECT count(*) FROM jq.alert a WHERE a.queue = s.queue "
-            "                                      AND a.cleared_at IS NULL) "
-            "  FROM jq.queue_stats s WHERE queue = %s", (QUEUE,)).fetchone()
-        ready, scheduled, in_flight, dead, lanes, done, alerts = row
+            "                                      AND a.cleared_at IS NULL), "
+            "       (SELECT f.in_flight FROM jq.queue_stats f WHERE f.queue = %s) "
+            "  FROM jq.queue_stats s WHERE queue = %s", (COMPARE_QUEUE, QUEUE)).fetchone()
+        ready, scheduled, in_flight, dead, lanes, done, alerts, fifo_in_flight = row
+        self.max_in_flight = max(getattr(self, "max_in_flight", 0), in_flight)
+        self.max_fifo_in_flight = max(getattr(self, "max_fifo_in_flight", 0), fifo_in_flight)
         urgent = int(lanes.get(str(URGENT), 0))
         standard = int(lanes.get(str(STANDARD), 0))
         sim_t = self.r.sim_now()
@@ -474,8 +519,9 @@ def write_chart(path, samples, plan, replay):
         crash_label = ""
         if replay.crash:
             at = DAY_START + replay.sim_of_wall(replay.crash["wall"])
+            n = len(replay.crash["jobs"])
             crash_label = (f'set label "{replay.crash["worker"]} dies holding '
-                           f'{len(replay.crash["jobs"])} leases: in flight until reclaimed" '
+                           f'{n} lease{"s" if n != 1 else ""}: in flight until reclaimed" '
                            f'at "{at + 420:.0f}", {max(x[3] for x in samples) + 1} left')
         script = f"""
 set terminal pngcairo size 1200,760 noenhanced font ",10"
@@ -491,7 +537,7 @@ set rmargin 10
 # top: the standard backlog against the arrivals
 set origin 0, 0.32
 set size 1, 0.68
-set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests in 4 hours, 8 workers (time compressed x{replay.factor:g})"
+set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests of 14 client teams in 4 hours, endpoint limit {ENDPOINT}, fair share (time compressed x{replay.factor:g})"
 set format x ""
 set ylabel "ready jobs"
 set y2label "requests submitted per minute"
@@ -513,10 +559,11 @@ set ylabel "jobs"
 unset y2label
 unset y2tics
 set ytics mirror
-set yrange [0:{max(10, max(x[3] for x in samples) + 2)}]
+set yrange [0:{max(10, ENDPOINT + 3, max(x[3] for x in samples) + 2)}]
 {crash_label}
 set key top right
-plot '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased by the 8 workers)", \\
+plot '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased by {replay.args.workers} workers)", \\
+     {ENDPOINT} with lines dt 2 lw 2 lc rgb "#555555" title "the endpoint's limit (max_in_flight {ENDPOINT})", \\
      '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)"
 unset multiplot
 """
@@ -572,7 +619,8 @@ def report(replay, plan, monitor, conn, elapsed):
          f"(time compressed x{f:g}: 1 real second = {f / 60:g} launch-day minutes)")
     line("=" * 100)
     line()
-    line("Submissions (4 producer threads, one jq_enqueue transaction each, idempotency keys)")
+    line(f"Submissions ({r.args.producers} producer threads, one jq_enqueue transaction each per queue, "
+         "idempotency keys, the client team as job key)")
     urgent_n = sum(1 for s in plan if s.priority == URGENT and not s.resubmit)
     malformed_n = sum(1 for s in plan if s.malformed and not s.resubmit)
     line(f"  submitted {len(log):,} of {len(plan):,}: {len(ids):,} distinct jobs "
@@ -599,6 +647,65 @@ def report(replay, plan, monitor, conn, elapsed):
             by_lane[row[3]].append(row[8] - row[6])
     line(ms_min(by_lane[URGENT], "urgent"))
     line(ms_min(by_lane[STANDARD], "standard"))
+    line()
+
+    line(f"Fair share and the endpoint's limit (job key: the client team; max_in_flight {ENDPOINT}, "
+         f"{r.args.workers} workers per queue)")
+    twins = {}                     # scoring_fifo job id -> plan index
+    for idx, job_id in sorted(r.compare_log):
+        twins.setdefault(job_id, idx)
+    twin_rows = conn.execute(
+        "SELECT r.job_id, r.state, r.attempts, r.priority, r.last_error, r.result, "
+        "       extract(epoch FROM r.enqueued_at)::float8, extract(epoch FROM r.started_at)::float8, "
+        "       extract(epoch FROM r.finished_at)::float8, r.key "
+        "  FROM unnest(%s::bigint[]) AS i(id), LATERAL jq.jq_result(i.id) r",
+        (list(twins),)).fetchall()
+
+    def by_team(rows_, idmap):
+        per = collections.defaultdict(list)
+        for row in rows_:
+            if row[1] == "succeeded" and row[3] == STANDARD:
+                per[plan[idmap[row[0]]].client].append(row[8] - row[6])
+        return per
+
+    fair, fifo = by_team(rows, ids), by_team(twin_rows, twins)
+    big = [c for c, _, _, _ in BURSTS]
+    line(f"  standard jobs, time to result (launch-day time):    with fair share ({QUEUE})"
+         f"      without ({COMPARE_QUEUE})")
+    for label, clients in (("the 3 bursting clients", big), ("the 11 other teams", BACKGROUND_CLIENTS)):
+        a = [x for c in clients for x in fair[c]]
+        b = [x for c in clients for x in fifo[c]]
+        line(f"  {label:<24} {len(a):>6,} jobs     p50 {sim(pct(a, 50)):>8}  p95 {sim(pct(a, 95)):>8}"
+             f"        p50 {sim(pct(b, 50)):>8}  p95 {sim(pct(b, 95)):>8}")
+    line("  per team:")
+    for c in big + BACKGROUND_CLIENTS:
+        a, b = fair[c], fifo[c]
+        line(f"    {c:<10} {len(a):>6,} jobs     p50 {sim(pct(a, 50)):>8}  p95 {sim(pct(a, 95)):>8}"
+             f"        p50 {sim(pct(b, 50)):>8}  p95 {sim(pct(b, 95)):>8}")
+    small_fair = [x for c in BACKGROUND_CLIENTS for x in fair[c]]
+    small_fifo = [x for c in BACKGROUND_CLIENTS for x in fifo[c]]
+    if small_fair and small_fifo:
+        line(f"  the 11 other teams' p95 with fair share is {pct(small_fifo, 95) / max(pct(small_fair, 95), 1e-9):.1f}"
+             f" times shorter: their requests no longer wait behind a burst")
+    line(f"  in flight at most {monitor.max_in_flight} in {QUEUE} and {monitor.max_fifo_in_flight} in "
+         f"{COMPARE_QUEUE} (jq.queue_stats, 4 samples a second): the limit of {ENDPOINT} held "
+         f"with {r.args.workers} workers polling each")
+    if monitor.max_in_flight > ENDPOINT or monitor.max_fifo_in_flight > ENDPOINT:
+        ok = False
+        line("  ** CHECK FAILED: more jobs in flight than the endpoint's limit")
+    keyed = conn.execute(
+        "SELECT coalesce(sum(succeeded_total), 0), count(*) FROM jq.key_stats WHERE queue = %s",
+        (QUEUE,)).fetchone()
+    line(f"  jq.key_stats: {keyed[1]} keys, {keyed[0]:,} jobs succeeded in all")
+    t_succeeded = sum(1 for row in twin_rows if row[1] == "succeeded")
+    t_dead = sum(1 for row in twin_rows if row[1] == "dead")
+    t_lost = len(twins) - t_succeeded - t_dead
+    t_twice = sum(1 for n in r.compare.acks.values() if n > 1)
+    line(f"  {COMPARE_QUEUE}: {len(twins):,} jobs, {t_succeeded:,} succeeded, {t_dead} dead, "
+         f"lost {t_lost}, acked twice {t_twice}")
+    if t_lost or t_twice or r.compare.acks_refused:
+        ok = False
+        line(f"  ** CHECK FAILED in {COMPARE_QUEUE}")
     line()
 
     line("Backlog (ready jobs, sampled from jq.queue_stats 4 times a second)")
@@ -679,8 +786,10 @@ def report(replay, plan, monitor, conn, elapsed):
     line("The crash and lease reclaim")
     if r.crash:
         c = r.crash
+        n = len(c["jobs"])
         line(f"  {clock(r.sim_of_wall(c['wall']))}  worker {c['worker']} died mid-inference "
-             f"holding {len(c['jobs'])} leases (connection closed, nothing acked); "
+             f"holding {n} lease{'s' if n != 1 else ''} of the {CRASH_JOBS} it asked for, the "
+             f"endpoint's free slots (connection closed, nothing acked); "
              f"lease {LEASE_SECONDS} s = {LEASE_SECONDS * f / 60:g} launch-day min")
         for job_id, token, attempt in c["jobs"]:
             row = res.get(job_id)
@@ -748,8 +857,10 @@ def main():
     p = argparse.ArgumentParser(description="pgjq launch-day replay")
     p.add_argument("--factor", type=float, default=120.0,
                    help="time compression: simulated seconds per real second (default 120)")
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--producers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=10,
+                   help="workers per queue (default 10, more than the endpoint's 8)")
+    p.add_argument("--producers", type=int, default=8,
+                   help="producer threads (default 8; each submits to both queues)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--chart", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "..", "..", "bench", "results",
@@ -764,7 +875,10 @@ def main():
     admin.execute("SET client_min_messages = warning")
     admin.execute("CREATE EXTENSION IF NOT EXISTS pgjq")
     admin.execute("SELECT jq.jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
-                  "alert_depth_warning => %s)", (QUEUE, LEASE_SECONDS, ALERT_WARNING))
+                  "alert_depth_warning => %s, max_in_flight => %s, fair => true)",
+                  (QUEUE, LEASE_SECONDS, ALERT_WARNING, ENDPOINT))
+    admin.execute("SELECT jq.jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
+                  "max_in_flight => %s)", (COMPARE_QUEUE, LEASE_SECONDS, ENDPOINT))
     for _ in range(100):
         status = admin.execute("SELECT status FROM jq.jq_worker_status()").fetchone()[0]
         if status == "ok":
@@ -774,7 +888,8 @@ def main():
         sys.exit(f"launch_day: the pgjq background worker is not serving this database: {status}")
 
     per_client = collections.Counter(s.client for s in plan if not s.resubmit)
-    print(f"  queue '{QUEUE}': lease {LEASE_SECONDS} s, alert_depth_warning {ALERT_WARNING}; "
+    print(f"  queue '{QUEUE}': lease {LEASE_SECONDS} s, alert_depth_warning {ALERT_WARNING}, "
+          f"max_in_flight {ENDPOINT}, fair share among the 14 teams (job keys); "
           f"{args.workers} workers, {args.producers} producers; time x{args.factor:g} "
           f"(09:00-13:00 in {WINDOW / args.factor:.0f} s)")
     print("  bursts: " + ", ".join(f"{c} {per_client[c]:,} from {clock(st * 60)}"
@@ -782,11 +897,14 @@ def main():
           + f"; 11 other clients {sum(per_client[c] for c in BACKGROUND_CLIENTS):,} "
             f"spread over the day")
     print(f"  worker {CRASH_WORKER} will die at {clock(CRASH_AT)} holding {CRASH_JOBS} leases")
+    print(f"  every request also goes to '{COMPARE_QUEUE}' (same limit, no fair share, its own "
+          f"{args.workers} workers), for the comparison")
     print()
 
     monitor = Monitor(replay)
     replay.start()
     workers = [Worker(replay, n) for n in range(1, args.workers + 1)]
+    workers += [Worker(replay, n, COMPARE_QUEUE) for n in range(1, args.workers + 1)]
     for w in workers:
         w.start()
     producers = []
