@@ -6,8 +6,8 @@ client teams.  A normal day brings about 4,200 requests.  On a launch day
 three clients (northwind, lumen, kestrel) submit most of 18,000 scoring
 requests within 4 hours, each in a burst that ramps up, peaks and decays;
 the other 11 clients keep a low background.  About 5% are urgent
-(launch-blocking, priority 10), the rest standard (priority 0).  Eight
-inference workers take a few seconds per request: roughly 5,000 requests
+(launch-blocking, priority 10), the rest standard (priority 0).  The
+model endpoint takes 8 requests at a time, a few seconds each: roughly 5,000 requests
 an hour, plenty for a normal day, a little more than this day's 4-hour
 average (4,500 an hour), far less than a burst's peak (about 12,000 an
 hour).  So a backlog builds in each burst and must clear after it.
