@@ -125,6 +125,7 @@ typedef struct KeyEntry
 	KeyTag		tag;
 	pairingheap_node node;
 	bool		in_heap;
+	int32		set_aside;		/* dequeues that hold it out of the heap */
 	QueueEntry *queue;
 	int64		ready;
 	int64		scheduled;
@@ -278,22 +279,30 @@ key_order(const pairingheap_node *a, const pairingheap_node *b, void *arg)
 	return -pos_cmp(&x->head, &y->head);
 }
 
-/* heap operations, with the comparator of this process's address space */
-static void
-heap_add(QueueEntry *q, KeyEntry *e)
+/*
+ * queue_heap returns the queue's heap with the comparator of this
+ * process's address space (the heap lives in shared memory; a function
+ * pointer stored there by another process need not be valid here)
+ */
+static pairingheap *
+queue_heap(QueueEntry *q)
 {
 	q->heap.ph_compare = key_order;
 	q->heap.ph_arg = q;
-	pairingheap_add(&q->heap, &e->node);
+	return &q->heap;
+}
+
+static void
+heap_add(QueueEntry *q, KeyEntry *e)
+{
+	pairingheap_add(queue_heap(q), &e->node);
 	e->in_heap = true;
 }
 
 static void
 heap_remove(QueueEntry *q, KeyEntry *e)
 {
-	q->heap.ph_compare = key_order;
-	q->heap.ph_arg = q;
-	pairingheap_remove(&q->heap, &e->node);
+	pairingheap_remove(queue_heap(q), &e->node);
 	e->in_heap = false;
 }
 
@@ -372,17 +381,27 @@ queue_entry(Oid dboid, int32 queue_id, bool create)
 	if (q != NULL && !found)
 	{
 		memset((char *) q + sizeof(QueueTag), 0, sizeof(QueueEntry) - sizeof(QueueTag));
-		q->heap.ph_compare = key_order;
-		q->heap.ph_arg = q;
 		q->heap.ph_root = NULL;
 	}
 	return q;
 }
 
 /*
- * forget_idle removes keys that hold nothing (no job, no reservation, no
- * policy) to make room; they come back, at zero totals, with their next
- * job.  Returns how many went.
+ * idle: the key holds nothing (no job, no reservation, no policy) and no
+ * backend points at it (a reservation, or a dequeue that set it aside,
+ * keeps its address in backend memory), so its entry may go.
+ */
+static bool
+idle(const KeyEntry *e)
+{
+	return e->ready == 0 && e->scheduled == 0 && e->leased == 0 &&
+		e->reserved == 0 && e->queued_reserved == 0 && !e->has_policy &&
+		!e->in_heap && e->set_aside == 0;
+}
+
+/*
+ * forget_idle removes keys that are idle to make room; they come back, at
+ * zero totals, with their next job.  Returns how many went.
  */
 static int
 forget_idle(void)
@@ -394,9 +413,7 @@ forget_idle(void)
 	hash_seq_init(&status, key_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
-		if (e->ready == 0 && e->scheduled == 0 && e->leased == 0 &&
-			e->reserved == 0 && e->queued_reserved == 0 && !e->has_policy &&
-			!e->in_heap)
+		if (idle(e))
 		{
 			hash_search(key_hash, &e->tag, HASH_REMOVE, NULL);
 			n++;
@@ -628,7 +645,12 @@ restore_set_aside(void)
 	ListCell   *lc;
 
 	foreach(lc, set_aside)
-		place((KeyEntry *) lfirst(lc));
+	{
+		KeyEntry   *e = (KeyEntry *) lfirst(lc);
+
+		e->set_aside--;
+		place(e);
+	}
 	list_free(set_aside);
 	set_aside = NIL;
 }
@@ -643,13 +665,26 @@ apply_policy(const PolicyChange *p, bool *full)
 	{
 		HASH_SEQ_STATUS status;
 		QueueEntry *q;
+		bool		kept = false;
 
+		/*
+		 * The queue's jobs were deleted with it: its keys are idle, but for
+		 * one a backend still points at (forgotten later, as any idle key),
+		 * and the policies, which the drop deleted from the table.
+		 */
 		hash_seq_init(&status, key_hash);
 		while ((e = hash_seq_search(&status)) != NULL)
-			if (e->tag.dboid == p->tag.dboid && e->tag.queue_id == p->tag.queue_id)
+		{
+			if (e->tag.dboid != p->tag.dboid || e->tag.queue_id != p->tag.queue_id)
+				continue;
+			e->has_policy = false;
+			if (idle(e))
 				hash_search(key_hash, &e->tag, HASH_REMOVE, NULL);
+			else
+				kept = true;
+		}
 		q = queue_entry(p->tag.dboid, p->tag.queue_id, false);
-		if (q != NULL)
+		if (q != NULL && !kept)
 			hash_search(queue_hash, &q->tag, HASH_REMOVE, NULL);
 		return;
 	}
@@ -1087,11 +1122,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket)
 		return false;
 	}
 	if (!pairingheap_is_empty(&q->heap))
-	{
-		q->heap.ph_compare = key_order;
-		q->heap.ph_arg = q;
-		e = pairingheap_container(KeyEntry, node, pairingheap_first(&q->heap));
-	}
+		e = pairingheap_container(KeyEntry, node, pairingheap_first(queue_heap(q)));
 	else if ((e = own_ready_key(q)) == NULL)
 	{
 		LWLockRelease(key_lock);
@@ -1176,6 +1207,7 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_po
 				MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
 				set_aside = lappend(set_aside, e);
+				e->set_aside++;
 				MemoryContextSwitchTo(old);
 			}
 		}
