@@ -33,7 +33,8 @@ ALTER TABLE jq.dead_letter ADD COLUMN key text;
 DROP INDEX jq.job_ready_idx;
 CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NULL;
-CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key COLLATE "C", priority DESC, run_at, id)
+CREATE INDEX job_key_ready_idx ON jq.job (queue_id, pg_catalog.hashtextextended(key, 0),
+                                        priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NOT NULL;
 
 DROP TRIGGER job_count ON jq.job;
@@ -783,7 +784,8 @@ SELECT q.name AS queue,
           FROM jq.key_counters() k
           CROSS JOIN LATERAL
                (SELECT j.run_at FROM jq.job j
-                 WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                 WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key = k.key
+                   AND pg_catalog.hashtextextended(j.key, 0) = pg_catalog.hashtextextended(k.key, 0)
                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
          WHERE k.queue_id = q.queue_id AND k.key IS NOT NULL AND k.ready > 0))
            AS oldest_ready_age,
@@ -1084,7 +1086,8 @@ SELECT q.name AS queue,
                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
             ELSE
                 (SELECT clock_timestamp() - j.run_at FROM jq.job j
-                  WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                  WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key = k.key
+                   AND pg_catalog.hashtextextended(j.key, 0) = pg_catalog.hashtextextended(k.key, 0)
                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
        END AS oldest_ready_age,
        k.ready > 0 AND coalesce(

@@ -136,12 +136,16 @@ COMMENT ON TABLE jq.job IS 'pgjq unfinished jobs (ready, scheduled, leased); use
 -- ready jobs only, so leased, scheduled and finished jobs are never walked.
 -- Jobs without a key; those with one are in job_key_ready_idx, so that
 -- each ready job has one entry (an enqueue costs what it did) and each key's
--- jobs are together, for flow control to take a key's next job in one probe
--- (keys compared bytewise, COLLATE "C": only equality matters, and a
--- linguistic collation's comparisons were a tenth of a keyed dequeue)
+-- jobs are together, for flow control to take a key's next job in one probe.
+-- By the key's 64-bit hash, not the key: only equality matters, the scan
+-- checks the key itself on the row, and with fixed-width columns only a
+-- descent compares integers (a text key cost a linguistic comparison and
+-- the uncached offsets of every column after it: a third of a 100-job
+-- dequeue over 1,000 keys)
 CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NULL;
-CREATE INDEX job_key_ready_idx ON jq.job (queue_id, key COLLATE "C", priority DESC, run_at, id)
+CREATE INDEX job_key_ready_idx ON jq.job (queue_id, pg_catalog.hashtextextended(key, 0),
+                                        priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NOT NULL;
 -- promotion of scheduled jobs whose run_at has come
 CREATE INDEX job_scheduled_idx ON jq.job (queue_id, run_at)
@@ -1579,7 +1583,8 @@ SELECT q.name AS queue,
           FROM jq.key_counters() k
           CROSS JOIN LATERAL
                (SELECT j.run_at FROM jq.job j
-                 WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                 WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key = k.key
+                   AND pg_catalog.hashtextextended(j.key, 0) = pg_catalog.hashtextextended(k.key, 0)
                  ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) o
          WHERE k.queue_id = q.queue_id AND k.key IS NOT NULL AND k.ready > 0))
            AS oldest_ready_age,
@@ -1778,7 +1783,8 @@ SELECT q.name AS queue,
                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
             ELSE
                 (SELECT clock_timestamp() - j.run_at FROM jq.job j
-                  WHERE j.queue_id = k.queue_id AND j.key = k.key AND j.state = 'r'
+                  WHERE j.queue_id = k.queue_id AND j.state = 'r' AND j.key = k.key
+                   AND pg_catalog.hashtextextended(j.key, 0) = pg_catalog.hashtextextended(k.key, 0)
                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
        END AS oldest_ready_age,
        k.ready > 0 AND coalesce(

@@ -57,6 +57,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -690,10 +691,23 @@ pgjq_hot_keys_end(PgjqHot *hot)
 }
 
 /*
+ * pgjq_key_hash is the key's hash as jq.job_key_ready_idx indexes it:
+ * hashtextextended(key, 0) in the database's collation (deterministic, so
+ * a hash of the bytes).  Keys that share a hash share the index's range;
+ * the scans check each row's key.
+ */
+static Datum
+pgjq_key_hash(const char *key)
+{
+	return DirectFunctionCall2Coll(hashtextextended, DEFAULT_COLLATION_OID,
+								   CStringGetTextDatum(key), Int64GetDatum(0));
+}
+
+/*
  * key_scan (re)starts a scan of the ready jobs of one key (NULL: the jobs
  * without a key, in jq.job_ready_idx; otherwise jq.job_key_ready_idx,
- * whose columns are the same after the key): with from, the lane of
- * from's priority from from's (run_at, id) on; without, the lanes below
+ * whose columns are the same after the key's hash): with from, the lane
+ * of from's priority from from's (run_at, id) on; without, the lanes below
  * priority below.
  */
 static IndexScanDesc
@@ -718,9 +732,8 @@ key_scan(PgjqHot *hot, int32 queue_id, const char *key,
 	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum(queue_id));
 	if (key != NULL)
-		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTEqualStrategyNumber, InvalidOid,
-							   index->rd_indcollation[1], F_TEXTEQ,
-							   CStringGetTextDatum(key));
+		ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT8EQ,
+					pgjq_key_hash(key));
 	if (from != NULL)
 	{
 		ScanKeyInit(&keys[nkeys++], a + 1, BTEqualStrategyNumber, F_INT2EQ,
