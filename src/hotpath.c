@@ -761,51 +761,61 @@ key_scan(PgjqHot *hot, int32 queue_id, const char *key,
 }
 
 /*
- * pgjq_hot_lease_key leases the next ready job of one key of the queue
- * (key NULL: the jobs without a key) for the scheduler (keys.c): the first
- * one from the key's head from on, in the lane of from's priority, which
- * is the place the scheduler gave the key.  Sets *seen to the first ready
- * job the scan saw, locked or not, which is the key's head now; when the
- * lane holds none, looks at the lanes below without leasing (the key's
+ * pgjq_hot_lease_key leases up to max_jobs ready jobs of one key of the
+ * queue (key NULL: the jobs without a key) for the scheduler (keys.c): the
+ * first ones from the key's head from on, in the lane of from's priority,
+ * which is the place the scheduler gave the key.  Sets *seen to the first
+ * ready job the scan saw, locked or not, which is the key's head now; when
+ * the lane holds none, looks at the lanes below without leasing (the key's
  * place in the schedule is lower: the caller picks again), and sets *seen
- * to the first job there or leaves it.  Returns whether it leased a job,
- * at *leased, handed to sink.  Between pgjq_hot_keys_begin and _end.
+ * to the first job there or leaves it.  Returns how many it leased, the
+ * first at *leased, each handed to sink.  Between pgjq_hot_keys_begin and
+ * _end.
  *
- * When the first job the scan saw is the one it leased, *seen is the
- * position right after it: the next scan of the key starts past it (in
- * this dequeue's snapshot the leased row's old version is still there).
+ * When every job the scan saw up to the last it leased is one it leased,
+ * *seen is the position right after that one: the next scan of the key
+ * starts past them (in this dequeue's snapshot the leased rows' old
+ * versions are still there).
  */
-bool
+int32
 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
-				   const PgjqKeyPos *from, TimestampTz now, int32 lease_seconds,
-				   PgjqLeaseSink sink, void *sink_arg, PgjqKeyPos *seen,
-				   PgjqKeyPos *leased)
+				   const PgjqKeyPos *from, int32 max_jobs, TimestampTz now,
+				   int32 lease_seconds, PgjqLeaseSink sink, void *sink_arg,
+				   PgjqKeyPos *seen, PgjqKeyPos *leased)
 {
 	HotTable   *t = &hot->job;
 	PgjqBoundKey start = {from->at, from->id};
 	IndexScanDesc scan;
 	int			visited = 0;
-	bool		done = false;
+	int32		taken = 0;
+	bool		unbroken = true;	/* every row seen so far was leased */
+	PgjqKeyPos	last = {0};
 
 	Assert(hot->keys_snapshot != NULL);
 	scan = key_scan(hot, queue_id, key, from, 0);
-	while (!done && index_getnext_slot(scan, ForwardScanDirection, t->slot))
+	while (taken < max_jobs && index_getnext_slot(scan, ForwardScanDirection, t->slot))
 	{
 		CHECK_FOR_INTERRUPTS();
 		slot_getallattrs(t->slot);
 		if (visited++ == 0)
 			row_pos(t, t->slot, seen);
-		if (!is_lane_job(hot, t->slot, queue_id, key, from->priority, &start))
-			continue;
-		if (lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
+		if (is_lane_job(hot, t->slot, queue_id, key, from->priority, &start) &&
+			lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
 					  from->priority, &start, now, lease_seconds))
 		{
-			row_pos(t, t->next, leased);
+			row_pos(t, t->next, &last);
+			if (taken++ == 0)
+				*leased = last;
 			put_lease(hot, sink, sink_arg);
-			done = true;
-			if (visited == 1 && seen->id < PG_INT64_MAX)
-				seen->id++;		/* past the job it leased */
 		}
+		else
+			unbroken = false;
+	}
+	if (taken > 0 && unbroken)
+	{
+		*seen = last;
+		if (seen->id < PG_INT64_MAX)
+			seen->id++;			/* past the jobs it leased */
 	}
 
 	if (visited == 0 && from->priority > PGJQ_LIMIT_PRIORITY_MIN)
@@ -821,7 +831,7 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 	ExecClearTuple(t->slot);
 	ExecClearTuple(t->locked);
 	ExecClearTuple(t->next);
-	return done;
+	return taken;
 }
 
 /*

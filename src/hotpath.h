@@ -44,11 +44,11 @@ extern int32 pgjq_hot_lease(PgjqHot *hot, int32 queue_id, int16 priority,
 							PgjqBoundKey *head);
 extern void pgjq_hot_keys_begin(PgjqHot *hot);
 extern void pgjq_hot_keys_end(PgjqHot *hot);
-extern bool pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
-							   const PgjqKeyPos *from, TimestampTz now,
-							   int32 lease_seconds, PgjqLeaseSink sink,
-							   void *sink_arg, PgjqKeyPos *seen,
-							   PgjqKeyPos *leased);
+extern int32 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
+								const PgjqKeyPos *from, int32 max_jobs,
+								TimestampTz now, int32 lease_seconds,
+								PgjqLeaseSink sink, void *sink_arg,
+								PgjqKeyPos *seen, PgjqKeyPos *leased);
 extern void pgjq_hot_batch_begin(PgjqHot *hot);
 extern void pgjq_hot_batch_end(PgjqHot *hot);
 extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,

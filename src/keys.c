@@ -1069,15 +1069,20 @@ own_ready_key(QueueEntry *q)
 }
 
 /*
- * pgjq_keys_pick chooses the key whose job the dequeue hands out next and
- * reserves a slot of it and of the queue; false when none may be served
- * (nothing ready, every key at its limit, the queue at its limit, or the
- * counts not rebuilt yet after a start).  The caller leases one job of the
- * key from ticket->head and reports with pgjq_keys_picked.
+ * pgjq_keys_pick chooses the key whose jobs the dequeue hands out next and
+ * reserves slots of it and of the queue for up to want of them (fewer when
+ * its ready jobs or the free slots are fewer; one without fair share,
+ * which keeps the queue's order); false when none may be served (nothing
+ * ready, every key at its limit, the queue at its limit, or the counts not
+ * rebuilt yet after a start).  The caller leases up to ticket->n
+ * consecutive jobs of the key from ticket->head and reports with
+ * pgjq_keys_picked.
  */
 bool
-pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket)
+pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 {
+	int64		n;
+	int32		limit;
 	QueueEntry *q;
 	KeyEntry   *e;
 
@@ -1136,36 +1141,47 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket)
 	ticket->head_generation = e->head_generation;
 	ticket->vtime = e->vtime;
 
-	/* the delivery: a slot, and the key's turn */
-	e->reserved++;
-	q->reserved++;
+	/* how many: what it has ready and not being leased, and free slots */
+	n = q->fair ? Max(want, 1) : 1;
+	n = Min(n, Max(e->ready - e->reserved, 1));
+	limit = key_limit(e);
+	if (limit > 0)
+		n = Min(n, Max(limit - e->leased - e->reserved, 1));
+	if (q->max_in_flight > 0)
+		n = Min(n, Max(q->max_in_flight - q->leased - q->reserved, 1));
+	ticket->n = (int32) n;
+
+	/* the delivery: the slots, and the key's turn for n jobs */
+	e->reserved += n;
+	q->reserved += n;
 	if (e->vtime > q->vclock)
 		q->vclock = e->vtime;
-	e->vtime += VTIME_UNIT / (uint64) Max(e->weight, 1);
+	e->vtime += (uint64) n * VTIME_UNIT / (uint64) Max(e->weight, 1);
 	place(e);
 	ensure_callbacks();
-	(void) add_reservation(e, true, 1);
+	(void) add_reservation(e, true, n);
 	LWLockRelease(key_lock);
 	return true;
 }
 
 /*
- * pgjq_keys_picked reports what became of a pick: with leased, a job at
- * leased_pos was leased (its reservation holds to the transaction's end);
- * without, nothing, and the slot and the key's turn are given back.  seen
- * is the first ready job the scan saw (pos_none when it saw none), which
- * becomes the key's head unless the head was lowered meanwhile.  A key
- * whose scan leased nothing although its counts promise jobs (held by
- * transactions that are not dequeues, or counted before they are visible)
- * is set aside until the dequeue ends, so that the next pick tries
- * another key.
+ * pgjq_keys_picked reports what became of a pick: leased of its ticket->n
+ * jobs were leased, the first at leased_pos (their reservation holds to
+ * the transaction's end); the slots and the part of the key's turn not
+ * used are given back.  seen is where the key's ready jobs now begin as
+ * the scan saw them (pos_none when it saw none), which becomes the key's
+ * head unless the head was lowered meanwhile.  A key whose scan leased
+ * nothing although its counts promise jobs (held by transactions that are
+ * not dequeues, or counted before they are visible) is set aside until
+ * the dequeue ends, so that the next pick tries another key.
  */
 void
-pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_pos,
+pgjq_keys_picked(PgjqKeyTicket *ticket, int32 leased, const PgjqKeyPos *leased_pos,
 				 const PgjqKeyPos *seen)
 {
 	KeyEntry   *e = (KeyEntry *) ticket->entry;
 	Reservation *r = (Reservation *) llast(reservations);
+	int32		unused = ticket->n - leased;
 
 	Assert(r->entry == e && r->lease);
 	LWLockAcquire(key_lock, LW_EXCLUSIVE);
@@ -1173,16 +1189,22 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_po
 		e->head_lowered <= ticket->snapshot_mark &&
 		pos_cmp(seen, &e->head) > 0)
 		e->head = *seen;
-	if (leased)
+	if (leased > 0)
 	{
 		r->taken = true;
 		r->taken_pos = *leased_pos;
+		r->n = leased;
+		e->reserved -= unused;
+		e->queue->reserved -= unused;
+		e->vtime = ticket->vtime + (uint64) leased * VTIME_UNIT / (uint64) Max(e->weight, 1);
 		place(e);
+		if (unused > 0)
+			note_slot_freed(e);
 	}
 	else
 	{
-		e->reserved--;
-		e->queue->reserved--;
+		e->reserved -= ticket->n;
+		e->queue->reserved -= ticket->n;
 		e->vtime = ticket->vtime;
 		reservations = list_delete_last(reservations);
 		pfree(r);
@@ -1213,6 +1235,7 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased, const PgjqKeyPos *leased_po
 		}
 	}
 	LWLockRelease(key_lock);
+	wake_noted();
 }
 
 /* pgjq_keys_pick_done ends a dequeue: keys it set aside may be served again */

@@ -43,6 +43,7 @@ typedef struct PgjqKeyTicket
 	PgjqKeyPos	head;			/* where its scan starts */
 	uint64		head_generation;
 	uint64		vtime;			/* its virtual time before this pick */
+	int32		n;				/* jobs reserved: lease up to this many */
 	uint64		snapshot_mark;	/* pgjq_keys_snapshot_mark before the scan's
 								 * snapshot; set by the caller */
 } PgjqKeyTicket;
@@ -69,8 +70,8 @@ extern void pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n);
 /* dequeue: the scheduler */
 extern bool pgjq_keys_flow_controlled(const PgjqQueue *queue);
 extern uint64 pgjq_keys_snapshot_mark(const PgjqQueue *queue);
-extern bool pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket);
-extern void pgjq_keys_picked(PgjqKeyTicket *ticket, bool leased,
+extern bool pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want);
+extern void pgjq_keys_picked(PgjqKeyTicket *ticket, int32 leased,
 							 const PgjqKeyPos *leased_pos, const PgjqKeyPos *seen);
 extern void pgjq_keys_pick_done(void);
 

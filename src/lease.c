@@ -88,6 +88,23 @@ dequeue_lanes(FunctionCallInfo fcinfo, PgjqHot *hot, int32 queue_id,
 #define MAX_MISSES 1000
 
 /*
+ * fair_quantum: how many consecutive jobs of one key a fair dequeue takes
+ * per turn, given how many it has left to hand out.  One for a dequeue of
+ * a few jobs, so that fair share is exact at the grain of one job; up to
+ * FAIR_QUANTUM_MAX for a large one, so that it descends the key index once
+ * per few jobs rather than once per job (each descent also checks every
+ * entry left on the key's leaf page).  The turn's virtual time counts every
+ * job taken, so over a few dequeues the shares hold all the same.
+ */
+#define FAIR_QUANTUM_MAX 4
+
+static int32
+fair_quantum(int32 left)
+{
+	return Max(1, Min(FAIR_QUANTUM_MAX, left / 16));
+}
+
+/*
  * dequeue_keys leases up to max_jobs jobs of a queue under flow control,
  * one at a time, each from the key the scheduler picks (keys.c): the key
  * and the queue have a slot for it reserved, and it is the key's turn.
@@ -105,20 +122,19 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 	mark = pgjq_keys_snapshot_mark(queue);
 	pgjq_hot_keys_begin(hot);
 	while (taken < max_jobs && misses < MAX_MISSES &&
-		   pgjq_keys_pick(queue, &ticket))
+		   pgjq_keys_pick(queue, &ticket, fair_quantum(max_jobs - taken)))
 	{
 		PgjqKeyPos	seen = pgjq_key_pos_none;
 		PgjqKeyPos	leased = pgjq_key_pos_none;
-		bool		ok;
+		int32		n;
 
 		ticket.snapshot_mark = mark;
-
-		ok = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
-								now, lease_seconds, put_lease,
-								fcinfo->resultinfo, &seen, &leased);
-		pgjq_keys_picked(&ticket, ok, &leased, &seen);
-		if (ok)
-			taken++;
+		n = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
+							   ticket.n, now, lease_seconds, put_lease,
+							   fcinfo->resultinfo, &seen, &leased);
+		pgjq_keys_picked(&ticket, n, &leased, &seen);
+		if (n > 0)
+			taken += n;
 		else
 			misses++;
 	}
