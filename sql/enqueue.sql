@@ -89,6 +89,12 @@ SELECT jq.jq_enqueue('own', '{"n": 1}') AS id1 \gset
 SELECT ids[1] AS id2, ids[2] AS id3
   FROM jq.jq_enqueue_batch('own', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[]) AS ids \gset
 SELECT team, payload FROM jq.job WHERE id IN (:id1, :id2, :id3) ORDER BY id;
+-- job keys travel the statement's way too
+SELECT ids[1] AS idk1, ids[2] AS idk2
+  FROM jq.jq_enqueue_batch('own', ARRAY['{"k": 1}', '{"k": 2}']::jsonb[],
+                           keys => ARRAY['team_a', NULL]) AS ids \gset
+SELECT jq.jq_enqueue('own', '{"k": 3}', key => 'team_b') AS idk3 \gset
+SELECT team, key, payload FROM jq.job WHERE id IN (:idk1, :idk2, :idk3) ORDER BY id;
 CREATE TRIGGER tag BEFORE INSERT ON jq.job FOR EACH ROW EXECUTE FUNCTION pg_temp.tag();
 SELECT jq.jq_enqueue('own', '{"n": 4}') AS id4 \gset
 SELECT payload FROM jq.job WHERE id = :id4;
