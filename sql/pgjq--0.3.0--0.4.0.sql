@@ -82,28 +82,13 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_forget_keys';
 
+-- the rule of a job key, for the policy functions: src/keys.c's, the one
+-- place it is written (NULL refused here: a policy needs a key)
 CREATE FUNCTION jq.check_job_key(key text)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE C IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF key IS NULL THEN
-        RAISE EXCEPTION 'key must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Jobs without a key follow the queue''s defaults: set them with jq.jq_alter_queue(key_max_in_flight => ..., key_max_queued => ...).';
-    END IF;
-    IF key = '' THEN
-        RAISE EXCEPTION 'job key must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF octet_length(key) > jq.limit('job_key_maxlen') THEN
-        RAISE EXCEPTION 'job key of % bytes is too long', octet_length(key)
-            USING ERRCODE = 'program_limit_exceeded',
-                  DETAIL = format('The limit is %s bytes.', jq.limit('job_key_maxlen'));
-    END IF;
-END
-$$;
+AS 'MODULE_PATHNAME', 'pgjq_check_job_key';
 
 CREATE OR REPLACE FUNCTION jq.check_queue_settings(q jq.queue)
 RETURNS void

@@ -21,8 +21,8 @@
 
 #include "access/htup_details.h"
 #include "commands/trigger.h"
-#include "utils/builtins.h"
 #include "executor/spi.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 
@@ -221,9 +221,12 @@ count_key(int which, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
 		new_queue = DatumGetInt32(heap_getattr(newtup, t->queue_id, desc, &isnull));
 		new_key = row_key(newtup, desc, t);
 		newstate = DatumGetChar(heap_getattr(newtup, t->state, desc, &isnull));
-		pos.priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
-		pos.at = DatumGetTimestampTz(heap_getattr(newtup, t->run_at, desc, &isnull));
-		pos.id = DatumGetInt64(heap_getattr(newtup, t->id, desc, &isnull));
+		if (newstate == PGJQ_STATE_READY)
+		{
+			pos.priority = DatumGetInt16(heap_getattr(newtup, t->priority, desc, &isnull));
+			pos.at = DatumGetTimestampTz(heap_getattr(newtup, t->run_at, desc, &isnull));
+			pos.id = DatumGetInt64(heap_getattr(newtup, t->id, desc, &isnull));
+		}
 	}
 	if (oldtup != NULL && newtup != NULL &&
 		(old_queue != new_queue || (old_key == NULL) != (new_key == NULL) ||
@@ -234,7 +237,8 @@ count_key(int which, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
 		oldstate = 0;
 	}
 	if (newtup != NULL)
-		pgjq_keys_count(new_queue, new_key, oldstate, newstate, &pos);
+		pgjq_keys_count(new_queue, new_key, oldstate, newstate,
+						newstate == PGJQ_STATE_READY ? &pos : NULL);
 	else
 		pgjq_keys_count(old_queue, old_key, oldstate, 0, NULL);
 }

@@ -303,7 +303,14 @@ cmp_cstring_nulls_first(const void *a, const void *b)
 static void
 admit_jobs(const PgjqQueue *queue, const JobKeys *jk, int n)
 {
-	char	  **keys = palloc(sizeof(char *) * n);
+	char	  **keys;
+
+	if (jk == NULL || jk->keys == NULL)
+	{
+		pgjq_keys_admit(queue, NULL, n);	/* all of the default key */
+		return;
+	}
+	keys = palloc(sizeof(char *) * n);
 
 	for (int i = 0; i < n; i++)
 		keys[i] = job_key_cstring(jk, i);

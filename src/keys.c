@@ -77,6 +77,7 @@
 PG_FUNCTION_INFO_V1(pgjq_key_counters);
 PG_FUNCTION_INFO_V1(pgjq_install_key_policy);
 PG_FUNCTION_INFO_V1(pgjq_forget_keys);
+PG_FUNCTION_INFO_V1(pgjq_check_job_key);
 
 /* the admission error: pgjq's own SQLSTATE, so producers can back off */
 #define ERRCODE_PGJQ_KEY_QUEUE_FULL	MAKE_SQLSTATE('P','J','0','0','1')
@@ -473,12 +474,6 @@ no_room(const char *key)
  * Counting: deltas from the count trigger, applied at commit
  * ---------------------------------------------------------------------- */
 
-static void
-ensure_callbacks(void)
-{
-	pgjq_counters_register_callbacks();
-}
-
 /*
  * pgjq_keys_count records one change of a job of the queue with key (NULL:
  * the default key): it left oldstate and entered newstate (0: none), and
@@ -514,7 +509,7 @@ pgjq_keys_count(int32 queue_id, const char *key, char oldstate, char newstate,
 #undef DELTA_IS
 	if (d == NULL)
 	{
-		ensure_callbacks();
+		pgjq_counters_register_callbacks();
 		if (ndeltas == maxdeltas)
 		{
 			maxdeltas = Max(8, maxdeltas * 2);
@@ -969,7 +964,7 @@ pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
 				 errhint("Retry later, when workers have taken some of its jobs.")));
 	}
 	e->queued_reserved += n;
-	ensure_callbacks();
+	pgjq_counters_register_callbacks();
 	(void) add_reservation(e, false, n);
 	LWLockRelease(key_lock);
 }
@@ -1158,7 +1153,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 		q->vclock = e->vtime;
 	e->vtime += (uint64) n * VTIME_UNIT / (uint64) Max(e->weight, 1);
 	place(e);
-	ensure_callbacks();
+	pgjq_counters_register_callbacks();
 	(void) add_reservation(e, true, n);
 	LWLockRelease(key_lock);
 	return true;
@@ -1410,7 +1405,27 @@ pgjq_install_key_policy(PG_FUNCTION_ARGS)
 		if (e == NULL)
 			no_room(key);
 	}
-	ensure_callbacks();
+	pgjq_counters_register_callbacks();
+	PG_RETURN_VOID();
+}
+
+/*
+ * jq.check_job_key(key) applies pgjq_keys_check_key for the policy
+ * functions, which also refuse a NULL key: the jobs without one follow
+ * their queue's settings.
+ */
+Datum
+pgjq_check_job_key(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key must not be null"),
+				 errhint("Jobs without a key follow the queue's defaults: set them with jq.jq_alter_queue(key_max_in_flight => ..., key_max_queued => ...).")));
+	key = PG_GETARG_TEXT_PP(0);
+	pgjq_keys_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	PG_RETURN_VOID();
 }
 
@@ -1433,7 +1448,7 @@ pgjq_forget_keys(PG_FUNCTION_ARGS)
 	p->forget_queue = true;
 	policy_changes = lappend(policy_changes, p);
 	MemoryContextSwitchTo(old);
-	ensure_callbacks();
+	pgjq_counters_register_callbacks();
 	PG_RETURN_VOID();
 }
 
