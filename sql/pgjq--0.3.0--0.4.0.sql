@@ -25,7 +25,8 @@
 ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
                      ADD COLUMN key_max_in_flight integer,
                      ADD COLUMN key_max_queued bigint,
-                     ADD COLUMN fair boolean NOT NULL DEFAULT false;
+                     ADD COLUMN fair boolean NOT NULL DEFAULT false,
+                     ADD COLUMN key_ordered boolean NOT NULL DEFAULT false;
 ALTER TABLE jq.job ADD COLUMN key text;
 ALTER TABLE jq.job_result ADD COLUMN key text;
 ALTER TABLE jq.dead_letter ADD COLUMN key text;
@@ -47,6 +48,7 @@ CREATE TABLE jq.key_policy (
     weight        integer NOT NULL DEFAULT 1,
     max_in_flight integer,
     max_queued    bigint,
+    ordered       boolean,
     version       bigint NOT NULL DEFAULT 1,
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT key_policy_pkey PRIMARY KEY (queue_id, key)
@@ -70,7 +72,7 @@ AS 'MODULE_PATHNAME', 'pgjq_key_counters';
 
 CREATE FUNCTION jq.install_key_policy(queue_id integer, key text, version bigint,
                                       weight integer, max_in_flight integer,
-                                      max_queued bigint)
+                                      max_queued bigint, ordered boolean)
 RETURNS void
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -170,6 +172,10 @@ BEGIN
         RAISE EXCEPTION 'fair must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF q.key_ordered IS NULL THEN
+        RAISE EXCEPTION 'key_ordered must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF q.max_payload_bytes IS NULL
        OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
         RAISE EXCEPTION 'max_payload_bytes must be between % and %',
@@ -205,7 +211,8 @@ CREATE FUNCTION jq.jq_create_queue(
     max_in_flight integer DEFAULT NULL,
     key_max_in_flight integer DEFAULT NULL,
     key_max_queued bigint DEFAULT NULL,
-    fair boolean DEFAULT false)
+    fair boolean DEFAULT false,
+    key_ordered boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -223,7 +230,8 @@ BEGIN
                               backoff_cap, result_retention, max_payload_bytes,
                               dead_letter_retention, idempotency_window,
                               alert_depth_warning, alert_depth_critical, alert_age_warning,
-                              max_in_flight, key_max_in_flight, key_max_queued, fair)
+                              max_in_flight, key_max_in_flight, key_max_queued, fair,
+                              key_ordered)
         VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
                 jq_create_queue.max_attempts, jq_create_queue.backoff_base,
                 jq_create_queue.backoff_cap, jq_create_queue.result_retention,
@@ -231,7 +239,8 @@ BEGIN
                 jq_create_queue.idempotency_window, jq_create_queue.alert_depth_warning,
                 jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning,
                 jq_create_queue.max_in_flight, jq_create_queue.key_max_in_flight,
-                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false))
+                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false),
+                coalesce(jq_create_queue.key_ordered, false))
         ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
         RETURNING * INTO q;
         IF FOUND THEN
@@ -269,7 +278,8 @@ CREATE FUNCTION jq.jq_alter_queue(
     key_max_in_flight integer DEFAULT NULL,
     key_max_queued bigint DEFAULT NULL,
     fair boolean DEFAULT NULL,
-    clear_limits boolean DEFAULT false)
+    clear_limits boolean DEFAULT false,
+    key_ordered boolean DEFAULT NULL)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -304,7 +314,8 @@ BEGIN
                CASE WHEN clear_limits THEN NULL ELSE t.key_max_in_flight END),
            key_max_queued = coalesce(jq_alter_queue.key_max_queued,
                CASE WHEN clear_limits THEN NULL ELSE t.key_max_queued END),
-           fair = coalesce(jq_alter_queue.fair, t.fair)
+           fair = coalesce(jq_alter_queue.fair, t.fair),
+           key_ordered = coalesce(jq_alter_queue.key_ordered, t.key_ordered)
      WHERE t.queue_id = qid
     RETURNING * INTO q;
     RETURN q;
@@ -451,13 +462,19 @@ BEGIN
                        least(extract(epoch FROM q.backoff_cap)::float8,
                              extract(epoch FROM q.backoff_base)::float8
                              * power(2, least(greatest(j.attempt - 1, 0), 40)))
-                       * random())) AS retry_at
+                       * random())) AS retry_at,
+                   coalesce(p.ordered, q.key_ordered) AS ordered
               FROM jq.job j JOIN jq.queue q USING (queue_id)
+              LEFT JOIN jq.key_policy p ON p.queue_id = j.queue_id AND p.key = j.key
              WHERE j.id = ANY (fail_leased.job_ids) AND j.state = 'l'
         ), retried AS (
             UPDATE jq.job j
                SET state = CASE WHEN t.retry_at <= fail_leased.now THEN 'r' ELSE 's' END,
-                   run_at = t.retry_at,
+                   -- a job of an ordered key keeps its place in the key's
+                   -- order: ready again at its enqueue time (jq.promote_due
+                   -- does the same when its backoff is over)
+                   run_at = CASE WHEN t.ordered AND t.retry_at <= fail_leased.now
+                                 THEN j.enqueued_at ELSE t.retry_at END,
                    lease_expires_at = NULL,
                    errors = coalesce(j.errors, '[]') || t.err
               FROM target t
@@ -654,7 +671,16 @@ BEGIN
         WITH bound AS (
             SELECT * FROM unnest(qids, starts, generations) AS u(queue_id, start, generation)
         ), promoted AS (
-            UPDATE jq.job j SET state = 'r'
+            -- a job of an ordered key (a retry) goes back to its place in
+            -- the key's order, its enqueue time
+            UPDATE jq.job j
+               SET state = 'r',
+                   run_at = CASE WHEN (SELECT coalesce(p.ordered, q.key_ordered)
+                                         FROM jq.queue q
+                                         LEFT JOIN jq.key_policy p
+                                           ON p.queue_id = q.queue_id AND p.key = j.key
+                                        WHERE q.queue_id = j.queue_id)
+                                 THEN j.enqueued_at ELSE j.run_at END
              WHERE j.id IN (SELECT d.id FROM bound b CROSS JOIN LATERAL
                               (SELECT x.id FROM jq.job x
                                 WHERE x.queue_id = b.queue_id AND x.state = 's'
@@ -975,7 +1001,8 @@ CREATE FUNCTION jq.jq_set_key_policy(
     weight integer DEFAULT NULL,
     max_in_flight integer DEFAULT NULL,
     max_queued bigint DEFAULT NULL,
-    clear_limits boolean DEFAULT false)
+    clear_limits boolean DEFAULT false,
+    ordered boolean DEFAULT NULL)
 RETURNS jq.key_policy
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1000,21 +1027,24 @@ BEGIN
                                   coalesce(jq_set_key_policy.max_queued::text, 'NULL')),
                   HINT = 'NULL leaves a limit as it is; clear_limits => true removes the key''s own limits.';
     END IF;
-    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued, version)
+    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued,
+                                    ordered, version)
     VALUES (qid, jq_set_key_policy.key, coalesce(jq_set_key_policy.weight, 1),
             jq_set_key_policy.max_in_flight, jq_set_key_policy.max_queued,
-            nextval('jq.key_policy_version_seq'))
+            jq_set_key_policy.ordered, nextval('jq.key_policy_version_seq'))
     ON CONFLICT ON CONSTRAINT key_policy_pkey DO UPDATE
        SET weight = coalesce(jq_set_key_policy.weight, t.weight),
            max_in_flight = coalesce(jq_set_key_policy.max_in_flight,
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_in_flight END),
            max_queued = coalesce(jq_set_key_policy.max_queued,
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_queued END),
+           ordered = coalesce(jq_set_key_policy.ordered,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.ordered END),
            version = nextval('jq.key_policy_version_seq'),
            updated_at = now()
     RETURNING * INTO p;
     PERFORM jq.install_key_policy(p.queue_id, p.key, p.version, p.weight,
-                                  p.max_in_flight, p.max_queued);
+                                  p.max_in_flight, p.max_queued, p.ordered);
     RETURN p;
 END
 $$;
@@ -1042,7 +1072,8 @@ BEGIN
         RETURNING p.queue_id, p.key
     LOOP
         PERFORM jq.install_key_policy(r.queue_id, r.key,
-                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL);
+                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL,
+                                      NULL);
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -1061,6 +1092,7 @@ SELECT q.name AS queue,
        coalesce(p.max_in_flight, q.key_max_in_flight) AS max_in_flight,
        coalesce(p.weight, 1) AS weight,
        coalesce(p.max_queued, q.key_max_queued) AS max_queued,
+       coalesce(p.ordered, q.key_ordered) AS ordered,
        k.delivered_total,
        k.succeeded_total,
        -- the age of the key's next job
@@ -1077,6 +1109,7 @@ SELECT q.name AS queue,
        END AS oldest_ready_age,
        k.ready > 0 AND coalesce(
            k.leased + k.reserved >= coalesce(p.max_in_flight, q.key_max_in_flight)
+           OR (coalesce(p.ordered, q.key_ordered) AND (k.leased + k.reserved > 0 OR k.scheduled > 0))
            OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight,
            false) AS held_back,
        p.key IS NOT NULL AS has_policy
@@ -1089,17 +1122,17 @@ SELECT q.name AS queue,
 COMMENT ON VIEW jq.key_stats IS 'pgjq job keys: jobs, in flight against limits, weights and totals per key, from shared memory (no count(*))';
 
 REVOKE ALL ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
     jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
     jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
     jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
     jq.jq_dequeue(text, integer, integer),
     jq.jq_result(bigint),
-    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
     jq.jq_reset_key_policy(text, text),
     jq.key_counters(),
-    jq.install_key_policy(integer, text, bigint, integer, integer, bigint),
+    jq.install_key_policy(integer, text, bigint, integer, integer, bigint, boolean),
     jq.forget_keys(integer),
     jq.check_job_key(text)
 FROM PUBLIC;
@@ -1114,9 +1147,9 @@ GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bi
 GRANT EXECUTE ON FUNCTION jq.key_counters() TO jq_reader;
 GRANT SELECT ON jq.key_policy, jq.key_stats TO jq_reader;
 GRANT EXECUTE ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
-    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
     jq.jq_reset_key_policy(text, text)
 TO jq_admin;
 

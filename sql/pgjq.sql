@@ -80,11 +80,13 @@ CREATE TABLE jq.queue (
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- flow control (src/keys.c): jobs in flight at once in the queue and,
     -- by default, per job key; ready and scheduled jobs a key may hold;
-    -- weighted fair share among keys.  NULL: no limit
+    -- weighted fair share among keys; by default, each key's jobs one at
+    -- a time in enqueue order.  NULL: no limit
     max_in_flight     integer,
     key_max_in_flight integer,
     key_max_queued    bigint,
-    fair              boolean NOT NULL DEFAULT false
+    fair              boolean NOT NULL DEFAULT false,
+    key_ordered       boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE jq.queue IS 'pgjq queues and their settings; change them with jq.jq_create_queue, jq.jq_alter_queue and jq.jq_drop_queue';
@@ -221,7 +223,7 @@ SELECT pg_catalog.pg_extension_config_dump('jq.dead_letter', '');
  * Flow-control policies of job keys (src/keys.c), set with
  * jq.jq_set_key_policy and removed with jq.jq_reset_key_policy.  A key
  * without a row follows its queue's defaults (jq.queue key_max_in_flight,
- * key_max_queued; weight 1).  version grows with every change of a row, so
+ * key_max_queued, key_ordered; weight 1), and so does a NULL column.  version grows with every change of a row, so
  * that shared memory installs each key's changes in commit order.
  */
 CREATE TABLE jq.key_policy (
@@ -230,6 +232,7 @@ CREATE TABLE jq.key_policy (
     weight        integer NOT NULL DEFAULT 1,
     max_in_flight integer,
     max_queued    bigint,
+    ordered       boolean,
     version       bigint NOT NULL DEFAULT 1,
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT key_policy_pkey PRIMARY KEY (queue_id, key)
@@ -482,6 +485,10 @@ BEGIN
         RAISE EXCEPTION 'fair must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF q.key_ordered IS NULL THEN
+        RAISE EXCEPTION 'key_ordered must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF q.max_payload_bytes IS NULL
        OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
         RAISE EXCEPTION 'max_payload_bytes must be between % and %',
@@ -572,7 +579,8 @@ CREATE FUNCTION jq.jq_create_queue(
     max_in_flight integer DEFAULT NULL,
     key_max_in_flight integer DEFAULT NULL,
     key_max_queued bigint DEFAULT NULL,
-    fair boolean DEFAULT false)
+    fair boolean DEFAULT false,
+    key_ordered boolean DEFAULT false)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -590,7 +598,8 @@ BEGIN
                               backoff_cap, result_retention, max_payload_bytes,
                               dead_letter_retention, idempotency_window,
                               alert_depth_warning, alert_depth_critical, alert_age_warning,
-                              max_in_flight, key_max_in_flight, key_max_queued, fair)
+                              max_in_flight, key_max_in_flight, key_max_queued, fair,
+                              key_ordered)
         VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
                 jq_create_queue.max_attempts, jq_create_queue.backoff_base,
                 jq_create_queue.backoff_cap, jq_create_queue.result_retention,
@@ -598,7 +607,8 @@ BEGIN
                 jq_create_queue.idempotency_window, jq_create_queue.alert_depth_warning,
                 jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning,
                 jq_create_queue.max_in_flight, jq_create_queue.key_max_in_flight,
-                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false))
+                jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false),
+                coalesce(jq_create_queue.key_ordered, false))
         ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
         RETURNING * INTO q;
         IF FOUND THEN
@@ -637,7 +647,8 @@ CREATE FUNCTION jq.jq_alter_queue(
     key_max_in_flight integer DEFAULT NULL,
     key_max_queued bigint DEFAULT NULL,
     fair boolean DEFAULT NULL,
-    clear_limits boolean DEFAULT false)
+    clear_limits boolean DEFAULT false,
+    key_ordered boolean DEFAULT NULL)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -672,7 +683,8 @@ BEGIN
                CASE WHEN clear_limits THEN NULL ELSE t.key_max_in_flight END),
            key_max_queued = coalesce(jq_alter_queue.key_max_queued,
                CASE WHEN clear_limits THEN NULL ELSE t.key_max_queued END),
-           fair = coalesce(jq_alter_queue.fair, t.fair)
+           fair = coalesce(jq_alter_queue.fair, t.fair),
+           key_ordered = coalesce(jq_alter_queue.key_ordered, t.key_ordered)
      WHERE t.queue_id = qid
     RETURNING * INTO q;
     RETURN q;
@@ -1025,7 +1037,16 @@ BEGIN
         WITH bound AS (
             SELECT * FROM unnest(qids, starts, generations) AS u(queue_id, start, generation)
         ), promoted AS (
-            UPDATE jq.job j SET state = 'r'
+            -- a job of an ordered key (a retry) goes back to its place in
+            -- the key's order, its enqueue time
+            UPDATE jq.job j
+               SET state = 'r',
+                   run_at = CASE WHEN (SELECT coalesce(p.ordered, q.key_ordered)
+                                         FROM jq.queue q
+                                         LEFT JOIN jq.key_policy p
+                                           ON p.queue_id = q.queue_id AND p.key = j.key
+                                        WHERE q.queue_id = j.queue_id)
+                                 THEN j.enqueued_at ELSE j.run_at END
              WHERE j.id IN (SELECT d.id FROM bound b CROSS JOIN LATERAL
                               (SELECT x.id FROM jq.job x
                                 WHERE x.queue_id = b.queue_id AND x.state = 's'
@@ -1095,13 +1116,19 @@ BEGIN
                        least(extract(epoch FROM q.backoff_cap)::float8,
                              extract(epoch FROM q.backoff_base)::float8
                              * power(2, least(greatest(j.attempt - 1, 0), 40)))
-                       * random())) AS retry_at
+                       * random())) AS retry_at,
+                   coalesce(p.ordered, q.key_ordered) AS ordered
               FROM jq.job j JOIN jq.queue q USING (queue_id)
+              LEFT JOIN jq.key_policy p ON p.queue_id = j.queue_id AND p.key = j.key
              WHERE j.id = ANY (fail_leased.job_ids) AND j.state = 'l'
         ), retried AS (
             UPDATE jq.job j
                SET state = CASE WHEN t.retry_at <= fail_leased.now THEN 'r' ELSE 's' END,
-                   run_at = t.retry_at,
+                   -- a job of an ordered key keeps its place in the key's
+                   -- order: ready again at its enqueue time (jq.promote_due
+                   -- does the same when its backoff is over)
+                   run_at = CASE WHEN t.ordered AND t.retry_at <= fail_leased.now
+                                 THEN j.enqueued_at ELSE t.retry_at END,
                    lease_expires_at = NULL,
                    errors = coalesce(j.errors, '[]') || t.err
               FROM target t
@@ -1628,7 +1655,7 @@ CREATE SEQUENCE jq.key_policy_version_seq AS bigint;
 -- installs a key's policy (weight NULL: removes it) when the transaction commits
 CREATE FUNCTION jq.install_key_policy(queue_id integer, key text, version bigint,
                                       weight integer, max_in_flight integer,
-                                      max_queued bigint)
+                                      max_queued bigint, ordered boolean)
 RETURNS void
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1660,7 +1687,8 @@ CREATE FUNCTION jq.jq_set_key_policy(
     weight integer DEFAULT NULL,
     max_in_flight integer DEFAULT NULL,
     max_queued bigint DEFAULT NULL,
-    clear_limits boolean DEFAULT false)
+    clear_limits boolean DEFAULT false,
+    ordered boolean DEFAULT NULL)
 RETURNS jq.key_policy
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1685,21 +1713,24 @@ BEGIN
                                   coalesce(jq_set_key_policy.max_queued::text, 'NULL')),
                   HINT = 'NULL leaves a limit as it is; clear_limits => true removes the key''s own limits.';
     END IF;
-    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued, version)
+    INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued,
+                                    ordered, version)
     VALUES (qid, jq_set_key_policy.key, coalesce(jq_set_key_policy.weight, 1),
             jq_set_key_policy.max_in_flight, jq_set_key_policy.max_queued,
-            nextval('jq.key_policy_version_seq'))
+            jq_set_key_policy.ordered, nextval('jq.key_policy_version_seq'))
     ON CONFLICT ON CONSTRAINT key_policy_pkey DO UPDATE
        SET weight = coalesce(jq_set_key_policy.weight, t.weight),
            max_in_flight = coalesce(jq_set_key_policy.max_in_flight,
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_in_flight END),
            max_queued = coalesce(jq_set_key_policy.max_queued,
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_queued END),
+           ordered = coalesce(jq_set_key_policy.ordered,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.ordered END),
            version = nextval('jq.key_policy_version_seq'),
            updated_at = now()
     RETURNING * INTO p;
     PERFORM jq.install_key_policy(p.queue_id, p.key, p.version, p.weight,
-                                  p.max_in_flight, p.max_queued);
+                                  p.max_in_flight, p.max_queued, p.ordered);
     RETURN p;
 END
 $$;
@@ -1731,7 +1762,8 @@ BEGIN
         RETURNING p.queue_id, p.key
     LOOP
         PERFORM jq.install_key_policy(r.queue_id, r.key,
-                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL);
+                                      nextval('jq.key_policy_version_seq'), NULL, NULL, NULL,
+                                      NULL);
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -1757,6 +1789,7 @@ SELECT q.name AS queue,
        coalesce(p.max_in_flight, q.key_max_in_flight) AS max_in_flight,
        coalesce(p.weight, 1) AS weight,
        coalesce(p.max_queued, q.key_max_queued) AS max_queued,
+       coalesce(p.ordered, q.key_ordered) AS ordered,
        k.delivered_total,
        k.succeeded_total,
        -- the age of the key's next job
@@ -1773,6 +1806,7 @@ SELECT q.name AS queue,
        END AS oldest_ready_age,
        k.ready > 0 AND coalesce(
            k.leased + k.reserved >= coalesce(p.max_in_flight, q.key_max_in_flight)
+           OR (coalesce(p.ordered, q.key_ordered) AND (k.leased + k.reserved > 0 OR k.scheduled > 0))
            OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight,
            false) AS held_back,
        p.key IS NOT NULL AS has_policy
@@ -2219,10 +2253,10 @@ GRANT EXECUTE ON FUNCTION jq.counters(), jq.counters_valid(), jq.scan_bounds(),
 GRANT SELECT ON jq.dead_letter TO jq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
     jq.jq_drop_queue(text, boolean),
-    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
     jq.jq_reset_key_policy(text, text),
     jq.jq_redrive(text, bigint[])
 TO jq_admin;

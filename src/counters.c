@@ -448,16 +448,21 @@ install_keys(bool keys)
 			bool		isnull;
 			bool		mif_null;
 			bool		mq_null;
+			bool		ordered_null;
 			Datum		mif = pgjq_stmt_value(i, KEY_POLICIES_MAX_IN_FLIGHT, &mif_null);
 			Datum		mq = pgjq_stmt_value(i, KEY_POLICIES_MAX_QUEUED, &mq_null);
+			Datum		ordered = pgjq_stmt_value(i, KEY_POLICIES_ORDERED, &ordered_null);
 			int32		queue_id = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_QUEUE_ID, &isnull));
 			char	   *key = TextDatumGetCString(pgjq_stmt_value(i, KEY_POLICIES_KEY, &isnull));
 			int64		version = DatumGetInt64(pgjq_stmt_value(i, KEY_POLICIES_VERSION, &isnull));
-			int32		weight = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_WEIGHT, &isnull));
+			PgjqKeyPolicy policy;
 
-			pgjq_keys_install_policy(queue_id, key, version, weight,
-									 mif_null ? 0 : DatumGetInt32(mif),
-									 mq_null ? 0 : DatumGetInt64(mq));
+			policy.weight = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_WEIGHT, &isnull));
+			policy.max_in_flight = mif_null ? 0 : DatumGetInt32(mif);
+			policy.max_queued = mq_null ? 0 : DatumGetInt64(mq);
+			policy.ordered_set = !ordered_null;
+			policy.ordered = !ordered_null && DatumGetBool(ordered);
+			pgjq_keys_install_policy(queue_id, key, version, &policy);
 		}
 	}
 	pgjq_keys_install_end();

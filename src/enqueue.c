@@ -298,16 +298,18 @@ cmp_cstring_nulls_first(const void *a, const void *b)
 /*
  * admit_jobs reserves the n jobs about to be inserted against their keys'
  * admission limits (keys.c), one reservation per distinct key, and raises
- * PJ001 for the first key they overfill, before anything is inserted.
+ * PJ001 for the first key they overfill, before anything is inserted; or
+ * an error when a key is ordered and the jobs have a priority or run_at.
  */
 static void
-admit_jobs(const PgjqQueue *queue, const JobKeys *jk, int n)
+admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobKeys *jk, int n)
 {
 	char	  **keys;
+	bool		in_order = opts->priority == 0 && opts->run_at == opts->enqueued_at;
 
 	if (jk == NULL || jk->keys == NULL)
 	{
-		pgjq_keys_admit(queue, NULL, n);	/* all of the default key */
+		pgjq_keys_admit(queue, NULL, n, in_order);	/* all of the default key */
 		return;
 	}
 	keys = palloc(sizeof(char *) * n);
@@ -321,7 +323,7 @@ admit_jobs(const PgjqQueue *queue, const JobKeys *jk, int n)
 
 		while (j < n && cmp_cstring_nulls_first(&keys[i], &keys[j]) == 0)
 			j++;
-		pgjq_keys_admit(queue, keys[i], j - i);
+		pgjq_keys_admit(queue, keys[i], j - i, in_order);
 		i = j;
 	}
 	pfree(keys);
@@ -344,7 +346,7 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' '};
 	bool		keyed_schema = pgjq_schema_keys();
 
-	admit_jobs(queue, jk, n);
+	admit_jobs(queue, opts, jk, n);
 
 	if (pgjq_hot_can_insert(hot))
 	{

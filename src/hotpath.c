@@ -769,8 +769,10 @@ key_scan(PgjqHot *hot, int32 queue_id, const char *key,
  * the lane holds none, looks at the lanes below without leasing (the key's
  * place in the schedule is lower: the caller picks again), and sets *seen
  * to the first job there or leaves it.  Returns how many it leased, the
- * first at *leased, each handed to sink.  Between pgjq_hot_keys_begin and
- * _end.
+ * first at *leased, each handed to sink.  With in_order (an ordered key),
+ * the first job of the key the scan meets is leased or none is: a job it
+ * cannot lease now (another transaction holds it) is not skipped.  Between
+ * pgjq_hot_keys_begin and _end.
  *
  * When every job the scan saw up to the last it leased is one it leased,
  * *seen is the position right after that one: the next scan of the key
@@ -779,9 +781,9 @@ key_scan(PgjqHot *hot, int32 queue_id, const char *key,
  */
 int32
 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
-				   const PgjqKeyPos *from, int32 max_jobs, TimestampTz now,
-				   int32 lease_seconds, PgjqLeaseSink sink, void *sink_arg,
-				   PgjqKeyPos *seen, PgjqKeyPos *leased)
+				   const PgjqKeyPos *from, int32 max_jobs, bool in_order,
+				   TimestampTz now, int32 lease_seconds, PgjqLeaseSink sink,
+				   void *sink_arg, PgjqKeyPos *seen, PgjqKeyPos *leased)
 {
 	HotTable   *t = &hot->job;
 	PgjqBoundKey start = {from->at, from->id};
@@ -799,9 +801,10 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 		slot_getallattrs(t->slot);
 		if (visited++ == 0)
 			row_pos(t, t->slot, seen);
-		if (is_lane_job(hot, t->slot, queue_id, key, from->priority, &start) &&
-			lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
-					  from->priority, &start, now, lease_seconds))
+		if (!is_lane_job(hot, t->slot, queue_id, key, from->priority, &start))
+			unbroken = false;	/* another key's job with the same hash */
+		else if (lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
+						   from->priority, &start, now, lease_seconds))
 		{
 			row_pos(t, t->next, &last);
 			if (taken++ == 0)
@@ -809,7 +812,11 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 			put_lease(hot, sink, sink_arg);
 		}
 		else
+		{
 			unbroken = false;
+			if (in_order)
+				break;
+		}
 	}
 	if (taken > 0 && unbroken)
 	{

@@ -22,6 +22,15 @@
  * - Admission limits.  An enqueue reserves its jobs against the key's
  *   max_queued (ready + scheduled + reserved) before it inserts, and fails
  *   whole when they do not fit.
+ * - Ordered keys.  An ordered key (SQS FIFO's message groups) may be
+ *   served only when nothing of it is in flight or scheduled: one job at a
+ *   time, and a job that failed and waits out its backoff holds the key.
+ *   Its jobs take no priority or run_at of their own (pgjq_keys_admit), so
+ *   its order (priority, run_at, id) is enqueue order, and a retry returns
+ *   to its place in it (jq.fail_leased and jq.promote_due make it ready at
+ *   its enqueue time).  Its scan takes the key's first ready job or none
+ *   (lease.c), from a snapshot that sees every job of the key that became
+ *   ready before the pick.
  * - The scheduler.  A queue's keys that may be served (a ready job not
  *   being leased, a free slot) are in a pairing heap, ordered by their
  *   head's priority first (an urgent job is never behind a standard one),
@@ -111,6 +120,7 @@ typedef struct QueueEntry
 	int32		max_in_flight;	/* 0: no limit */
 	int32		key_max_in_flight;
 	int64		key_max_queued;
+	bool		key_ordered;
 } QueueEntry;
 
 typedef struct KeyTag
@@ -142,9 +152,7 @@ typedef struct KeyEntry
 	/* the policy (jq.key_policy), or none: the queue's defaults */
 	int64		policy_version;
 	bool		has_policy;
-	int32		weight;
-	int32		max_in_flight;	/* 0: the queue's default */
-	int64		max_queued;		/* 0: the queue's default */
+	PgjqKeyPolicy policy;		/* 0 or !ordered_set: the queue's default */
 } KeyEntry;
 
 static LWLock *key_lock = NULL;
@@ -192,9 +200,7 @@ typedef struct PolicyChange
 	bool		forget_queue;	/* jq_drop_queue: forget the queue's keys */
 	int64		version;
 	bool		has_policy;
-	int32		weight;
-	int32		max_in_flight;
-	int64		max_queued;
+	PgjqKeyPolicy policy;
 } PolicyChange;
 
 static KeyDelta *deltas = NULL;
@@ -318,19 +324,46 @@ head_moved(KeyEntry *e)
 static int32
 key_limit(const KeyEntry *e)
 {
-	if (e->has_policy && e->max_in_flight > 0)
-		return e->max_in_flight;
+	if (e->has_policy && e->policy.max_in_flight > 0)
+		return e->policy.max_in_flight;
 	return e->queue->key_max_in_flight;
 }
+
+/* is the key ordered: its policy says, or else its queue's key_ordered */
+static bool
+is_ordered(const KeyEntry *e)
+{
+	if (e->has_policy && e->policy.ordered_set)
+		return e->policy.ordered;
+	return e->queue->key_ordered;
+}
+
+/*
+ * slot_free: the key may have one more job in flight.  An ordered key has
+ * none in flight and none scheduled, the retry of a failed job that holds
+ * its place; own_scheduled is the change of this transaction to its
+ * scheduled jobs, not counted yet (own_ready_key: a retry it promoted).
+ * In flight counts this transaction's leases by their reservations.
+ */
+static bool
+slot_free_with(const KeyEntry *e, int64 own_scheduled)
+{
+	int64		in_flight = e->leased + e->reserved;
+	int32		limit;
+
+	if (is_ordered(e))
+		return in_flight == 0 && e->scheduled + own_scheduled <= 0;
+	limit = key_limit(e);
+	return limit <= 0 || in_flight < limit;
+}
+
+#define slot_free(e) slot_free_with(e, 0)
 
 /* may the key be served: a ready job nobody is leasing, and a free slot */
 static bool
 servable(const KeyEntry *e)
 {
-	int32		limit = key_limit(e);
-
-	return e->ready > e->reserved &&
-		(limit <= 0 || e->leased + e->reserved < limit);
+	return e->ready > e->reserved && slot_free(e);
 }
 
 /*
@@ -453,7 +486,7 @@ key_entry(const KeyTag *tag, bool create)
 		memset((char *) e + sizeof(KeyTag), 0, sizeof(KeyEntry) - sizeof(KeyTag));
 		e->queue = q;
 		e->head = pos_none;
-		e->weight = 1;
+		e->policy.weight = 1;
 	}
 	return e;
 }
@@ -589,7 +622,8 @@ note_slot_freed(KeyEntry *e)
 {
 	QueueEntry *q = e->queue;
 
-	if ((q->max_in_flight <= 0 && key_limit(e) <= 0) || pairingheap_is_empty(&q->heap))
+	if ((q->max_in_flight <= 0 && key_limit(e) <= 0 && !is_ordered(e)) ||
+		pairingheap_is_empty(&q->heap))
 		return;
 	for (int i = 0; i < nwakes; i++)
 		if (wakes[i] == q->tag.queue_id)
@@ -693,9 +727,13 @@ apply_policy(const PolicyChange *p, bool *full)
 		return;					/* a later change was installed first */
 	e->policy_version = p->version;
 	e->has_policy = p->has_policy;
-	e->weight = p->has_policy ? p->weight : 1;
-	e->max_in_flight = p->has_policy ? p->max_in_flight : 0;
-	e->max_queued = p->has_policy ? p->max_queued : 0;
+	if (p->has_policy)
+		e->policy = p->policy;
+	else
+	{
+		memset(&e->policy, 0, sizeof(e->policy));
+		e->policy.weight = 1;
+	}
 	place(e);
 }
 
@@ -885,7 +923,8 @@ static void
 sync_queue(QueueEntry *q, const PgjqQueue *queue)
 {
 	bool		replace = q->fair != queue->fair ||
-		q->key_max_in_flight != queue->key_max_in_flight;
+		q->key_max_in_flight != queue->key_max_in_flight ||
+		q->key_ordered != queue->key_ordered;
 
 	q->max_in_flight = queue->max_in_flight;
 	q->key_max_queued = queue->key_max_queued;
@@ -893,6 +932,7 @@ sync_queue(QueueEntry *q, const PgjqQueue *queue)
 		return;
 	q->fair = queue->fair;
 	q->key_max_in_flight = queue->key_max_in_flight;
+	q->key_ordered = queue->key_ordered;
 
 	/* the order or the limits changed: place every key of the queue again */
 	{
@@ -910,6 +950,21 @@ sync_queue(QueueEntry *q, const PgjqQueue *queue)
 	}
 }
 
+/* the error for jobs with a priority or a run_at of an ordered key */
+static void
+not_in_order(const PgjqQueue *queue, const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 key == NULL ?
+			 errmsg("jobs without a key in queue \"%s\" are ordered and take no priority or run_at",
+					queue->name) :
+			 errmsg("key \"%s\" of queue \"%s\" is ordered and its jobs take no priority or run_at",
+					key, queue->name),
+			 errdetail("An ordered key hands out its jobs one at a time in enqueue order."),
+			 errhint("Enqueue without priority and run_at, or set ordered => false in the key's policy.")));
+}
+
 /*
  * pgjq_keys_admit reserves n new jobs of the key (NULL: the default key)
  * against its max_queued, the key's policy or else the queue's
@@ -918,9 +973,11 @@ sync_queue(QueueEntry *q, const PgjqQueue *queue)
  * the transaction ends, so concurrent producers never overfill the key;
  * at commit the jobs are counted instead.  A keyed enqueue always
  * reserves, which keeps its key's entry until its jobs are counted.
+ * in_order says the jobs have the default priority and run at once; jobs
+ * of an ordered key must (their order is then the order of enqueue).
  */
 void
-pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
+pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n, bool in_order)
 {
 	KeyTag		tag;
 	KeyEntry   *e;
@@ -935,6 +992,8 @@ pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
 					 errmsg("job keys and admission limits need pgjq in shared_preload_libraries")));
 		return;
 	}
+	if (key == NULL && queue->key_ordered && !in_order)
+		not_in_order(queue, NULL);	/* no policy for the default key */
 	if (key == NULL && queue->key_max_queued <= 0)
 		return;
 
@@ -947,7 +1006,13 @@ pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n)
 		no_room(key);
 	}
 	sync_queue(e->queue, queue);
-	limit = e->has_policy && e->max_queued > 0 ? e->max_queued : queue->key_max_queued;
+	if (!in_order && is_ordered(e))
+	{
+		LWLockRelease(key_lock);
+		not_in_order(queue, key);
+	}
+	limit = e->has_policy && e->policy.max_queued > 0 ?
+		e->policy.max_queued : queue->key_max_queued;
 	queued = e->ready + e->scheduled + e->queued_reserved;
 	if (limit > 0 && queued + n > limit)
 	{
@@ -1007,7 +1072,7 @@ pgjq_keys_flow_controlled(const PgjqQueue *queue)
 	QueueEntry *q;
 	bool		keyed;
 
-	if (queue->max_in_flight > 0 || queue->key_max_in_flight > 0)
+	if (queue->max_in_flight > 0 || queue->key_max_in_flight > 0 || queue->key_ordered)
 		return true;
 	if (key_hash == NULL)
 		return false;
@@ -1022,7 +1087,8 @@ pgjq_keys_flow_controlled(const PgjqQueue *queue)
  * own_ready_key returns a key of the queue to which this transaction added
  * ready jobs that it has not leased yet, with a free slot; NULL when there
  * is none.  Shared memory counts them only at commit, so without this a
- * transaction could not dequeue the jobs it enqueued itself.  Keys the
+ * transaction could not dequeue the jobs it enqueued itself (or promoted:
+ * a retry of an ordered key frees the key as it becomes ready).  Keys the
  * running dequeue set aside are passed over.  Caller holds key_lock.
  */
 static KeyEntry *
@@ -1032,7 +1098,7 @@ own_ready_key(QueueEntry *q)
 	{
 		KeyEntry   *e;
 		int64		ready = 0;
-		int32		limit;
+		int64		scheduled = 0;
 		PgjqKeyPos	first = pos_none;
 
 		if (deltas[i].tag.dboid != q->tag.dboid ||
@@ -1042,6 +1108,7 @@ own_ready_key(QueueEntry *q)
 			if (memcmp(&deltas[k].tag, &deltas[i].tag, sizeof(KeyTag)) == 0)
 			{
 				ready += deltas[k].ready;
+				scheduled += deltas[k].scheduled;
 				if (deltas[k].arrived && pos_cmp(&deltas[k].arrival, &first) < 0)
 					first = deltas[k].arrival;
 			}
@@ -1050,8 +1117,7 @@ own_ready_key(QueueEntry *q)
 		e = key_entry(&deltas[i].tag, true);
 		if (e == NULL || list_member_ptr(set_aside, e))
 			continue;
-		limit = key_limit(e);
-		if (limit > 0 && e->leased + e->reserved >= limit)
+		if (!slot_free_with(e, scheduled))
 			continue;
 		if (pos_cmp(&first, &e->head) < 0)
 		{
@@ -1135,9 +1201,11 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 	ticket->head = pos_cmp(&e->head, &pos_none) == 0 ? pos_first : e->head;
 	ticket->head_generation = e->head_generation;
 	ticket->vtime = e->vtime;
+	ticket->ordered = is_ordered(e);
+	ticket->head_lowered = e->head_lowered;
 
 	/* how many: what it has ready and not being leased, and free slots */
-	n = q->fair ? Max(want, 1) : 1;
+	n = q->fair && !ticket->ordered ? Max(want, 1) : 1;
 	n = Min(n, Max(e->ready - e->reserved, 1));
 	limit = key_limit(e);
 	if (limit > 0)
@@ -1151,7 +1219,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 	q->reserved += n;
 	if (e->vtime > q->vclock)
 		q->vclock = e->vtime;
-	e->vtime += (uint64) n * VTIME_UNIT / (uint64) Max(e->weight, 1);
+	e->vtime += (uint64) n * VTIME_UNIT / (uint64) Max(e->policy.weight, 1);
 	place(e);
 	pgjq_counters_register_callbacks();
 	(void) add_reservation(e, true, n);
@@ -1191,7 +1259,7 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, int32 leased, const PgjqKeyPos *leased_p
 		r->n = leased;
 		e->reserved -= unused;
 		e->queue->reserved -= unused;
-		e->vtime = ticket->vtime + (uint64) leased * VTIME_UNIT / (uint64) Max(e->weight, 1);
+		e->vtime = ticket->vtime + (uint64) leased * VTIME_UNIT / (uint64) Max(e->policy.weight, 1);
 		place(e);
 		if (unused > 0)
 			note_slot_freed(e);
@@ -1324,7 +1392,7 @@ pgjq_keys_install_count(int32 queue_id, const char *key, char state, int64 n)
 
 void
 pgjq_keys_install_policy(int32 queue_id, const char *key, int64 version,
-						 int32 weight, int32 max_in_flight, int64 max_queued)
+						 const PgjqKeyPolicy *policy)
 {
 	PolicyChange p;
 	bool		full = false;
@@ -1335,9 +1403,7 @@ pgjq_keys_install_policy(int32 queue_id, const char *key, int64 version,
 	make_tag(&p.tag, queue_id, key);
 	p.version = version;
 	p.has_policy = true;
-	p.weight = weight;
-	p.max_in_flight = max_in_flight;
-	p.max_queued = max_queued;
+	p.policy = *policy;
 	LWLockAcquire(key_lock, LW_EXCLUSIVE);
 	apply_policy(&p, &full);
 	LWLockRelease(key_lock);
@@ -1365,7 +1431,7 @@ pgjq_keys_install_end(void)
 
 /*
  * jq.install_key_policy(queue_id, key, version, weight, max_in_flight,
- * max_queued) installs a key's policy in shared memory when the calling
+ * max_queued, ordered) installs a key's policy in shared memory when the calling
  * transaction commits; with weight NULL, removes it.  jq_set_key_policy
  * and jq_reset_key_policy call it after writing jq.key_policy.  The key's
  * entry is made now, so that a full table fails the call, not the commit.
@@ -1389,9 +1455,11 @@ pgjq_install_key_policy(PG_FUNCTION_ARGS)
 	p->subid = GetCurrentSubTransactionId();
 	p->version = PG_GETARG_INT64(2);
 	p->has_policy = !PG_ARGISNULL(3);
-	p->weight = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
-	p->max_in_flight = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
-	p->max_queued = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
+	p->policy.weight = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
+	p->policy.max_in_flight = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
+	p->policy.max_queued = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
+	p->policy.ordered_set = !PG_ARGISNULL(6);
+	p->policy.ordered = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
 	policy_changes = lappend(policy_changes, p);
 	MemoryContextSwitchTo(old);
 
@@ -1488,7 +1556,7 @@ pgjq_key_counters(PG_FUNCTION_ARGS)
 		values[6] = Int64GetDatum(e->queued_reserved);
 		values[7] = Int64GetDatum(e->delivered);
 		values[8] = Int64GetDatum(e->succeeded);
-		values[9] = Int32GetDatum(e->weight);
+		values[9] = Int32GetDatum(e->policy.weight);
 		values[10] = BoolGetDatum(e->in_heap);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

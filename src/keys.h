@@ -44,9 +44,21 @@ typedef struct PgjqKeyTicket
 	uint64		head_generation;
 	uint64		vtime;			/* its virtual time before this pick */
 	int32		n;				/* jobs reserved: lease up to this many */
+	bool		ordered;		/* one at a time, in order: see lease.c */
+	uint64		head_lowered;	/* when a job of the key last became ready */
 	uint64		snapshot_mark;	/* pgjq_keys_snapshot_mark before the scan's
 								 * snapshot; set by the caller */
 } PgjqKeyTicket;
+
+/* a key's policy (jq.key_policy); 0 or ordered_set false: the queue's default */
+typedef struct PgjqKeyPolicy
+{
+	int32		weight;
+	int32		max_in_flight;
+	int64		max_queued;
+	bool		ordered_set;	/* ordered is the key's own */
+	bool		ordered;
+} PgjqKeyPolicy;
 
 /* shared memory (shmem.c) and the GUC that sizes it (pgjq.c) */
 extern int	pgjq_max_keys;
@@ -65,7 +77,8 @@ extern void pgjq_keys_at_subabort(SubTransactionId subid, SubTransactionId paren
 
 /* enqueue: admission (max_queued) */
 extern void pgjq_keys_check_key(const char *key, int len);
-extern void pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n);
+extern void pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n,
+							 bool in_order);
 
 /* dequeue: the scheduler */
 extern bool pgjq_keys_flow_controlled(const PgjqQueue *queue);
@@ -80,7 +93,7 @@ extern void pgjq_keys_install_begin(void);
 extern void pgjq_keys_install_count(int32 queue_id, const char *key, char state,
 									int64 n);
 extern void pgjq_keys_install_policy(int32 queue_id, const char *key, int64 version,
-									 int32 weight, int32 max_in_flight, int64 max_queued);
+									 const PgjqKeyPolicy *policy);
 extern void pgjq_keys_install_end(void);
 extern void pgjq_keys_forget_all(void);
 

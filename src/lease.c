@@ -108,6 +108,15 @@ fair_quantum(int32 left)
  * dequeue_keys leases up to max_jobs jobs of a queue under flow control,
  * one at a time, each from the key the scheduler picks (keys.c): the key
  * and the queue have a slot for it reserved, and it is the key's turn.
+ *
+ * An ordered key hands out its first ready job or nothing: its scan stops
+ * at a job it cannot lease rather than skip it.  Its first job may be one
+ * that became ready after this dequeue's snapshot was taken (a lease
+ * reclaimed, a retry promoted: they free the key too), which the snapshot
+ * would not see as ready while it saw the next one; so when a job of the
+ * key became ready after the snapshot's mark, the scans go on with a new
+ * snapshot.  A transaction snapshot (REPEATABLE READ) cannot be renewed,
+ * and may be older than any mark: ordered keys are refused there.
  */
 static void
 dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
@@ -128,10 +137,23 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 		PgjqKeyPos	leased = pgjq_key_pos_none;
 		int32		n;
 
+		if (ticket.ordered && IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("jobs of ordered keys cannot be dequeued in a REPEATABLE READ or SERIALIZABLE transaction"),
+					 errdetail("Queue \"%s\" has an ordered key whose next job may have become ready after the transaction's snapshot was taken.",
+							   queue->name),
+					 errhint("Dequeue in a READ COMMITTED transaction.")));
+		if (ticket.ordered && ticket.head_lowered > mark)
+		{
+			mark = pgjq_keys_snapshot_mark(queue);
+			pgjq_hot_keys_end(hot);
+			pgjq_hot_keys_begin(hot);
+		}
 		ticket.snapshot_mark = mark;
 		n = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
-							   ticket.n, now, lease_seconds, put_lease,
-							   fcinfo->resultinfo, &seen, &leased);
+							   ticket.n, ticket.ordered, now, lease_seconds,
+							   put_lease, fcinfo->resultinfo, &seen, &leased);
 		pgjq_keys_picked(&ticket, n, &leased, &seen);
 		if (n > 0)
 			taken += n;

@@ -305,6 +305,7 @@ read_queue(const char *name, PgjqQueue *queue)
 		queue->key_max_in_flight = 0;
 		queue->key_max_queued = 0;
 		queue->fair = false;
+		queue->key_ordered = false;
 		if (schema_keys)
 		{
 			Datum		d;
@@ -317,6 +318,8 @@ read_queue(const char *name, PgjqQueue *queue)
 			queue->key_max_queued = isnull ? 0 : DatumGetInt64(d);
 			d = slot_getattr(slot, attnum_of(desc, "fair"), &isnull);
 			queue->fair = !isnull && DatumGetBool(d);
+			d = slot_getattr(slot, attnum_of(desc, "key_ordered"), &isnull);
+			queue->key_ordered = !isnull && DatumGetBool(d);
 		}
 	}
 	ExecDropSingleTupleTableSlot(slot);

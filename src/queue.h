@@ -27,6 +27,7 @@ typedef struct PgjqQueue
 	int32		key_max_in_flight;
 	int64		key_max_queued;
 	bool		fair;
+	bool		key_ordered;	/* keys without a policy are ordered */
 } PgjqQueue;
 
 extern void pgjq_check_queue_name(const char *name);

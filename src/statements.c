@@ -214,10 +214,10 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	},
 	[PGJQ_STMT_KEY_POLICIES] = {
 		/* the keys' policies, for the rebuild */
-		"SELECT queue_id, key, version, weight, max_in_flight, max_queued"
+		"SELECT queue_id, key, version, weight, max_in_flight, max_queued, ordered"
 		"  FROM jq.key_policy",
 		0, {},
-		{"queue_id", "key", "version", "weight", "max_in_flight", "max_queued"}
+		{"queue_id", "key", "version", "weight", "max_in_flight", "max_queued", "ordered"}
 	},
 	[PGJQ_STMT_PROMOTE_DUE] = {
 		/* $1 a queue, or NULL for every queue */

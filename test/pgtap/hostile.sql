@@ -485,8 +485,10 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (1, 'jq_set_key_policy|jq_create_queue|jq_alter_queue', 'max_queued|key_max_queued',
         'zero|neg1|int8min', '22023', NULL),
     (1, 'jq_set_key_policy|jq_alter_queue', 'clear_limits', 'null|true|false', 'ok', NULL),
-    (1, 'jq_create_queue|jq_alter_queue', 'fair', 'null|true|false', 'ok',
+    (1, 'jq_create_queue|jq_alter_queue', 'fair|key_ordered', 'null|true|false', 'ok',
         'NULL: the default (create) or unchanged (alter)'),
+    (1, 'jq_set_key_policy', 'ordered', 'null|true|false', 'ok',
+        'NULL: unchanged, or the queue''s key_ordered for a new policy'),
 
     -- dequeue and extend
     (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
@@ -626,11 +628,11 @@ INSERT INTO stored VALUES
     ('jq_enqueue', 'key',
      $$(SELECT key FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
     ('jq_set_key_policy', 'key', $$EXISTS (SELECT FROM jq.key_policy WHERE key = (%V))$$),
-    ('jq_set_key_policy', 'weight|max_in_flight|max_queued',
+    ('jq_set_key_policy', 'weight|max_in_flight|max_queued|ordered',
      $$(%V) IS NULL OR (SELECT p.%P FROM jq.key_policy p WHERE p.key = 'team_a') = (%V)$$),
     ('jq_create_queue', 'max_in_flight|key_max_in_flight|key_max_queued',
      $$(SELECT q.%P FROM jq.queue q WHERE q.name = 'hq_new') IS NOT DISTINCT FROM (%V)$$),
-    ('jq_alter_queue', 'max_in_flight|key_max_in_flight|key_max_queued|fair',
+    ('jq_alter_queue', 'max_in_flight|key_max_in_flight|key_max_queued|fair|key_ordered',
      $$(%V) IS NULL OR (SELECT q.%P FROM jq.queue q WHERE q.name = 'hq') = (%V)$$),
     ('jq_enqueue', 'idempotency_key',
      $$(%V) IS NULL OR EXISTS (SELECT FROM jq.idempotency_key WHERE key = (%V))$$),
@@ -677,6 +679,7 @@ DECLARE
     j bigint[];
     t bigint[];
     want integer;
+    ordered boolean;
 BEGIN
     step := 'jq_enqueue with an idempotency key';
     -- payloads of 16 bytes at most, the smallest limit a queue may have
@@ -687,16 +690,31 @@ BEGIN
         RETURN 'a resubmitted key gave another job';
     END IF;
     step := 'jq_enqueue_batch';
+    -- jobs of an ordered key take no priority; they go one at a time, and
+    -- not at all while a scheduled job (the fixture's) holds the key
+    SELECT x.key_ordered INTO ordered FROM jq.queue x WHERE x.name = q;
     PERFORM jq.jq_enqueue_batch(q, ARRAY['{}', '[]', '{}', '[]']::jsonb[],
-                             priority => 100);
+                             priority => CASE WHEN NOT ordered THEN 100 END);
     step := 'jq_dequeue';
     -- a concurrency limit below 4 holds the rest back, also from a second
     -- dequeue: slots free when the leases' ends commit
-    SELECT least(4, coalesce(x.max_in_flight, 4), coalesce(x.key_max_in_flight, 4))
+    SELECT CASE WHEN NOT ordered
+                THEN least(4, coalesce(x.max_in_flight, 4), coalesce(x.key_max_in_flight, 4))
+                WHEN EXISTS (SELECT FROM jq.job WHERE queue_id = x.queue_id AND state = 's')
+                THEN 0 ELSE 1 END
       INTO want FROM jq.queue x WHERE x.name = q;
+    IF ordered AND want > 0 THEN
+        -- this file runs in REPEATABLE READ, where ordered keys are refused
+        BEGIN
+            PERFORM FROM jq.jq_dequeue(q, 4);
+            RETURN 'jq_dequeue handed out a job of an ordered key in REPEATABLE READ';
+        EXCEPTION WHEN feature_not_supported THEN
+            RETURN NULL;
+        END;
+    END IF;
     SELECT array_agg(job_id ORDER BY job_id), array_agg(lease_token ORDER BY job_id)
       INTO j, t FROM jq.jq_dequeue(q, 4);
-    IF cardinality(j) IS DISTINCT FROM want THEN
+    IF coalesce(cardinality(j), 0) IS DISTINCT FROM want THEN
         RETURN 'jq_dequeue leased ' || coalesce(cardinality(j), 0) || ' jobs, not ' || want;
     END IF;
     IF want < 4 THEN
