@@ -19,9 +19,12 @@
 #       keys        KEYS keys, fair => true, key_max_in_flight => 50 and
 #                   max_in_flight => 100000 (limits set, not binding: what
 #                   is measured is their bookkeeping, not waiting)
+#       ordered     KEYS keys, as keys, every key ordered (key_ordered =>
+#                   true): one job of each key at a time
 #     one job with 1,000 keys and 100 jobs with 1,000 keys against plain
 #     (the issue's targets: >= 0.8), and one job at 10, 1,000 and 10,000
-#     keys (the cost must not grow with the keys that have a backlog);
+#     keys (the cost must not grow with the keys that have a backlog); the
+#     same two with 1,000 ordered keys;
 #  4. writes bench/results/KEYS.md: per case the median jobs/s with min and
 #     max, and its ratio to plain of the same size.
 #
@@ -90,8 +93,9 @@ chmod 644 "$WORK"/*.sql
 # prepare KEYS JOBS: a fresh queue, JOBS jobs round robin over KEYS keys
 # (KEYS 0: no keys, no limits)
 prepare() {
-    local keys=$1 jobs=$2 settings=''
+    local keys=$1 jobs=$2 ordered=$3 settings=''
     [ "$keys" -gt 0 ] && settings=", fair => true, key_max_in_flight => 50, max_in_flight => 100000"
+    [ "$ordered" = ordered ] && settings="$settings, key_ordered => true"
     pg -d bench -At <<SQL >/dev/null
 SELECT jq.jq_drop_queue('bench', force => true) FROM jq.queue WHERE name = 'bench';
 SELECT 1 FROM jq.jq_create_queue('bench'$settings);
@@ -122,11 +126,11 @@ stats() {
 
 declare -A RESULT
 measure() {
-    local name=$1 keys=$2 script=$3 turns=$4 per=$5 jobs r rates=''
+    local name=$1 keys=$2 script=$3 turns=$4 per=$5 ordered=${6:-} jobs r rates=''
     jobs=$(( CLIENTS * turns * per * 12 / 10 ))
     [ "$jobs" -lt $(( keys * 3 )) ] && jobs=$(( keys * 3 ))
     for r in $(seq "$REPS"); do
-        prepare "$keys" "$jobs"
+        prepare "$keys" "$jobs" "$ordered"
         rates="$rates $(run "$script" "$turns" "$per")"
         log "$name run $r: $(echo "$rates" | awk '{print $NF}') jobs/s"
     done
@@ -140,6 +144,8 @@ measure plain_100    0     "$WORK/hundred.sql" "$TURNS_100" 100
 measure keys1k_100   1000  "$WORK/hundred.sql" "$TURNS_100" 100
 measure keys10_1     10    "$WORK/one.sql"     "$TURNS_1"   1
 measure keys10k_1    10000 "$WORK/one.sql"     "$TURNS_1"   1
+measure ordered1k_1   1000 "$WORK/one.sql"     "$TURNS_1"   1   ordered
+measure ordered1k_100 1000 "$WORK/hundred.sql" "$TURNS_100" 100 ordered
 ELAPSED=$(( $(date +%s) - T0 ))
 
 median() { echo "${RESULT[$1]}" | awk '{print $1}'; }
@@ -159,7 +165,8 @@ mkdir -p "$TOP/bench/results"
     echo "settings of make bench (durable commits). $CLIENTS pgbench clients; each turn a jq_dequeue and"
     echo "its ack, in two transactions. Jobs/s, median of $REPS runs (min – max); the ratio is to the"
     echo "queue without keys of the same run. The keyed queues have fair => true, key_max_in_flight"
-    echo "=> 50 and max_in_flight => 100000, and every key has jobs waiting. $ELAPSED s in all."
+    echo "=> 50 and max_in_flight => 100000, and every key has jobs waiting; the ordered ones also"
+    echo "key_ordered => true (one job of a key at a time). $ELAPSED s in all."
     echo
     echo "| case | jobs/s | min – max | ratio to plain |"
     echo "|---|---|---|---|"
@@ -169,5 +176,7 @@ mkdir -p "$TOP/bench/results"
     row keys1k_100 "100 jobs, 1,000 keys"     plain_100
     row keys10_1   "one job, 10 keys"         plain_1
     row keys10k_1  "one job, 10,000 keys"     plain_1
+    row ordered1k_1   "one job, 1,000 ordered keys"  plain_1
+    row ordered1k_100 "100 jobs, 1,000 ordered keys" plain_100
 } >"$TOP/bench/results/KEYS.md"
 cat "$TOP/bench/results/KEYS.md"

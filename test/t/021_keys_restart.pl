@@ -145,10 +145,10 @@ wait_for_counters($small, 'postgres', 's') or die 'counters never became valid';
 is($small->safe_psql('postgres', q{
     SELECT count(*) FROM generate_series(1, 100) g, jq.jq_enqueue('s', '{}', key => 'k' || g)}),
    '100', 'jobs of 100 keys fit in pgjq.max_keys = 100');
-my ($rc, $out, $err) = $small->psql('postgres', q{
+my ($rc, $stdout, $stderr) = $small->psql('postgres', q{
     \set VERBOSITY verbose
     SELECT jq.jq_enqueue('s', '{}', key => 'k101')});
-like($err, qr/53400: too many job keys in shared memory for key "k101"/,
+like($stderr, qr/53400: too many job keys in shared memory for key "k101"/,
      'the 101st key is refused, with 53400');
 is($small->safe_psql('postgres', q{SELECT jq.jq_enqueue('s', '{}', key => 'k7') > 0}), 't',
    'a known key still enqueues');

@@ -7,7 +7,6 @@
 # exceeded, and the keys' counts equal the tables.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(usleep);
 use Test::More;
@@ -26,7 +25,6 @@ $node->safe_psql('postgres', q{
 });
 wait_for_counters($node, 'postgres', 'st') or die 'counters never became valid';
 
-my $dir = PostgreSQL::Test::Utils::tempdir;
 my %script = (
     produce => q{
 \set k random(1, 40)
@@ -49,32 +47,12 @@ SELECT (SELECT count(*) FROM jq.job WHERE state = 'l'),
        (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jq.job
                                           WHERE state = 'l' AND key <> 'k1' GROUP BY key) l);
 });
-for my $name (keys %script)
-{
-	open my $fh, '>', "$dir/$name.sql" or die;
-	print $fh $script{$name};
-	close $fh;
-}
 
 # 6 seconds of load: 3 producers (300 batches a second in all), 6
 # workers (up to 5 jobs each, held 2 ms: more than the queue's 12 slots),
 # a sampler
-my @runs;
-for my $run (['produce', 3, 300], ['work', 6, 0], ['sample', 1, 50])
-{
-	my ($name, $clients, $rate) = @$run;
-	my ($out, $err) = ('', '');
-	push @runs, [ $name, IPC::Run::start(
-		[ 'pgbench', '-n', '-T', '6', '-c', $clients, '-j', $clients,
-		  ($rate ? ('-R', $rate) : ()),
-		  '-f', "$dir/$name.sql", '-h', $node->host, '-p', $node->port, 'postgres' ],
-		'>', \$out, '2>', \$err), \$out, \$err ];
-}
-for my $r (@runs)
-{
-	my ($name, $h, $out, $err) = @$r;
-	ok($h->finish, "pgbench $name ran without error") or diag($$err);
-}
+pgbench_load($node, 'postgres', 6, \%script,
+	[['produce', 3, 300], ['work', 6, 0], ['sample', 1, 50]]);
 
 # drain: lease and ack until nothing is left (due jobs are promoted), at
 # most 12 at a time (the queue's limit)

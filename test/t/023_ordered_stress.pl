@@ -9,7 +9,6 @@
 # with every job done once.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
@@ -29,7 +28,6 @@ $node->safe_psql('postgres', q{
 });
 wait_for_counters($node, 'postgres', 'os') or die 'counters never became valid';
 
-my $dir = PostgreSQL::Test::Utils::tempdir;
 my %script = (
     # client c of 3 owns keys k<c>_1 .. k<c>_8
     produce => q{
@@ -58,31 +56,11 @@ INSERT INTO samples
 SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jq.job
                                   WHERE state = 'l' GROUP BY key) l;
 });
-for my $name (keys %script)
-{
-	open my $fh, '>', "$dir/$name.sql" or die;
-	print $fh $script{$name};
-	close $fh;
-}
 
 # 8 seconds of load: 3 producers (150 batches a second in all), 6 workers,
 # a sampler
-my @runs;
-for my $run (['produce', 3, 150], ['work', 6, 0], ['sample', 1, 50])
-{
-	my ($name, $clients, $rate) = @$run;
-	my ($out, $err) = ('', '');
-	push @runs, [ $name, IPC::Run::start(
-		[ 'pgbench', '-n', '-T', '8', '-c', $clients, '-j', $clients,
-		  ($rate ? ('-R', $rate) : ()),
-		  '-f', "$dir/$name.sql", '-h', $node->host, '-p', $node->port, 'postgres' ],
-		'>', \$out, '2>', \$err), \$out, \$err ];
-}
-for my $r (@runs)
-{
-	my ($name, $h, $out, $err) = @$r;
-	ok($h->finish, "pgbench $name ran without error") or diag($$err);
-}
+pgbench_load($node, 'postgres', 8, \%script,
+	[['produce', 3, 150], ['work', 6, 0], ['sample', 1, 50]]);
 
 # drain: lease (logged) and ack until nothing is left; the leases dropped
 # come back when the worker reclaims them

@@ -13,14 +13,16 @@ package PgjqTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use Test::More;
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(new_node alter_system client_env
   create_queue enqueue_jobs lease_and_disconnect
   poll_fast wait_for_worker worker_pid wait_for_counters
-  snapshot_tables counters_mismatch churn_sql);
+  snapshot_tables counters_mismatch churn_sql pgbench_load);
 
 # quote(TEXT): TEXT as an SQL string literal
 sub quote
@@ -241,4 +243,36 @@ sub counters_mismatch
 	return $node->safe_psql($db, $mismatch);
 }
 
+
+# pgbench_load(NODE, DB, SECONDS, SCRIPTS, RUNS): a load of pgbench
+# clients at once, for SECONDS: SCRIPTS maps a name to a pgbench script,
+# RUNS lists [name, clients, rate] (rate 0: as fast as they go).  Passes
+# one test per run that pgbench ran without error.
+sub pgbench_load
+{
+	my ($node, $db, $seconds, $scripts, $runs) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir;
+	for my $name (keys %$scripts)
+	{
+		open my $fh, '>', "$dir/$name.sql" or die "$dir/$name.sql: $!";
+		print $fh $scripts->{$name};
+		close $fh;
+	}
+	my @started;
+	for my $run (@$runs)
+	{
+		my ($name, $clients, $rate) = @$run;
+		my ($out, $err) = ('', '');
+		push @started, [ $name, IPC::Run::start(
+			[ 'pgbench', '-n', '-T', $seconds, '-c', $clients, '-j', $clients,
+			  ($rate ? ('-R', $rate) : ()),
+			  '-f', "$dir/$name.sql", '-h', $node->host, '-p', $node->port, $db ],
+			'>', \$out, '2>', \$err), \$err ];
+	}
+	for my $r (@started)
+	{
+		my ($name, $h, $err) = @$r;
+		ok($h->finish, "pgbench $name ran without error") or diag($$err);
+	}
+}
 1;
