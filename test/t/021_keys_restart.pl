@@ -4,7 +4,8 @@
 # has recounted the keys from the tables, and then the leases of before
 # count); the slots of a killed worker come back when its leases are
 # reclaimed; a session terminated in the middle of a dequeue gives its
-# slots back; the keys' counts equal the tables throughout.
+# slots back; an ordered key stays held by its lease of before a crash;
+# the keys' counts equal the tables throughout.
 use strict;
 use warnings;
 use IPC::Run;
@@ -130,6 +131,31 @@ wait_for_counters($node, 'postgres', 'k') or die 'counters never rebuilt after t
 is($node->safe_psql('postgres', $key_mismatch), '0', 'after a clean restart too');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('k', 10, 3600)}), '0',
    'and the limit still holds');
+
+# an ordered key across a crash: its job in flight still holds it after
+# the recount (the policy is loaded again), and when that lease is
+# reclaimed the same job goes again, before the key's next one
+create_queue($node, 'postgres', 'o');
+is($node->safe_psql('postgres', q{
+    SELECT 1 FROM jq.jq_set_key_policy('o', 'conv', ordered => true);
+    SELECT cardinality(jq.jq_enqueue_batch('o', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[],
+                                           keys => array_fill('conv'::text, ARRAY[3])));
+    SELECT string_agg(payload->>'n', ',') FROM jq.jq_dequeue('o', 10, 3600)}), "1\n3\n1",
+   'an ordered key hands out its first job');
+$node->stop('immediate');
+$node->start;
+wait_for_counters($node, 'postgres', 'o') or die 'counters never rebuilt after the crash';
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('o', 10, 3600)}), '0',
+   'after a crash its lease still holds the ordered key');
+$node->safe_psql('postgres', q{
+    UPDATE jq.job SET lease_expires_at = clock_timestamp() - interval '1 second'
+     WHERE queue_id = jq.queue_id('o') AND state = 'l'});
+$node->poll_query_until('postgres', q{
+    SELECT count(*) = 0 FROM jq.job WHERE queue_id = jq.queue_id('o') AND state = 'l'})
+  or die 'the expired lease was not reclaimed';
+is($node->safe_psql('postgres', q{
+    SELECT payload->>'n' || ' attempt ' || attempt FROM jq.jq_dequeue('o', 10, 3600)}),
+   '1 attempt 2', 'reclaimed, the same job goes again, before the next');
 
 $node->stop;
 
