@@ -70,7 +70,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
 	batch privileges search_path bad_input periodic stats calling_convention rules bounds \
-	compact keys ordered_keys
+	compact keys ordered_keys progress
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
@@ -102,7 +102,7 @@ all install installcheck:
 	@exit 1
 endif
 
-.PHONY: demo test bench bench-quick bench-keys soak
+.PHONY: demo test bench bench-quick bench-keys bench-progress soak
 
 demo:
 	bash test/bin/demo.sh
@@ -118,6 +118,9 @@ bench-quick:
 
 bench-keys:
 	bash bench/keys.sh
+
+bench-progress:
+	bash bench/progress.sh
 
 soak:
 	bash bench/soak.sh

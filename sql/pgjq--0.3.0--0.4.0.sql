@@ -27,7 +27,9 @@ ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
                      ADD COLUMN key_max_queued bigint,
                      ADD COLUMN fair boolean NOT NULL DEFAULT false,
                      ADD COLUMN key_ordered boolean NOT NULL DEFAULT false;
-ALTER TABLE jq.job ADD COLUMN key text;
+ALTER TABLE jq.job ADD COLUMN key text,
+                   ADD COLUMN progress jsonb,
+                   ADD COLUMN progress_at timestamptz;
 ALTER TABLE jq.job_result ADD COLUMN key text;
 ALTER TABLE jq.dead_letter ADD COLUMN key text;
 
@@ -410,7 +412,9 @@ RETURNS TABLE (
     run_at timestamptz,
     started_at timestamptz,
     finished_at timestamptz,
-    key text)
+    key text,
+    progress jsonb,
+    progress_at timestamptz)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -418,24 +422,24 @@ AS $$
     SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
            j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
-           j.started_at, NULL::timestamptz, j.key
+           j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
-           r.started_at, r.finished_at, r.key
+           r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
     SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
-           NULL::timestamptz, d.failed_at, d.key
+           NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
 
-COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts and timestamps of a job; no row for an unknown id';
+COMMENT ON FUNCTION jq.jq_result IS 'state, result, attempts, timestamps and progress of a job; no row for an unknown id';
 
 CREATE OR REPLACE FUNCTION jq.fail_leased(job_ids bigint[], error text, permanent boolean,
                                retry_at timestamptz, now timestamptz)
@@ -1120,6 +1124,50 @@ SELECT q.name AS queue,
        OR k.delivered_total > 0 OR p.key IS NOT NULL;
 
 COMMENT ON VIEW jq.key_stats IS 'pgjq job keys: jobs, in flight against limits, weights and totals per key, from shared memory (no count(*))';
+
+/*
+ * jq.jq_progress(job_id, lease_token, progress) records a running job's
+ * progress, fenced like jq_ack: true when recorded; false when the lease
+ * is no longer current or the job was cancelled (stop working on it).  An
+ * in-place (HOT) update of the job's row: progress is in no index and
+ * fires no trigger, so a report every second from every worker is cheap
+ * (bench/progress.sh measures it against a dequeue and ack).
+ */
+CREATE FUNCTION jq.jq_progress(job_id bigint, lease_token bigint, progress jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jq_progress.job_id IS NULL OR jq_progress.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the job_id and lease_token columns that jq.jq_dequeue returned.';
+    END IF;
+    IF jq_progress.progress IS NULL THEN
+        RAISE EXCEPTION 'progress must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Report a JSON value, for example {"done": 120, "total": 400}.';
+    END IF;
+    IF pg_column_size(jq_progress.progress) > jq.limit('progress_bytes_max') THEN
+        RAISE EXCEPTION 'progress of % bytes is too large', pg_column_size(jq_progress.progress)
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('The limit is %s bytes.', jq.limit('progress_bytes_max')),
+                  HINT = 'Report counts and a short status; keep outputs for the result.';
+    END IF;
+    UPDATE jq.job j
+       SET progress = jq_progress.progress, progress_at = clock_timestamp()
+     WHERE j.id = jq_progress.job_id AND j.state = 'l'
+       AND j.lease_token = jq_progress.lease_token AND NOT j.cancel_requested;
+    RETURN FOUND;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_progress IS 'record a running job''s progress (fenced by its lease token); false when the lease is stale or the job was cancelled';
+
+REVOKE ALL ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) TO jq_worker;
 
 REVOKE ALL ON FUNCTION
     jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),

@@ -91,13 +91,18 @@ typedef enum JobColumn
 	JOB_ERRORS,
 	JOB_PAYLOAD,
 	JOB_KEY,					/* 0.4.0 on: absent from older schemas */
+	JOB_PROGRESS,
+	JOB_PROGRESS_AT,
 	JOB_NUM_COLUMNS
 } JobColumn;
+
+/* the first of the columns an older schema lacks */
+#define JOB_FIRST_OPTIONAL	JOB_KEY
 
 static const char *const job_column_names[JOB_NUM_COLUMNS] = {
 	"id", "queue_id", "state", "priority", "attempt", "lease_token", "run_at",
 	"enqueued_at", "started_at", "lease_expires_at", "cancel_requested",
-	"errors", "payload", "key"
+	"errors", "payload", "key", "progress", "progress_at"
 };
 
 /* the columns of jq.job_result */
@@ -117,6 +122,8 @@ typedef enum ResultColumn
 	RES_KEY,					/* 0.4.0 on: absent from older schemas */
 	RES_NUM_COLUMNS
 } ResultColumn;
+
+#define RES_FIRST_OPTIONAL	RES_KEY
 
 static const char *const result_column_names[RES_NUM_COLUMNS] = {
 	"job_id", "queue_id", "state", "priority", "attempts", "result",
@@ -187,15 +194,15 @@ layout_reset(Datum arg, Oid relid)
 }
 
 /*
- * layout_of finds the columns of rel by name; the last one (key) may be
- * missing, in a schema older than 0.4.0.  With complete, every column of
+ * layout_of finds the columns of rel by name; those from first_optional
+ * on may be missing, in a schema older than 0.4.0.  With complete, every column of
  * the table must be one of them: the hot path forms whole rows of
  * jq.job_result, and a column it does not know would get no value (nor
  * its default).
  */
 static const Layout *
 layout_of(Relation rel, Layout *layout, const char *const *names, int n,
-		  bool complete)
+		  int first_optional, bool complete)
 {
 	int			known = 0;
 
@@ -227,7 +234,7 @@ layout_of(Relation rel, Layout *layout, const char *const *names, int n,
 	{
 		if (layout->col[c] >= 0)
 			known++;
-		else if (c < n - 1)
+		else if (c < first_optional)
 			elog(ERROR, "pgjq: table \"%s\" has no column \"%s\"",
 				 RelationGetRelationName(rel), names[c]);
 	}
@@ -245,10 +252,11 @@ layout_of(Relation rel, Layout *layout, const char *const *names, int n,
 
 static void
 hot_table_open(HotTable *t, Oid relid, EState *estate, Layout *layout,
-			   const char *const *names, int ncolumns, bool complete)
+			   const char *const *names, int ncolumns, int first_optional,
+			   bool complete)
 {
 	t->rel = table_open(relid, NoLock);	/* the caller locked it */
-	t->layout = layout_of(t->rel, layout, names, ncolumns, complete);
+	t->layout = layout_of(t->rel, layout, names, ncolumns, first_optional, complete);
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, 0, NULL, 0);
 	ExecOpenIndices(t->rri, false);
@@ -288,7 +296,7 @@ pgjq_hot_begin(Oid job_relid)
 	hot = palloc0(sizeof(PgjqHot));
 	hot->estate = CreateExecutorState();
 	hot_table_open(&hot->job, job_relid, hot->estate, &job_layout,
-				   job_column_names, JOB_NUM_COLUMNS, false);
+				   job_column_names, JOB_NUM_COLUMNS, JOB_FIRST_OPTIONAL, false);
 
 	/* the columns a lease changes, as attribute numbers */
 	for (int c = JOB_STATE; c <= JOB_LEASE_EXPIRES_AT; c++)
@@ -452,6 +460,9 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		VALUE(t, next, JOB_LEASE_EXPIRES_AT) =
 			TimestampTzGetDatum(now + (int64) lease_seconds * USECS_PER_SEC);
 		ISNULL(t, next, JOB_LEASE_EXPIRES_AT) = false;
+		/* a new attempt: the last one's progress is not its own */
+		if (COL(t, JOB_PROGRESS) >= 0)
+			ISNULL(t, next, JOB_PROGRESS) = ISNULL(t, next, JOB_PROGRESS_AT) = true;
 		ExecStoreVirtualTuple(next);
 
 		/* without waiting, unless this transaction holds the row's lock */
@@ -968,7 +979,8 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 	{
 		/* after jq.job's lock: see the lock order in queue.c */
 		hot_table_open(&hot->result, pgjq_result_table(), hot->estate,
-					   &result_layout, result_column_names, RES_NUM_COLUMNS, true);
+					   &result_layout, result_column_names, RES_NUM_COLUMNS,
+					   RES_FIRST_OPTIONAL, true);
 		hot->result_open = true;
 	}
 

@@ -116,7 +116,8 @@ extern PgjqCounter pgjq_state_counter(char code);
 	X(PAYLOAD_BYTES_MAX,	67108864, "payload_bytes_max",	"highest max_payload_bytes of a queue") \
 	X(ERROR_MAXLEN,			8192,	"error_maxlen",			"bytes of an error message kept whole with a job") \
 	X(INTERVAL_MAX_YEARS,	100,	"interval_max_years",	"years of any interval setting of a queue") \
-	X(RETRY_IN_MAX_DAYS,	366,	"retry_in_max_days",	"days of jq_fail's retry_in")
+	X(RETRY_IN_MAX_DAYS,	366,	"retry_in_max_days",	"days of jq_fail's retry_in") \
+	X(PROGRESS_BYTES_MAX,	65536,	"progress_bytes_max",	"bytes of a jq_progress report")
 
 #define PGJQ_LIMIT_ENUM(name, value, sqlname, description) PGJQ_LIMIT_##name = value,
 enum
