@@ -22,6 +22,7 @@
  * share.  Jobs with a key are in jq.job_key_ready_idx instead of
  * jq.job_ready_idx, so each ready job keeps one entry.
  */
+ALTER TABLE jq.stats_history ADD COLUMN expired_total bigint NOT NULL DEFAULT 0;
 ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
                      ADD COLUMN key_max_in_flight integer,
                      ADD COLUMN key_max_queued bigint,
@@ -29,19 +30,25 @@ ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
                      ADD COLUMN key_ordered boolean NOT NULL DEFAULT false;
 ALTER TABLE jq.job ADD COLUMN key text,
                    ADD COLUMN progress jsonb,
-                   ADD COLUMN progress_at timestamptz;
-ALTER TABLE jq.job_result ADD COLUMN key text;
+                   ADD COLUMN progress_at timestamptz,
+                   ADD COLUMN deadline timestamptz;
+ALTER TABLE jq.job_result ADD COLUMN key text,
+                          ADD COLUMN deadline timestamptz;
+COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d), cancelled (c) and expired (e) jobs with their results, kept for the queue''s result_retention';
 ALTER TABLE jq.dead_letter ADD COLUMN key text;
 
 DROP INDEX jq.job_ready_idx;
 CREATE INDEX job_ready_idx ON jq.job (queue_id, priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NULL;
+CREATE INDEX job_deadline_idx ON jq.job (deadline)
+    WHERE deadline IS NOT NULL AND state IN ('r', 's');
 CREATE INDEX job_key_ready_idx ON jq.job (queue_id, pg_catalog.hashtextextended(key, 0),
                                         priority DESC, run_at, id)
     WHERE state = 'r' AND key IS NOT NULL;
 
 DROP TRIGGER job_count ON jq.job;
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key,
+                            deadline OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 
 CREATE TABLE jq.key_policy (
@@ -333,7 +340,8 @@ CREATE FUNCTION jq.jq_enqueue(
     run_at timestamptz DEFAULT NULL,
     idempotency_key text DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
-    key text DEFAULT NULL)
+    key text DEFAULT NULL,
+    deadline timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -349,7 +357,8 @@ CREATE FUNCTION jq.jq_enqueue_batch(
     run_at timestamptz DEFAULT NULL,
     idempotency_keys text[] DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
-    keys text[] DEFAULT NULL)
+    keys text[] DEFAULT NULL,
+    deadlines timestamptz[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -361,7 +370,8 @@ COMMENT ON FUNCTION jq.jq_enqueue_batch IS 'enqueue many jobs in one call; retur
 CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
                                    priority integer DEFAULT 0,
                                    run_at timestamptz DEFAULT NULL,
-                                   keys text[] DEFAULT NULL)
+                                   keys text[] DEFAULT NULL,
+                                   deadlines timestamptz[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -372,7 +382,8 @@ DECLARE
 BEGIN
     PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
                                 jq_submit_batch.priority, jq_submit_batch.run_at,
-                                NULL, bid, jq_submit_batch.keys);
+                                NULL, bid, jq_submit_batch.keys,
+                                jq_submit_batch.deadlines);
     RETURN bid;
 END
 $$;
@@ -414,7 +425,8 @@ RETURNS TABLE (
     finished_at timestamptz,
     key text,
     progress jsonb,
-    progress_at timestamptz)
+    progress_at timestamptz,
+    deadline timestamptz)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -422,19 +434,22 @@ AS $$
     SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
            j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
-           j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at
+           j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at,
+           j.deadline
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
-           r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz
+           r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz,
+           r.deadline
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
     SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
-           NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz
+           NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz,
+           NULL::timestamptz
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
@@ -766,10 +781,28 @@ AS $$
             (SELECT j.run_at FROM jq.job j
               WHERE j.queue_id = q.queue_id AND j.state = 's' AND j.run_at >= b.at
               ORDER BY j.run_at LIMIT 1) x
-          WHERE b.at < 'infinity'))
+          WHERE b.at < 'infinity'),
+        (SELECT min(j.deadline) FROM jq.job j
+          WHERE j.deadline >= (SELECT b.at FROM jq.scan_bound('e', NULL, NULL) b)
+            AND j.state IN ('r', 's')))
 $$;
 
-CREATE OR REPLACE VIEW jq.queue_stats AS
+-- jq.counters() gains expired_total: the view that reads it goes with it
+DROP VIEW jq.queue_stats;
+DROP FUNCTION jq.counters();
+CREATE FUNCTION jq.counters(
+    OUT queue_id integer, OUT priority integer,
+    OUT ready bigint, OUT scheduled bigint, OUT leased bigint, OUT dead bigint,
+    OUT enqueued_total bigint, OUT succeeded_total bigint, OUT failed_total bigint,
+    OUT dead_lettered_total bigint, OUT cancelled_total bigint,
+    OUT expired_total bigint,
+    OUT valid boolean, OUT since timestamptz)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_counters';
+
+CREATE VIEW jq.queue_stats AS
 WITH c AS MATERIALIZED (SELECT * FROM jq.counters()),
      -- where each lane's ready jobs begin: the oldest one is the first
      -- from there, past the dead entries of jobs handed out (src/bounds.c)
@@ -816,7 +849,8 @@ SELECT q.name AS queue,
              / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
            AS succeeded_per_min,
        jq.counters_valid() AS counters_valid,
-       q.max_in_flight
+       q.max_in_flight,
+       coalesce(sum(c.expired_total), 0)::bigint AS expired_total
   FROM jq.queue q
   LEFT JOIN c ON c.queue_id = q.queue_id
   LEFT JOIN LATERAL
@@ -830,6 +864,12 @@ SELECT q.name AS queue,
          LIMIT 1) h ON true
  GROUP BY q.queue_id, q.name, q.max_in_flight, h.sampled_at, h.enqueued_total,
           h.succeeded_total;
+
+COMMENT ON VIEW jq.queue_stats IS 'pgjq queue depth, age and throughput, from shared counters (no count(*))';
+REVOKE ALL ON jq.queue_stats FROM PUBLIC;
+REVOKE ALL ON FUNCTION jq.counters() FROM PUBLIC;
+GRANT SELECT ON jq.queue_stats TO jq_reader;
+GRANT EXECUTE ON FUNCTION jq.counters() TO jq_reader;
 
 /*
  * A worker's turn in one call: complete the jobs it holds (ack each, or
@@ -1172,9 +1212,9 @@ GRANT EXECUTE ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) TO jq_worker;
 REVOKE ALL ON FUNCTION
     jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
     jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[]),
     jq.jq_dequeue(text, integer, integer),
     jq.jq_result(bigint),
     jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
@@ -1186,9 +1226,9 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 REVOKE ALL ON jq.key_policy, jq.key_stats, jq.key_policy_version_seq FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[]),
     jq.jq_result(bigint)
 TO jq_producer;
 GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bigint) TO jq_worker;
@@ -1202,3 +1242,154 @@ GRANT EXECUTE ON FUNCTION
 TO jq_admin;
 
 SELECT jq.reset_counters();
+
+-- history samples keep the expired total
+CREATE OR REPLACE FUNCTION jq.sample_stats(keep interval DEFAULT '7 days')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    INSERT INTO jq.stats_history (sampled_at, queue_id, queue, ready, scheduled, leased,
+                                  dead, enqueued_total, succeeded_total, failed_total,
+                                  dead_lettered_total, cancelled_total,
+                                  oldest_ready_age, counters_since, expired_total)
+    SELECT clock_timestamp(), q.queue_id, s.queue, s.ready, s.scheduled, s.in_flight,
+           s.dead, s.enqueued_total, s.succeeded_total, s.failed_total,
+           s.dead_lettered_total, s.cancelled_total, s.oldest_ready_age,
+           (SELECT max(c.since) FROM jq.counters() c WHERE c.queue_id = q.queue_id),
+           s.expired_total
+      FROM jq.queue_stats s JOIN jq.queue q ON q.name = s.queue
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM jq.stats_history WHERE sampled_at < clock_timestamp() - keep;
+    RETURN n;
+END
+$$;
+
+-- batch progress counts expired jobs
+CREATE OR REPLACE VIEW jq.batch_progress AS
+SELECT b.batch_id, q.name AS queue, b.label, b.created_at,
+       count(m.job_id) AS total,
+       count(*) FILTER (WHERE j.state IN ('r', 's')) AS waiting,
+       count(*) FILTER (WHERE j.state = 'l') AS in_flight,
+       count(*) FILTER (WHERE j.errors IS NOT NULL) AS retrying,
+       count(*) FILTER (WHERE r.state = 'd') AS succeeded,
+       count(*) FILTER (WHERE d.job_id IS NOT NULL) AS dead,
+       count(*) FILTER (WHERE r.state = 'c') AS cancelled,
+       count(*) FILTER (WHERE m.job_id IS NOT NULL AND j.id IS NULL AND r.job_id IS NULL
+                          AND d.job_id IS NULL) AS purged,
+       round(100.0 * count(*) FILTER (WHERE j.id IS NULL AND m.job_id IS NOT NULL)
+             / greatest(count(m.job_id), 1), 1) AS percent_complete,
+       CASE WHEN count(j.id) = 0 AND count(m.job_id) > 0
+            THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at,
+       count(*) FILTER (WHERE r.state = 'e') AS expired
+  FROM jq.batch b
+  JOIN jq.queue q ON q.queue_id = b.queue_id
+  LEFT JOIN jq.batch_job m ON m.batch_id = b.batch_id
+  LEFT JOIN jq.job j ON j.id = m.job_id
+  LEFT JOIN jq.job_result r ON r.job_id = m.job_id
+  LEFT JOIN jq.dead_letter d ON d.job_id = m.job_id
+ GROUP BY b.batch_id, q.name, b.label, b.created_at;
+
+-- Ends the given ready or scheduled jobs as expired (jq.expire_deadlines
+-- has locked them and checked their deadline): each leaves jq.job for
+-- jq.job_result, through the hot path's finish.  Returns how many.
+CREATE FUNCTION jq.finish_expired(job_ids bigint[])
+RETURNS integer
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_finish_expired';
+
+/*
+ * jq.expire_deadlines(max_jobs) ends the jobs not started by their
+ * deadline: ready or scheduled jobs whose deadline has passed go to
+ * jq.job_result as expired (jq.finish_expired), at most max_jobs of them.
+ * Jobs locked by a transaction right now are skipped (SKIP LOCKED) and
+ * taken next time; a leased job is never expired (it runs on).  The scan
+ * starts at the deadlines' bound (src/bounds.c).  The background worker
+ * calls it every pass and wakes for the next deadline; returns how many
+ * jobs expired.
+ */
+CREATE FUNCTION jq.expire_deadlines(max_jobs integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    bound record;
+    head timestamptz;
+    now timestamptz;
+BEGIN
+    -- jq.job before jq.job_result (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    -- the bound, before the snapshot of the scan (src/bounds.c)
+    bound := jq.scan_bound('e', NULL, NULL);
+    IF bound.at = 'infinity' THEN
+        RETURN 0;
+    END IF;
+    now := clock_timestamp();
+    n := jq.finish_expired(
+             ARRAY(SELECT j.id FROM jq.job j
+                    WHERE j.deadline >= bound.at AND j.deadline <= now
+                      AND j.state IN ('r', 's')
+                    ORDER BY j.deadline
+                    LIMIT greatest(max_jobs, 1)
+                      FOR UPDATE SKIP LOCKED));
+    -- the first deadline still there from the bound on (those just
+    -- expired are gone for this transaction)
+    SELECT min(j.deadline) INTO head
+      FROM jq.job j WHERE j.deadline >= bound.at AND j.state IN ('r', 's');
+    PERFORM jq.advance_scan_bound('e', NULL, NULL, bound.generation, head, NULL);
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION jq.finish_expired(bigint[]), jq.expire_deadlines(integer) FROM PUBLIC;
+
+-- jq_extend warns past a job's deadline
+CREATE OR REPLACE FUNCTION jq.jq_extend(job_id bigint, lease_token bigint,
+                             lease_seconds integer DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expires timestamptz;
+    deadline timestamptz;
+BEGIN
+    IF jq_extend.job_id IS NULL OR jq_extend.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jq_extend.lease_seconds NOT BETWEEN 1 AND jq.limit('lease_seconds_max') THEN
+        RAISE EXCEPTION 'lease_seconds must be between 1 and %', jq.limit('lease_seconds_max')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', jq_extend.lease_seconds);
+    END IF;
+
+    IF NOT jq.lock_lease(jq_extend.job_id, jq_extend.lease_token) THEN
+        RETURN NULL;        -- the lease is lost: stop working on the job
+    END IF;
+    UPDATE jq.job j
+       SET lease_expires_at = clock_timestamp()
+               + make_interval(secs => coalesce(jq_extend.lease_seconds, q.lease_seconds))
+      FROM jq.queue q
+     WHERE j.id = jq_extend.job_id AND NOT j.cancel_requested AND q.queue_id = j.queue_id
+    RETURNING j.lease_expires_at, j.deadline INTO expires, deadline;
+    -- a job is never interrupted by its deadline, only told
+    IF deadline < clock_timestamp() THEN
+        RAISE WARNING 'the job is past its deadline'
+            USING DETAIL = format('Job %s had to start by %s; it started before and runs on.',
+                                  jq_extend.job_id, deadline),
+                  HINT = 'Finish it, or end it with jq.jq_fail(..., permanent => true) if its result is no longer wanted.';
+    END IF;
+    RETURN expires;     -- NULL: the job was cancelled; stop working on it
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_extend IS 'extend a lease from now (heartbeat); NULL when the token is stale or the job was cancelled';

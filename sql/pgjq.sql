@@ -126,6 +126,9 @@ CREATE TABLE jq.job (
     -- lease clears them
     progress         jsonb,
     progress_at      timestamptz,
+    -- not started by then, the job is never handed out: it ends expired
+    -- (jq.expire_deadlines); NULL: no deadline
+    deadline         timestamptz,
     CONSTRAINT job_pkey PRIMARY KEY (id)
     -- Two invariants are checked by jq.count_trigger (src/counters.c)
     -- rather than by CHECK constraints, which the executor parses anew for
@@ -162,6 +165,9 @@ CREATE INDEX job_scheduled_idx ON jq.job (queue_id, run_at)
 -- lures the planner into walking this index instead of the primary key.
 CREATE INDEX job_leased_idx ON jq.job (lease_expires_at)
     WHERE lease_expires_at IS NOT NULL;
+-- expiry: waiting jobs by deadline (a lease takes its job out)
+CREATE INDEX job_deadline_idx ON jq.job (deadline)
+    WHERE deadline IS NOT NULL AND state IN ('r', 's');
 
 SELECT pg_catalog.pg_extension_config_dump('jq.job', '');
 SELECT pg_catalog.pg_extension_config_dump('jq.job_id_seq', '');
@@ -184,10 +190,11 @@ CREATE TABLE jq.job_result (
     started_at  timestamptz,
     finished_at timestamptz NOT NULL,
     key         text,
+    deadline    timestamptz,
     CONSTRAINT job_result_pkey PRIMARY KEY (job_id)
 );
 
-COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d) and cancelled (c) jobs with their results, kept for the queue''s result_retention';
+COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d), cancelled (c) and expired (e) jobs with their results, kept for the queue''s result_retention';
 
 CREATE INDEX job_result_finished_idx ON jq.job_result (queue_id, finished_at);
 
@@ -308,6 +315,7 @@ CREATE TABLE jq.stats_history (
     cancelled_total     bigint NOT NULL,
     oldest_ready_age    interval,
     counters_since      timestamptz,
+    expired_total       bigint NOT NULL DEFAULT 0,
     CONSTRAINT stats_history_pkey PRIMARY KEY (queue_id, sampled_at)
 );
 
@@ -797,7 +805,8 @@ CREATE FUNCTION jq.jq_enqueue(
     run_at timestamptz DEFAULT NULL,
     idempotency_key text DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
-    key text DEFAULT NULL)
+    key text DEFAULT NULL,
+    deadline timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -813,7 +822,8 @@ CREATE FUNCTION jq.jq_enqueue_batch(
     run_at timestamptz DEFAULT NULL,
     idempotency_keys text[] DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
-    keys text[] DEFAULT NULL)
+    keys text[] DEFAULT NULL,
+    deadlines timestamptz[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -850,7 +860,8 @@ COMMENT ON FUNCTION jq.jq_create_batch IS 'create a batch in a queue; pass its i
 CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFAULT NULL,
                                    priority integer DEFAULT 0,
                                    run_at timestamptz DEFAULT NULL,
-                                   keys text[] DEFAULT NULL)
+                                   keys text[] DEFAULT NULL,
+                                   deadlines timestamptz[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -861,7 +872,8 @@ DECLARE
 BEGIN
     PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
                                 jq_submit_batch.priority, jq_submit_batch.run_at,
-                                NULL, bid, jq_submit_batch.keys);
+                                NULL, bid, jq_submit_batch.keys,
+                                jq_submit_batch.deadlines);
     RETURN bid;
 END
 $$;
@@ -1271,6 +1283,60 @@ BEGIN
 END
 $$;
 
+/*
+ * jq.expire_deadlines(max_jobs) ends the jobs not started by their
+ * deadline: ready or scheduled jobs whose deadline has passed go to
+ * jq.job_result as expired (jq.finish_expired), at most max_jobs of them.
+ * Jobs locked by a transaction right now are skipped (SKIP LOCKED) and
+ * taken next time; a leased job is never expired (it runs on).  The scan
+ * starts at the deadlines' bound (src/bounds.c).  The background worker
+ * calls it every pass and wakes for the next deadline; returns how many
+ * jobs expired.
+ */
+CREATE FUNCTION jq.expire_deadlines(max_jobs integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    bound record;
+    head timestamptz;
+    now timestamptz;
+BEGIN
+    -- jq.job before jq.job_result (src/queue.c)
+    LOCK TABLE jq.job IN ROW EXCLUSIVE MODE;
+    -- the bound, before the snapshot of the scan (src/bounds.c)
+    bound := jq.scan_bound('e', NULL, NULL);
+    IF bound.at = 'infinity' THEN
+        RETURN 0;
+    END IF;
+    now := clock_timestamp();
+    n := jq.finish_expired(
+             ARRAY(SELECT j.id FROM jq.job j
+                    WHERE j.deadline >= bound.at AND j.deadline <= now
+                      AND j.state IN ('r', 's')
+                    ORDER BY j.deadline
+                    LIMIT greatest(max_jobs, 1)
+                      FOR UPDATE SKIP LOCKED));
+    -- the first deadline still there from the bound on (those just
+    -- expired are gone for this transaction)
+    SELECT min(j.deadline) INTO head
+      FROM jq.job j WHERE j.deadline >= bound.at AND j.state IN ('r', 's');
+    PERFORM jq.advance_scan_bound('e', NULL, NULL, bound.generation, head, NULL);
+    RETURN n;
+END
+$$;
+
+-- Ends the given ready or scheduled jobs as expired (jq.expire_deadlines
+-- has locked them and checked their deadline): each leaves jq.job for
+-- jq.job_result, through the hot path's finish.  Returns how many.
+CREATE FUNCTION jq.finish_expired(job_ids bigint[])
+RETURNS integer
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_finish_expired';
+
 CREATE FUNCTION jq.jq_extend(job_id bigint, lease_token bigint,
                              lease_seconds integer DEFAULT NULL)
 RETURNS timestamptz
@@ -1280,6 +1346,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     expires timestamptz;
+    deadline timestamptz;
 BEGIN
     IF jq_extend.job_id IS NULL OR jq_extend.lease_token IS NULL THEN
         RAISE EXCEPTION 'job_id and lease_token must not be null'
@@ -1299,7 +1366,14 @@ BEGIN
                + make_interval(secs => coalesce(jq_extend.lease_seconds, q.lease_seconds))
       FROM jq.queue q
      WHERE j.id = jq_extend.job_id AND NOT j.cancel_requested AND q.queue_id = j.queue_id
-    RETURNING j.lease_expires_at INTO expires;
+    RETURNING j.lease_expires_at, j.deadline INTO expires, deadline;
+    -- a job is never interrupted by its deadline, only told
+    IF deadline < clock_timestamp() THEN
+        RAISE WARNING 'the job is past its deadline'
+            USING DETAIL = format('Job %s had to start by %s; it started before and runs on.',
+                                  jq_extend.job_id, deadline),
+                  HINT = 'Finish it, or end it with jq.jq_fail(..., permanent => true) if its result is no longer wanted.';
+    END IF;
     RETURN expires;     -- NULL: the job was cancelled; stop working on it
 END
 $$;
@@ -1431,8 +1505,8 @@ $$;
 
 COMMENT ON FUNCTION jq.jq_redrive IS 'move dead letters of a queue (all, or those in job_ids) back to ready with fresh attempts; returns how many moved';
 
--- When the worker must look next: the earliest lease expiry or scheduled
--- run_at, NULL when there is neither.
+-- When the worker must look next: the earliest lease expiry, scheduled
+-- run_at or deadline of a waiting job, NULL when there is none.
 CREATE FUNCTION jq.next_deadline()
 RETURNS timestamptz
 LANGUAGE sql VOLATILE
@@ -1447,7 +1521,10 @@ AS $$
             (SELECT j.run_at FROM jq.job j
               WHERE j.queue_id = q.queue_id AND j.state = 's' AND j.run_at >= b.at
               ORDER BY j.run_at LIMIT 1) x
-          WHERE b.at < 'infinity'))
+          WHERE b.at < 'infinity'),
+        (SELECT min(j.deadline) FROM jq.job j
+          WHERE j.deadline >= (SELECT b.at FROM jq.scan_bound('e', NULL, NULL) b)
+            AND j.state IN ('r', 's')))
 $$;
 
 /* ------------------------------------------------------------------------
@@ -1469,7 +1546,8 @@ RETURNS TABLE (
     finished_at timestamptz,
     key text,
     progress jsonb,
-    progress_at timestamptz)
+    progress_at timestamptz,
+    deadline timestamptz)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1477,19 +1555,22 @@ AS $$
     SELECT j.id, q.name, jq.state_name(j.state, j.run_at), NULL::jsonb,
            j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
-           j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at
+           j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at,
+           j.deadline
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
-           r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz
+           r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz,
+           r.deadline
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
     SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
-           NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz
+           NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz,
+           NULL::timestamptz
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
@@ -1518,7 +1599,8 @@ AS 'MODULE_PATHNAME', 'pgjq_count_trigger';
 -- page image: a third of the WAL of a batch drain.
 CREATE TRIGGER job_count_insert BEFORE INSERT
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
-CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key OR DELETE
+CREATE TRIGGER job_count AFTER UPDATE OF queue_id, state, priority, run_at, lease_expires_at, id, key,
+                            deadline OR DELETE
     ON jq.job FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job');
 CREATE TRIGGER job_result_count BEFORE INSERT
     ON jq.job_result FOR EACH ROW EXECUTE FUNCTION jq.count_trigger('job_result');
@@ -1533,6 +1615,7 @@ CREATE FUNCTION jq.counters(
     OUT ready bigint, OUT scheduled bigint, OUT leased bigint, OUT dead bigint,
     OUT enqueued_total bigint, OUT succeeded_total bigint, OUT failed_total bigint,
     OUT dead_lettered_total bigint, OUT cancelled_total bigint,
+    OUT expired_total bigint,
     OUT valid boolean, OUT since timestamptz)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
@@ -1674,7 +1757,8 @@ SELECT q.name AS queue,
              / greatest(extract(epoch FROM clock_timestamp() - h.sampled_at), 1) * 60, 1)
            AS succeeded_per_min,
        jq.counters_valid() AS counters_valid,
-       q.max_in_flight
+       q.max_in_flight,
+       coalesce(sum(c.expired_total), 0)::bigint AS expired_total
   FROM jq.queue q
   LEFT JOIN c ON c.queue_id = q.queue_id
   LEFT JOIN LATERAL
@@ -1880,11 +1964,12 @@ BEGIN
     INSERT INTO jq.stats_history (sampled_at, queue_id, queue, ready, scheduled, leased,
                                   dead, enqueued_total, succeeded_total, failed_total,
                                   dead_lettered_total, cancelled_total,
-                                  oldest_ready_age, counters_since)
+                                  oldest_ready_age, counters_since, expired_total)
     SELECT clock_timestamp(), q.queue_id, s.queue, s.ready, s.scheduled, s.in_flight,
            s.dead, s.enqueued_total, s.succeeded_total, s.failed_total,
            s.dead_lettered_total, s.cancelled_total, s.oldest_ready_age,
-           (SELECT max(c.since) FROM jq.counters() c WHERE c.queue_id = q.queue_id)
+           (SELECT max(c.since) FROM jq.counters() c WHERE c.queue_id = q.queue_id),
+           s.expired_total
       FROM jq.queue_stats s JOIN jq.queue q ON q.name = s.queue
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -2143,7 +2228,8 @@ SELECT b.batch_id, q.name AS queue, b.label, b.created_at,
        round(100.0 * count(*) FILTER (WHERE j.id IS NULL AND m.job_id IS NOT NULL)
              / greatest(count(m.job_id), 1), 1) AS percent_complete,
        CASE WHEN count(j.id) = 0 AND count(m.job_id) > 0
-            THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at
+            THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at,
+       count(*) FILTER (WHERE r.state = 'e') AS expired
   FROM jq.batch b
   JOIN jq.queue q ON q.queue_id = b.queue_id
   LEFT JOIN jq.batch_job m ON m.batch_id = b.batch_id
@@ -2270,10 +2356,10 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jq FROM PUBLIC;
 GRANT USAGE ON SCHEMA jq TO jq_producer, jq_worker, jq_admin, jq_reader;
 
 GRANT EXECUTE ON FUNCTION
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[]),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[]),
     jq.jq_create_batch(text, text),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[]),
     jq.jq_result(bigint),
     jq.jq_cancel(bigint)
 TO jq_producer;

@@ -21,7 +21,9 @@
  * So this file keeps bounds: per (database, queue, priority), a key
  * (run_at, id) at or below every ready job of the lane; per (database,
  * queue), one at or below every scheduled job; per database, one at or
- * below every lease's (lease_expires_at, id).  jq_dequeue scans
+ * below every lease's (lease_expires_at, id), and one at or below every
+ * waiting job's (deadline, id) (the scan of jq.expire_deadlines, whose
+ * slot is named by the expired state).  jq_dequeue scans
  * each lane from its bound, most urgent lane first, and then moves the
  * bound up to the lane's head: the first ready job its snapshot saw from
  * the bound on, whether another transaction had it locked or not (+inf
@@ -95,11 +97,13 @@ PG_FUNCTION_INFO_V1(pgjq_forget_scan_bounds);
 /*
  * The bounds of a queue are slots of one entry: a slot per priority lane,
  * then one for its scheduled jobs.  The leases' bound is the leased slot
- * of the database's entry, queue 0 (queue ids start at 1).
+ * of the database's entry, queue 0 (queue ids start at 1), and so is the
+ * deadlines' bound.
  */
 #define SLOT_SCHEDULED			PGJQ_NUM_LANES
 #define SLOT_LEASED				(PGJQ_NUM_LANES + 1)
-#define NUM_SLOTS				(PGJQ_NUM_LANES + 2)
+#define SLOT_DEADLINE			(PGJQ_NUM_LANES + 2)
+#define NUM_SLOTS				(PGJQ_NUM_LANES + 3)
 #define LEASES_QUEUE			0
 #define SLOT_FORGET				(-1)	/* a note: drop the queue's entry at commit */
 
@@ -201,6 +205,10 @@ slot_of(char state, int32 queue_id, int16 priority, int32 *entry, int *slot)
 		case PGJQ_STATE_LEASED:
 			*entry = LEASES_QUEUE;
 			*slot = SLOT_LEASED;
+			return true;
+		case PGJQ_STATE_EXPIRED:
+			*entry = LEASES_QUEUE;
+			*slot = SLOT_DEADLINE;
 			return true;
 		default:
 			return false;
@@ -729,6 +737,10 @@ pgjq_bounds_install(const char *states, const int32 *queue_ids,
 			e = queue_entry(db, entry, true);
 			if (e != NULL)
 				e->bound[slot] = pgjq_bound_start;
+			/* waiting jobs may have deadlines: their scan starts afresh */
+			if ((states[i] == PGJQ_STATE_READY || states[i] == PGJQ_STATE_SCHEDULED) &&
+				(e = queue_entry(db, LEASES_QUEUE, true)) != NULL)
+				e->bound[SLOT_DEADLINE] = pgjq_bound_start;
 		}
 	}
 	LWLockRelease(bounds_lock);
@@ -740,9 +752,10 @@ describe_slot(int32 entry, int slot, char *state, Datum *queue_id, bool *queue_n
 			  Datum *priority, bool *priority_null)
 {
 	*state = slot < PGJQ_NUM_LANES ? PGJQ_STATE_READY :
-		slot == SLOT_SCHEDULED ? PGJQ_STATE_SCHEDULED : PGJQ_STATE_LEASED;
+		slot == SLOT_SCHEDULED ? PGJQ_STATE_SCHEDULED :
+		slot == SLOT_LEASED ? PGJQ_STATE_LEASED : PGJQ_STATE_EXPIRED;
 	*queue_id = Int32GetDatum(entry);
-	*queue_null = slot == SLOT_LEASED;
+	*queue_null = slot == SLOT_LEASED || slot == SLOT_DEADLINE;
 	*priority = Int32GetDatum((int32) SLOT_PRIORITY(slot));
 	*priority_null = slot >= PGJQ_NUM_LANES;
 }
@@ -751,10 +764,12 @@ describe_slot(int32 entry, int slot, char *state, Datum *queue_id, bool *queue_n
  * jq.scan_bounds() shows where the next scan of each index starts, one
  * row per bound that is not +inf: state (ready: a lane of
  * jq.job_ready_idx, with its queue and priority; scheduled: a queue's part
- * of jq.job_scheduled_idx; leased: jq.job_leased_idx), and the key, at
- * (run_at, or lease_expires_at) and id (NULL when the bound is a time
- * alone); at is -infinity for a scan from the start.  No rows while the bounds are not trusted
- * (jq.counters_valid() is false, or pgjq is not preloaded).
+ * of jq.job_scheduled_idx; leased: jq.job_leased_idx; expired:
+ * jq.job_deadline_idx, which the expiry scans), and the key, at (run_at,
+ * lease_expires_at or deadline) and id (NULL when the bound is a time
+ * alone); at is -infinity for a scan from the start.  No rows while the
+ * bounds are not trusted (jq.counters_valid() is false, or pgjq is not
+ * preloaded).
  */
 Datum
 pgjq_scan_bounds(PG_FUNCTION_ARGS)
@@ -811,12 +826,12 @@ state_arg(FunctionCallInfo fcinfo, int32 *queue_id, int16 *priority)
 				 errmsg("state must not be null")));
 	state = PG_GETARG_CHAR(0);
 	if (state != PGJQ_STATE_READY && state != PGJQ_STATE_SCHEDULED &&
-		state != PGJQ_STATE_LEASED)
+		state != PGJQ_STATE_LEASED && state != PGJQ_STATE_EXPIRED)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("jobs in state \"%c\" have no scan bound", state),
-				 errhint("Pass 'r', 's' or 'l'.")));
-	if (state != PGJQ_STATE_LEASED && PG_ARGISNULL(1))
+				 errhint("Pass 'r', 's', 'l', or 'e' for the deadlines of waiting jobs.")));
+	if (state != PGJQ_STATE_LEASED && state != PGJQ_STATE_EXPIRED && PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("queue_id must not be null for state \"%c\"", state)));

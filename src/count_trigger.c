@@ -48,6 +48,7 @@ typedef struct CountedTable
 	AttrNumber	run_at;			/* jq.job */
 	AttrNumber	id;				/* jq.job */
 	AttrNumber	key;			/* jq.job and jq.job_result; none before 0.4.0 */
+	AttrNumber	deadline;		/* jq.job; none before 0.4.0 */
 } CountedTable;
 
 static CountedTable counted[3];
@@ -91,6 +92,7 @@ counted_table(Relation rel, int which)
 	t->run_at = attnum(desc, "run_at");
 	t->id = attnum(desc, "id");
 	t->key = attnum(desc, "key");
+	t->deadline = attnum(desc, "deadline");
 	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
 		(which != PGJQ_IN_DEAD_LETTER && t->state == InvalidAttrNumber) ||
 		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
@@ -152,7 +154,9 @@ check_row(HeapTuple tup, TupleDesc desc, const CountedTable *t, int which,
  * note_bound tells bounds.c that a row of jq.job entered its state (made),
  * or that it is being changed: the bound of the scans of that state's
  * index must not pass it.  The key is run_at for ready and scheduled jobs,
- * lease_expires_at for leased ones.
+ * lease_expires_at for leased ones.  A ready or scheduled job with a
+ * deadline is also in jq.job_deadline_idx, whose scan (the expiry's) has
+ * a bound of its own, by deadline.
  */
 static void
 note_bound(HeapTuple tup, TupleDesc desc, const CountedTable *t, char state,
@@ -160,13 +164,20 @@ note_bound(HeapTuple tup, TupleDesc desc, const CountedTable *t, char state,
 {
 	bool		isnull;
 	AttrNumber	at = state == PGJQ_STATE_LEASED ? t->lease_expires_at : t->run_at;
+	int32		queue_id = DatumGetInt32(heap_getattr(tup, t->queue_id, desc, &isnull));
+	int16		priority = DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull));
+	int64		id = DatumGetInt64(heap_getattr(tup, t->id, desc, &isnull));
+	Datum		deadline;
 
-	pgjq_bounds_note(state,
-					 DatumGetInt32(heap_getattr(tup, t->queue_id, desc, &isnull)),
-					 DatumGetInt16(heap_getattr(tup, t->priority, desc, &isnull)),
+	pgjq_bounds_note(state, queue_id, priority,
 					 DatumGetTimestampTz(heap_getattr(tup, at, desc, &isnull)),
-					 DatumGetInt64(heap_getattr(tup, t->id, desc, &isnull)),
-					 made);
+					 id, made);
+	if (state == PGJQ_STATE_LEASED || t->deadline == InvalidAttrNumber)
+		return;
+	deadline = heap_getattr(tup, t->deadline, desc, &isnull);
+	if (!isnull)
+		pgjq_bounds_note(PGJQ_STATE_EXPIRED, queue_id, priority,
+						 DatumGetTimestampTz(deadline), id, made);
 }
 
 /* row_key returns the row's job key, or NULL: none, or no such column */

@@ -596,7 +596,7 @@ pgjq_counters_results_total(void)
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
 		if (e->key.dboid == MyDatabaseId)
-			total += e->c[PGJQ_C_SUCCEEDED] + e->c[PGJQ_C_CANCELLED];
+			total += e->c[PGJQ_C_SUCCEEDED] + e->c[PGJQ_C_CANCELLED] + e->c[PGJQ_C_EXPIRED];
 	}
 	LWLockRelease(counter_lock);
 	return total;

@@ -268,16 +268,48 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
 	pgjq_stmt_execute(PGJQ_STMT_BATCH_ADD, values, NULL, SPI_OK_INSERT);
 }
 
-/* the job keys of a batch, one per payload, NULL where a job has none */
-typedef struct JobKeys
+/*
+ * The columns given per job of a batch, one per payload: its job key and
+ * its deadline, NULL where a job has none.
+ */
+typedef struct JobColumns
 {
 	Datum	   *keys;			/* NULL: no job has a key */
 	bool	   *nulls;
-} JobKeys;
+	Datum	   *deadlines;		/* NULL: no job has a deadline */
+	bool	   *deadline_nulls;
+} JobColumns;
+
+/*
+ * check_deadline raises an error unless deadline can be a deadline of jobs
+ * that run at run_at: a job that could never start is refused at the door.
+ */
+static void
+check_deadline(TimestampTz deadline, TimestampTz run_at)
+{
+	if (TIMESTAMP_NOT_FINITE(deadline))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deadline must be a finite timestamp"),
+				 errhint("Pass NULL for a job without a deadline.")));
+	if (deadline <= run_at)
+	{
+		/* timestamptz_to_str returns a static buffer: one call at a time */
+		char	   *deadline_str = pstrdup(timestamptz_to_str(deadline));
+		char	   *run_at_str = pstrdup(timestamptz_to_str(run_at));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deadline must be later than the job's run_at"),
+				 errdetail("The deadline is %s and the job runs at %s.",
+						   deadline_str, run_at_str),
+				 errhint("A job not started by its deadline is never handed out.")));
+	}
+}
 
 /* job_key_cstring returns the key of job i, or NULL */
 static char *
-job_key_cstring(const JobKeys *jk, int i)
+job_key_cstring(const JobColumns *jk, int i)
 {
 	if (jk == NULL || jk->keys == NULL || jk->nulls[i])
 		return NULL;
@@ -302,7 +334,7 @@ cmp_cstring_nulls_first(const void *a, const void *b)
  * an error when a key is ordered and the jobs have a priority or run_at.
  */
 static void
-admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobKeys *jk, int n)
+admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobColumns *jk, int n)
 {
 	char	  **keys;
 	bool		in_order = opts->priority == 0 && opts->run_at == opts->enqueued_at;
@@ -339,11 +371,11 @@ admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobKeys *jk
  */
 static void
 insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
-			Datum *payloads, const JobKeys *jk, int n, int64 *ids, bool ids_given)
+			Datum *payloads, const JobColumns *jk, int n, int64 *ids, bool ids_given)
 {
 	PgjqHot    *hot = pgjq_hot_begin(pgjq_lock_job_table());
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' '};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' ', ' '};
 	bool		keyed_schema = pgjq_schema_keys();
 
 	admit_jobs(queue, opts, jk, n);
@@ -361,6 +393,8 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 		pgjq_hot_insert(hot, queue->queue_id, opts->state, opts->priority,
 						opts->run_at, opts->enqueued_at, payloads,
 						jk != NULL ? jk->keys : NULL, jk != NULL ? jk->nulls : NULL,
+						jk != NULL ? jk->deadlines : NULL,
+						jk != NULL ? jk->deadline_nulls : NULL,
 						n, seq, ids);
 		pgjq_hot_end(hot);
 		return;
@@ -396,6 +430,13 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 		}
 		values[7] = PointerGetDatum(construct_md_array(key_datums, key_nulls, 1, dims, lbs,
 													   TEXTOID, -1, false, TYPALIGN_INT));
+		if (jk != NULL && jk->deadlines != NULL)
+			values[8] = PointerGetDatum(construct_md_array(jk->deadlines, jk->deadline_nulls,
+														   1, dims, lbs, TIMESTAMPTZOID,
+														   sizeof(TimestampTz), true,
+														   TYPALIGN_DOUBLE));
+		else
+			nulls[8] = 'n';
 	}
 	pgjq_stmt_execute(keyed_schema ? PGJQ_STMT_ENQUEUE_BATCH_KEYS : PGJQ_STMT_ENQUEUE_BATCH,
 					  values, nulls, SPI_OK_INSERT_RETURNING);
@@ -434,7 +475,9 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	text	   *key = NULL;
 	Datum		job_key_datum = (Datum) 0;
 	bool		job_key_null = true;
-	JobKeys		jk = {NULL, NULL};
+	Datum		deadline_datum = (Datum) 0;
+	bool		deadline_null = true;
+	JobColumns	jk = {0};
 
 	read_enqueue_options(fcinfo, &opts);
 	payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
@@ -453,6 +496,15 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 		job_key_null = false;
 		jk.keys = &job_key_datum;
 		jk.nulls = &job_key_null;
+	}
+	/* the deadline: 0.4.0 on */
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		check_deadline(PG_GETARG_TIMESTAMPTZ(7), opts.run_at);
+		deadline_datum = PG_GETARG_DATUM(7);
+		deadline_null = false;
+		jk.deadlines = &deadline_datum;
+		jk.deadline_nulls = &deadline_null;
 	}
 
 	SPI_connect();
@@ -515,10 +567,10 @@ cmp_keyref(const void *a, const void *b)
  */
 static void
 enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
-					Datum *payloads, const JobKeys *jk, int n, Datum *keys,
+					Datum *payloads, const JobColumns *jk, int n, Datum *keys,
 					bool *key_nulls, int64 *ids)
 {
-	JobKeys		ins_jk = {NULL, NULL};
+	JobColumns	ins_jk = {0};
 	int		   *first = palloc(sizeof(int) * n);
 	bool	   *fresh = palloc(sizeof(bool) * n);
 	KeyRef	   *refs = palloc(sizeof(KeyRef) * n);
@@ -588,6 +640,11 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 		ins_jk.keys = palloc(sizeof(Datum) * n);
 		ins_jk.nulls = palloc(sizeof(bool) * n);
 	}
+	if (jk->deadlines != NULL)
+	{
+		ins_jk.deadlines = palloc(sizeof(Datum) * n);
+		ins_jk.deadline_nulls = palloc(sizeof(bool) * n);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		if (first[i] != i)
@@ -600,6 +657,11 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 			{
 				ins_jk.keys[ninsert] = jk->keys[i];
 				ins_jk.nulls[ninsert] = jk->nulls[i];
+			}
+			if (jk->deadlines != NULL)
+			{
+				ins_jk.deadlines[ninsert] = jk->deadlines[i];
+				ins_jk.deadline_nulls[ninsert] = jk->deadline_nulls[i];
 			}
 			ninsert++;
 		}
@@ -629,7 +691,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	Datum	   *id_datums;
 	Datum	   *keys = NULL;
 	bool	   *key_nulls = NULL;
-	JobKeys		jk = {NULL, NULL};
+	JobColumns	jk = {0};
 	ElementContext element = {NULL, 0};
 	ErrorContextCallback errcallback;
 
@@ -719,6 +781,34 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 				jk.keys[i] = PointerGetDatum(k);
 				pgjq_keys_check_key(VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k));
 			}
+		}
+		element.element = 0;
+	}
+
+	/* the deadlines: 0.4.0 on */
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(7);
+		int			nd;
+
+		if (ARR_NDIM(arr) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("deadlines must be a one-dimensional array")));
+		deconstruct_array(arr, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE,
+						  &jk.deadlines, &jk.deadline_nulls, &nd);
+		if (nd != nelems)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("deadlines must have as many elements as payloads"),
+					 errdetail("payloads has %d elements, deadlines has %d.", nelems, nd),
+					 errhint("Use NULL elements for jobs without a deadline.")));
+		element.array = "deadlines";
+		for (int i = 0; i < nd; i++)
+		{
+			element.element = i + 1;
+			if (!jk.deadline_nulls[i])
+				check_deadline(DatumGetTimestampTz(jk.deadlines[i]), opts.run_at);
 		}
 		element.element = 0;
 	}

@@ -93,6 +93,7 @@ typedef enum JobColumn
 	JOB_KEY,					/* 0.4.0 on: absent from older schemas */
 	JOB_PROGRESS,
 	JOB_PROGRESS_AT,
+	JOB_DEADLINE,
 	JOB_NUM_COLUMNS
 } JobColumn;
 
@@ -102,7 +103,7 @@ typedef enum JobColumn
 static const char *const job_column_names[JOB_NUM_COLUMNS] = {
 	"id", "queue_id", "state", "priority", "attempt", "lease_token", "run_at",
 	"enqueued_at", "started_at", "lease_expires_at", "cancel_requested",
-	"errors", "payload", "key", "progress", "progress_at"
+	"errors", "payload", "key", "progress", "progress_at", "deadline"
 };
 
 /* the columns of jq.job_result */
@@ -120,6 +121,7 @@ typedef enum ResultColumn
 	RES_STARTED_AT,
 	RES_FINISHED_AT,
 	RES_KEY,					/* 0.4.0 on: absent from older schemas */
+	RES_DEADLINE,
 	RES_NUM_COLUMNS
 } ResultColumn;
 
@@ -127,7 +129,8 @@ typedef enum ResultColumn
 
 static const char *const result_column_names[RES_NUM_COLUMNS] = {
 	"job_id", "queue_id", "state", "priority", "attempts", "result",
-	"last_error", "run_at", "enqueued_at", "started_at", "finished_at", "key"
+	"last_error", "run_at", "enqueued_at", "started_at", "finished_at", "key",
+	"deadline"
 };
 
 /*
@@ -415,6 +418,14 @@ is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id, const char *key,
 		(run_at > start->at || (run_at == start->at && id >= start->id));
 }
 
+/* past_deadline: the row's job has a deadline, and it has come */
+static inline bool
+past_deadline(HotTable *t, TupleTableSlot *slot, TimestampTz now)
+{
+	return COL(t, JOB_DEADLINE) >= 0 && !ISNULL(t, slot, JOB_DEADLINE) &&
+		DatumGetTimestampTz(VALUE(t, slot, JOB_DEADLINE)) <= now;
+}
+
 /*
  * lease_row leases the job of a row a lane scan saw, into hot->job.next;
  * false when another transaction holds it or it is no longer a ready job
@@ -444,6 +455,8 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		int64		token;
 
 		slot_getallattrs(row);
+		if (past_deadline(t, row, now))
+			return false;		/* never started: jq.expire_deadlines ends it */
 		ExecClearTuple(next);
 		memcpy(next->tts_values, row->tts_values, sizeof(Datum) * natts);
 		memcpy(next->tts_isnull, row->tts_isnull, sizeof(bool) * natts);
@@ -931,6 +944,8 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	COPY(RES_STARTED_AT, JOB_STARTED_AT);
 	if (COL(r, RES_KEY) >= 0 && COL(j, JOB_KEY) >= 0)
 		COPY(RES_KEY, JOB_KEY);
+	if (COL(r, RES_DEADLINE) >= 0 && COL(j, JOB_DEADLINE) >= 0)
+		COPY(RES_DEADLINE, JOB_DEADLINE);
 #undef COPY
 	VALUE(r, slot, RES_STATE) = CharGetDatum(state);
 	ISNULL(r, slot, RES_STATE) = false;
@@ -939,6 +954,18 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	if (!ISNULL(j, job, JOB_ERRORS))
 		VALUE(r, slot, RES_LAST_ERROR) =
 			last_error(VALUE(j, job, JOB_ERRORS), &ISNULL(r, slot, RES_LAST_ERROR));
+	if (state == PGJQ_STATE_EXPIRED)
+	{
+		/* the reason, and the last attempt's error if it was retried */
+		char	   *reason = psprintf("not started by its deadline %s",
+									  timestamptz_to_str(DatumGetTimestampTz(VALUE(j, job, JOB_DEADLINE))));
+
+		if (!ISNULL(r, slot, RES_LAST_ERROR))
+			reason = psprintf("%s; last error: %s", reason,
+							  TextDatumGetCString(VALUE(r, slot, RES_LAST_ERROR)));
+		VALUE(r, slot, RES_LAST_ERROR) = CStringGetTextDatum(reason);
+		ISNULL(r, slot, RES_LAST_ERROR) = false;
+	}
 	VALUE(r, slot, RES_FINISHED_AT) = TimestampTzGetDatum(GetCurrentTimestamp());
 	ISNULL(r, slot, RES_FINISHED_AT) = false;
 	ExecStoreVirtualTuple(slot);
@@ -957,12 +984,13 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
  * jq.job_result is written.  With lease_token, only while that lease is
  * current; the job succeeds with result, or ends cancelled (its result
  * dropped) when its cancel was requested while it was leased.  Without,
- * the caller has locked the job and decided that it ends, and cancel
- * says how (jq_cancel).  Returns what it did.
+ * the caller has locked the job and decided that it ends, and end_state
+ * says how: cancelled (jq_cancel) or expired (jq.expire_deadlines).
+ * Returns what it did.
  */
 PgjqFinished
 pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
-				bool cancel, Datum result, bool result_isnull)
+				char end_state, Datum result, bool result_isnull)
 {
 	HotTable   *t = &hot->job;
 	TupleTableSlot *row = t->slot;
@@ -1059,12 +1087,16 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 		heap_freetuple(oldtup);
 
 	if (lease_token != NULL)
-		cancel = DatumGetBool(VALUE(t, row, JOB_CANCEL_REQUESTED));
-	state = cancel ? PGJQ_STATE_CANCELLED : PGJQ_STATE_SUCCEEDED;
-	write_finished(hot, row, state, result, cancel || result_isnull, cid);
+		state = DatumGetBool(VALUE(t, row, JOB_CANCEL_REQUESTED)) ?
+			PGJQ_STATE_CANCELLED : PGJQ_STATE_SUCCEEDED;
+	else
+		state = end_state;
+	write_finished(hot, row, state, result,
+				   state != PGJQ_STATE_SUCCEEDED || result_isnull, cid);
 	ExecClearTuple(t->slot);
 	ExecClearTuple(t->locked);
-	return cancel ? PGJQ_FINISHED_CANCELLED : PGJQ_FINISHED_SUCCEEDED;
+	return state == PGJQ_STATE_SUCCEEDED ? PGJQ_FINISHED_SUCCEEDED :
+		state == PGJQ_STATE_CANCELLED ? PGJQ_FINISHED_CANCELLED : PGJQ_FINISHED_EXPIRED;
 }
 
 /*
@@ -1128,13 +1160,15 @@ pgjq_hot_can_insert(PgjqHot *hot)
  * each row's index entries and its count (the count trigger's body).  With
  * a valid seq each id is drawn from it, in payload order; otherwise ids[]
  * holds them (claimed by idempotency keys).  keys, when not NULL, holds
- * each job's key (NULL where key_nulls says).  The caller has checked
- * pgjq_hot_can_insert, every payload and every key.
+ * each job's key (NULL where key_nulls says), and deadlines its deadline.
+ * The caller has checked pgjq_hot_can_insert, every payload, key and
+ * deadline.
  */
 void
 pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 				TimestampTz run_at, TimestampTz enqueued_at,
 				const Datum *payloads, const Datum *keys, const bool *key_nulls,
+				const Datum *deadlines, const bool *deadline_nulls,
 				int n, Oid seq, int64 *ids)
 {
 	HotTable   *t = &hot->job;
@@ -1165,6 +1199,12 @@ pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 			if (COL(t, JOB_KEY) < 0)
 				elog(ERROR, "pgjq: jq.job has no column \"key\"");
 			SET(JOB_KEY, keys[i]);
+		}
+		if (deadlines != NULL && !deadline_nulls[i])
+		{
+			if (COL(t, JOB_DEADLINE) < 0)
+				elog(ERROR, "pgjq: jq.job has no column \"deadline\"");
+			SET(JOB_DEADLINE, deadlines[i]);
 		}
 #undef SET
 		ExecStoreVirtualTuple(slot);

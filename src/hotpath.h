@@ -28,7 +28,8 @@ typedef enum PgjqFinished
 {
 	PGJQ_FINISHED_NONE,			/* nothing: no such job, or not this lease */
 	PGJQ_FINISHED_SUCCEEDED,
-	PGJQ_FINISHED_CANCELLED
+	PGJQ_FINISHED_CANCELLED,
+	PGJQ_FINISHED_EXPIRED
 } PgjqFinished;
 
 /* where pgjq_hot_lease puts each job it leases */
@@ -52,7 +53,7 @@ extern int32 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 extern void pgjq_hot_batch_begin(PgjqHot *hot);
 extern void pgjq_hot_batch_end(PgjqHot *hot);
 extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,
-									const int64 *lease_token, bool cancel,
+									const int64 *lease_token, char end_state,
 									Datum result, bool result_isnull);
 
 extern bool pgjq_hot_can_insert(PgjqHot *hot);
@@ -60,6 +61,7 @@ extern void pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state,
 							int16 priority, TimestampTz run_at,
 							TimestampTz enqueued_at, const Datum *payloads,
 							const Datum *keys, const bool *key_nulls,
+							const Datum *deadlines, const bool *deadline_nulls,
 							int n, Oid seq, int64 *ids);
 
 /* the columns of a lease, as jq_dequeue returns them */

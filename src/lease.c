@@ -46,6 +46,7 @@ PG_FUNCTION_INFO_V1(pgjq_ack_batch);
 PG_FUNCTION_INFO_V1(pgjq_ack_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_lock_lease);
 PG_FUNCTION_INFO_V1(pgjq_finish_cancelled);
+PG_FUNCTION_INFO_V1(pgjq_finish_expired);
 
 /* put_lease is the sink of pgjq_hot_lease: a row of the function's result */
 static void
@@ -347,7 +348,7 @@ pgjq_ack(PG_FUNCTION_ARGS)
 	token = PG_GETARG_INT64(1);
 
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
-	done = pgjq_hot_finish(hot, PG_GETARG_INT64(0), &token, false,
+	done = pgjq_hot_finish(hot, PG_GETARG_INT64(0), &token, PGJQ_STATE_SUCCEEDED,
 						   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
 						   PG_ARGISNULL(2));
 	pgjq_hot_end(hot);
@@ -501,7 +502,7 @@ ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 
 		if (error_nulls != NULL && !error_nulls[i])
 			continue;			/* failed by COMPLETE_FAILS */
-		done = pgjq_hot_finish(hot, DatumGetInt64(ids[i]), &token, false,
+		done = pgjq_hot_finish(hot, DatumGetInt64(ids[i]), &token, PGJQ_STATE_SUCCEEDED,
 							   results ? results[i] : (Datum) 0,
 							   results == NULL || result_nulls[i]);
 		if (rsinfo == NULL)
@@ -636,14 +637,11 @@ pgjq_lock_lease(PG_FUNCTION_ARGS)
 }
 
 /*
- * jq.finish_cancelled(job_ids) ends jobs as cancelled: they leave jq.job
- * for jq.job_result, by the statement that finishes every job.  The caller
- * has locked them and decided they are cancelled (jq_cancel, and
- * jq.fail_leased for a job whose cancel was requested while leased).
- * Returns how many were finished.
+ * finish_locked ends the jobs of the array argument as end_state, for
+ * jq.finish_cancelled and jq.finish_expired; returns how many it ended.
  */
-Datum
-pgjq_finish_cancelled(PG_FUNCTION_ARGS)
+static int32
+finish_locked(FunctionCallInfo fcinfo, char end_state)
 {
 	ArrayType  *ids_arr;
 	Datum	   *ids;
@@ -653,16 +651,39 @@ pgjq_finish_cancelled(PG_FUNCTION_ARGS)
 	PgjqHot    *hot;
 
 	if (PG_ARGISNULL(0))
-		PG_RETURN_INT32(0);
+		return 0;
 	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
 	deconstruct_array(ids_arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
 					  TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
 	for (int i = 0; i < n; i++)
 		if (!id_nulls[i] &&
-			pgjq_hot_finish(hot, DatumGetInt64(ids[i]), NULL, true, (Datum) 0,
+			pgjq_hot_finish(hot, DatumGetInt64(ids[i]), NULL, end_state, (Datum) 0,
 							true) != PGJQ_FINISHED_NONE)
 			finished++;
 	pgjq_hot_end(hot);
-	PG_RETURN_INT32(finished);
+	return finished;
+}
+
+/*
+ * jq.finish_cancelled(job_ids) ends jobs as cancelled: they leave jq.job
+ * for jq.job_result.  The caller has locked them and decided they are
+ * cancelled (jq_cancel, and jq.fail_leased for a job whose cancel was
+ * requested while leased).  Returns how many were finished.
+ */
+Datum
+pgjq_finish_cancelled(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(finish_locked(fcinfo, PGJQ_STATE_CANCELLED));
+}
+
+/*
+ * jq.finish_expired(job_ids) ends jobs as expired: jq.expire_deadlines has
+ * locked them and found them waiting past their deadline.  Their rows in
+ * jq.job_result say so in last_error.  Returns how many were ended.
+ */
+Datum
+pgjq_finish_expired(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(finish_locked(fcinfo, PGJQ_STATE_EXPIRED));
 }

@@ -56,6 +56,7 @@ typedef enum PgjqStateTable
 #define PGJQ_STATE_SUCCEEDED	'd'
 #define PGJQ_STATE_CANCELLED	'c'
 #define PGJQ_STATE_DEAD			'x'
+#define PGJQ_STATE_EXPIRED		'e'
 
 #define PGJQ_STATES(X) \
 	X(READY,		"ready",		PGJQ_IN_JOB,			READY) \
@@ -63,7 +64,8 @@ typedef enum PgjqStateTable
 	X(LEASED,		"leased",		PGJQ_IN_JOB,			LEASED) \
 	X(SUCCEEDED,	"succeeded",	PGJQ_IN_RESULT,			SUCCEEDED) \
 	X(CANCELLED,	"cancelled",	PGJQ_IN_RESULT,			CANCELLED) \
-	X(DEAD,			"dead",			PGJQ_IN_DEAD_LETTER,	DEAD)
+	X(DEAD,			"dead",			PGJQ_IN_DEAD_LETTER,	DEAD) \
+	X(EXPIRED,		"expired",		PGJQ_IN_RESULT,			EXPIRED)
 
 /* counter slots of counters.c, in the column order of jq.counters() */
 typedef enum PgjqCounter
@@ -77,6 +79,7 @@ typedef enum PgjqCounter
 	PGJQ_C_FAILED,
 	PGJQ_C_DEAD_LETTERED,
 	PGJQ_C_CANCELLED,
+	PGJQ_C_EXPIRED,				/* not started by their deadline */
 	PGJQ_C_NUM
 } PgjqCounter;
 

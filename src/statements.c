@@ -52,7 +52,7 @@
 	" " j "id = " id " AND " j "lease_token = " token \
 	" AND " j "state = " PGJQ_SQL_STATE(LEASED)
 
-#define MAX_ARGS 8
+#define MAX_ARGS 9
 #define MAX_COLUMNS 9
 
 typedef struct PgjqStmt
@@ -84,17 +84,21 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 		{"id"}
 	},
 	[PGJQ_STMT_ENQUEUE_BATCH_KEYS] = {
-		/* ENQUEUE_BATCH with each job's key in $8 (a schema with keys) */
-		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload, key)"
+		/*
+		 * ENQUEUE_BATCH with each job's key in $8 and deadline in $9 (or
+		 * $9 NULL: none), a 0.4.0 schema
+		 */
+		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload, key,"
+		"                    deadline)"
 		" SELECT COALESCE(u.i, pg_catalog.nextval('jq.job_id_seq')),"
-		"        $1, $2, $3, $4, $5, u.p, u.k"
+		"        $1, $2, $3, $4, $5, u.p, u.k, u.d"
 		"   FROM ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7),"
-		"                   pg_catalog.unnest($8))"
-		"        WITH ORDINALITY AS u(p, i, k, n)"
+		"                   pg_catalog.unnest($8), pg_catalog.unnest($9))"
+		"        WITH ORDINALITY AS u(p, i, k, d, n)"
 		"  ORDER BY u.n"
 		" RETURNING id",
-		8, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID},
+		9, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 		{"id"}
 	},
 	[PGJQ_STMT_NEXT_IDS] = {
@@ -227,6 +231,12 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	},
 	[PGJQ_STMT_RECLAIM] = {
 		"SELECT jq.reclaim_expired_leases($1) AS result",
+		1, {INT4OID},
+		{"result"}, true
+	},
+	[PGJQ_STMT_EXPIRE] = {
+		/* a 0.4.0 schema */
+		"SELECT jq.expire_deadlines($1) AS result",
 		1, {INT4OID},
 		{"result"}, true
 	},

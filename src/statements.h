@@ -38,6 +38,7 @@ typedef enum PgjqStmtId
 	/* calls of the SQL functions that own the cold transitions */
 	PGJQ_STMT_PROMOTE_DUE,
 	PGJQ_STMT_RECLAIM,
+	PGJQ_STMT_EXPIRE,
 	PGJQ_STMT_REBUILD_COUNTERS,
 	PGJQ_STMT_NEXT_DEADLINE,
 	PGJQ_STMT_NOTIFY_QUEUES,

@@ -207,7 +207,7 @@ call(PgjqStmtId id, const char *what, int32 arg, bool *ran)
 
 /*
  * maintain runs the transitions that are due: the counters, expired
- * leases, due scheduled jobs.  Returns when the next lease expires or the
+ * leases, jobs past their deadline, due scheduled jobs.  Returns when the next lease expires or the
  * next scheduled job falls due, 0 when there is neither.
  */
 static TimestampTz
@@ -241,6 +241,16 @@ maintain(void)
 				 pgjq_reclaim_batch, &ran);
 		if (n > 0)
 			elog(DEBUG1, "pgjq: reclaimed " INT64_FORMAT " expired leases", n);
+		CHECK_FOR_INTERRUPTS();
+	} while (ran && n >= pgjq_reclaim_batch);
+
+	/* jobs not started by their deadline end expired */
+	do
+	{
+		n = call(PGJQ_STMT_EXPIRE, "pgjq: expire jobs past their deadline",
+				 pgjq_reclaim_batch, &ran);
+		if (n > 0)
+			elog(DEBUG1, "pgjq: expired " INT64_FORMAT " jobs past their deadline", n);
 		CHECK_FOR_INTERRUPTS();
 	} while (ran && n >= pgjq_reclaim_batch);
 

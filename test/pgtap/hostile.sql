@@ -327,6 +327,7 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'error|errors', $$'boom'$$),
     ('.*', 'idempotency_keys', $$'seed-key'$$),
     ('.*', 'key|keys', $$'team_a'$$),
+    ('.*', 'deadline|deadlines', $$now() + interval '1 hour'$$),
     ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
 
 -- Calls of several hostile arguments at once: fn (a pattern, as in table
@@ -431,6 +432,15 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
         'null|max|min|epoch|future', 'ok', NULL),
     (1, 'jq_enqueue|jq_enqueue_batch|jq_submit_batch', 'run_at',
         'infinity|neg_infinity', '22023', NULL),
+    -- deadlines: finite, later than run_at (now, unless given)
+    (1, 'jq_enqueue', 'deadline', 'null|max|future', 'ok', NULL),
+    (1, 'jq_enqueue', 'deadline', 'infinity|neg_infinity|min|epoch', '22023', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'deadlines', 'null|lbshift|elem:(null|max|future)',
+        'ok', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'deadlines',
+        'elem:(infinity|neg_infinity|min|epoch)', '22023', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'deadlines', 'empty|twodim|longer|n10001',
+        '2202E', NULL),
     (1, 'jq_enqueue|jq_enqueue_batch', 'batch_id', 'null|own', 'ok', NULL),
     (1, 'jq_enqueue|jq_enqueue_batch', 'batch_id',
         'zero|neg1|unknown|int4max_plus|int8max|int8min', '42704', NULL),
@@ -629,6 +639,8 @@ INSERT INTO stored VALUES
      'lease_seconds|max_attempts|backoff_base|backoff_cap|result_retention|max_payload_bytes|dead_letter_retention|idempotency_window|alert_depth_warning|alert_depth_critical|alert_age_warning',
      $$(%V) IS NULL OR (SELECT q.%P FROM jq.queue q WHERE q.name = 'hq') = (%V)$$),
     ('jq_enqueue', 'payload', $$(SELECT payload FROM jq.job ORDER BY id DESC LIMIT 1) = (%V)$$),
+    ('jq_enqueue', 'deadline',
+     $$(SELECT deadline FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
     ('jq_enqueue', 'key',
      $$(SELECT key FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
     ('jq_set_key_policy', 'key', $$EXISTS (SELECT FROM jq.key_policy WHERE key = (%V))$$),
