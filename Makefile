@@ -41,6 +41,7 @@ OBJS = \
 	src/bounds.o \
 	src/counters.o \
 	src/keys.o \
+	src/usage.o \
 	src/count_trigger.o \
 	src/wakeup.o \
 	src/shmem.o \
@@ -70,7 +71,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
 	batch privileges search_path bad_input periodic stats calling_convention rules bounds \
-	compact keys ordered_keys progress deadlines
+	compact keys ordered_keys progress deadlines usage
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

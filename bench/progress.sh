@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench-progress: what a jq_progress report costs, against the ack it
 # sits beside in a worker's loop (issue 15: "cheap enough to call every
-# second from every worker").
+# second from every worker"), and what a usage report adds to an ack.
 #
 #   bash bench/progress.sh [REPS]     REPS defaults to 3 (about a minute)
 #
@@ -13,6 +13,7 @@
 #       ack:       a worker's one-job turn, jq_dequeue('bench', 1) then
 #                  jq_ack, each autocommitted, from a prefilled queue: the
 #                  ack statement's latency
+#       ack_usage: the same with a usage report on the ack
 #       progress:  jq_progress on one of 1,000 leased jobs, at random,
 #                  each autocommitted: its calls a second and latency
 #  4. writes bench/results/PROGRESS.md: medians (min – max) and the ratio
@@ -69,6 +70,10 @@ cat >"$WORK/ack.sql" <<'SQL'
 SELECT job_id AS id, lease_token AS tok FROM jq.jq_dequeue('bench', 1) \gset
 SELECT jq.jq_ack(:id, :tok, NULL);
 SQL
+cat >"$WORK/ack_usage.sql" <<'SQL'
+SELECT job_id AS id, lease_token AS tok FROM jq.jq_dequeue('bench', 1) \gset
+SELECT jq.jq_ack(:id, :tok, NULL, '{"cost": 812, "input_tokens": 700, "output_tokens": 112}');
+SQL
 cat >"$WORK/progress.sql" <<'SQL'
 \set n random(1, 1000)
 SELECT jq.jq_progress(l.id, l.tok, jsonb_build_object('done', :n, 'total', 1000))
@@ -86,11 +91,11 @@ SELECT 1 FROM jq.jq_create_queue('bench');
 DROP TABLE IF EXISTS leases;
 SELECT count(*) FROM (
     SELECT jq.jq_enqueue_batch('bench', array_agg('{"doc": 1}'::jsonb))
-      FROM generate_series(1, CASE WHEN '$what' = 'ack' THEN $CLIENTS * $TURNS * 12 / 10 ELSE 1000 END) g
+      FROM generate_series(1, CASE WHEN '$what' = 'progress' THEN 1000 ELSE $CLIENTS * $TURNS * 12 / 10 END) g
      GROUP BY g / 5000) b;
 CREATE TABLE leases AS
 SELECT row_number() OVER () AS n, job_id AS id, lease_token AS tok
-  FROM jq.jq_dequeue('bench', CASE WHEN '$what' = 'ack' THEN 1 ELSE 1000 END, 3600)
+  FROM jq.jq_dequeue('bench', CASE WHEN '$what' = 'progress' THEN 1000 ELSE 1 END, 3600)
  WHERE '$what' = 'progress';
 ALTER TABLE leases ADD PRIMARY KEY (n);
 SQL
@@ -114,7 +119,7 @@ stats() {
 
 declare -A TPS LAT
 T0=$(date +%s)
-for what in ack progress; do
+for what in ack ack_usage progress; do
     tps_all='' lat_all=''
     for r in $(seq "$REPS"); do
         prepare "$what"
@@ -143,8 +148,9 @@ mkdir -p "$TOP/bench/results"
     echo "| case | transactions/s | min – max | ms per call | min – max |"
     echo "|---|---|---|---|---|"
     echo "| worker turn (dequeue + ack), the ack | $(med "${TPS[ack]}") | $(range "${TPS[ack]}") | $(med "${LAT[ack]}") | $(range "${LAT[ack]}") |"
+    echo "| worker turn, the ack with a usage report | $(med "${TPS[ack_usage]}") | $(range "${TPS[ack_usage]}") | $(med "${LAT[ack_usage]}") | $(range "${LAT[ack_usage]}") |"
     echo "| progress report | $(med "${TPS[progress]}") | $(range "${TPS[progress]}") | $(med "${LAT[progress]}") | $(range "${LAT[progress]}") |"
     echo
-    echo "A report costs $(awk -v p="$(med "${LAT[progress]}")" -v a="$(med "${LAT[ack]}")" 'BEGIN { printf "%.2f", p / a }') of an ack's latency (medians)."
+    echo "A progress report costs $(awk -v p="$(med "${LAT[progress]}")" -v a="$(med "${LAT[ack]}")" 'BEGIN { printf "%.2f", p / a }') of an ack's latency; an ack with a usage report $(awk -v p="$(med "${LAT[ack_usage]}")" -v a="$(med "${LAT[ack]}")" 'BEGIN { printf "%.2f", p / a }') (medians)."
 } >"$TOP/bench/results/PROGRESS.md"
 cat "$TOP/bench/results/PROGRESS.md"

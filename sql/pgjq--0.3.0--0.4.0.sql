@@ -31,9 +31,12 @@ ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
 ALTER TABLE jq.job ADD COLUMN key text,
                    ADD COLUMN progress jsonb,
                    ADD COLUMN progress_at timestamptz,
-                   ADD COLUMN deadline timestamptz;
+                   ADD COLUMN deadline timestamptz,
+                   ADD COLUMN cost numeric;
 ALTER TABLE jq.job_result ADD COLUMN key text,
-                          ADD COLUMN deadline timestamptz;
+                          ADD COLUMN deadline timestamptz,
+                          ADD COLUMN cost numeric,
+                          ADD COLUMN usage jsonb;
 COMMENT ON TABLE jq.job_result IS 'pgjq succeeded (d), cancelled (c) and expired (e) jobs with their results, kept for the queue''s result_retention';
 ALTER TABLE jq.dead_letter ADD COLUMN key text;
 
@@ -341,7 +344,8 @@ CREATE FUNCTION jq.jq_enqueue(
     idempotency_key text DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
     key text DEFAULT NULL,
-    deadline timestamptz DEFAULT NULL)
+    deadline timestamptz DEFAULT NULL,
+    cost numeric DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -358,7 +362,8 @@ CREATE FUNCTION jq.jq_enqueue_batch(
     idempotency_keys text[] DEFAULT NULL,
     batch_id bigint DEFAULT NULL,
     keys text[] DEFAULT NULL,
-    deadlines timestamptz[] DEFAULT NULL)
+    deadlines timestamptz[] DEFAULT NULL,
+    costs numeric[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE C VOLATILE
 SECURITY DEFINER
@@ -371,7 +376,8 @@ CREATE FUNCTION jq.jq_submit_batch(queue text, payloads jsonb[], label text DEFA
                                    priority integer DEFAULT 0,
                                    run_at timestamptz DEFAULT NULL,
                                    keys text[] DEFAULT NULL,
-                                   deadlines timestamptz[] DEFAULT NULL)
+                                   deadlines timestamptz[] DEFAULT NULL,
+                                   costs numeric[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -383,7 +389,7 @@ BEGIN
     PERFORM jq.jq_enqueue_batch(jq_submit_batch.queue, jq_submit_batch.payloads,
                                 jq_submit_batch.priority, jq_submit_batch.run_at,
                                 NULL, bid, jq_submit_batch.keys,
-                                jq_submit_batch.deadlines);
+                                jq_submit_batch.deadlines, jq_submit_batch.costs);
     RETURN bid;
 END
 $$;
@@ -426,7 +432,9 @@ RETURNS TABLE (
     key text,
     progress jsonb,
     progress_at timestamptz,
-    deadline timestamptz)
+    deadline timestamptz,
+    cost numeric,
+    usage jsonb)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -435,21 +443,21 @@ AS $$
            j.errors -> -1 ->> 'error',
            j.attempt, j.priority::integer, j.enqueued_at, j.run_at,
            j.started_at, NULL::timestamptz, j.key, j.progress, j.progress_at,
-           j.deadline
+           j.deadline, coalesce(j.cost, 1), NULL::jsonb
       FROM jq.job j JOIN jq.queue q USING (queue_id)
      WHERE j.id = $1
     UNION ALL
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
            r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz,
-           r.deadline
+           r.deadline, r.cost, r.usage
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
     SELECT d.job_id, d.queue, jq.state_name('x', NULL), NULL::jsonb, d.last_error,
            d.attempts, d.priority::integer, d.enqueued_at, d.run_at,
            NULL::timestamptz, d.failed_at, d.key, NULL::jsonb, NULL::timestamptz,
-           NULL::timestamptz
+           NULL::timestamptz, NULL::numeric, NULL::jsonb
       FROM jq.dead_letter d
      WHERE d.job_id = $1
 $$;
@@ -1212,9 +1220,9 @@ GRANT EXECUTE ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) TO jq_worker;
 REVOKE ALL ON FUNCTION
     jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
     jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[]),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[]),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz, numeric),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[], numeric[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
     jq.jq_dequeue(text, integer, integer),
     jq.jq_result(bigint),
     jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
@@ -1226,9 +1234,9 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 REVOKE ALL ON jq.key_policy, jq.key_stats, jq.key_policy_version_seq FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz),
-    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[]),
-    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[]),
+    jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz, numeric),
+    jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[], numeric[]),
+    jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
     jq.jq_result(bigint)
 TO jq_producer;
 GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bigint) TO jq_worker;
@@ -1285,7 +1293,8 @@ SELECT b.batch_id, q.name AS queue, b.label, b.created_at,
              / greatest(count(m.job_id), 1), 1) AS percent_complete,
        CASE WHEN count(j.id) = 0 AND count(m.job_id) > 0
             THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at,
-       count(*) FILTER (WHERE r.state = 'e') AS expired
+       count(*) FILTER (WHERE r.state = 'e') AS expired,
+       coalesce(sum(r.cost) FILTER (WHERE r.state = 'd'), 0) AS cost
   FROM jq.batch b
   JOIN jq.queue q ON q.queue_id = b.queue_id
   LEFT JOIN jq.batch_job m ON m.batch_id = b.batch_id
@@ -1393,3 +1402,232 @@ END
 $$;
 
 COMMENT ON FUNCTION jq.jq_extend IS 'extend a lease from now (heartbeat); NULL when the token is stale or the job was cancelled';
+
+/* ------------------------------------------------------------------------
+ * Usage accounting.  A worker may report what a job consumed when it acks
+ * or fails it (jq_ack(..., usage => ...), jq_fail(..., usage => ...)): a
+ * JSON object of numbers, say {"cost": 812, "input_tokens": 700}.  The ack
+ * keeps it with the job's result; each report also goes, as one row, to
+ * jq.usage_pending (insert-only, no index: a few microseconds per ack),
+ * and the worker rolls those rows up into jq.usage_daily every
+ * pgjq.stats_interval (jq.rollup_usage), so that jq.usage never reads
+ * finished jobs.  A report's cost is its "cost" field, or else the job's
+ * cost given at enqueue (default 1).
+ * ------------------------------------------------------------------------ */
+CREATE TABLE jq.usage_pending (
+    queue_id    integer NOT NULL,
+    key         text,
+    job_id      bigint NOT NULL,
+    reported_at timestamptz NOT NULL,
+    acked       boolean NOT NULL,      -- an ack (else a failed attempt)
+    cost        numeric NOT NULL,
+    usage       jsonb NOT NULL
+);
+
+COMMENT ON TABLE jq.usage_pending IS 'pgjq usage reports not yet rolled up into jq.usage_daily; read jq.usage';
+
+CREATE TABLE jq.usage_daily (
+    queue_id integer NOT NULL,
+    key      text,                     -- NULL: the jobs without a key
+    day      date NOT NULL,            -- in UTC
+    jobs     bigint NOT NULL,          -- acks that reported usage
+    reports  bigint NOT NULL,          -- acks and failed attempts that did
+    cost     numeric NOT NULL,
+    usage    jsonb NOT NULL,           -- the sum of each numeric field
+    CONSTRAINT usage_daily_key UNIQUE NULLS NOT DISTINCT (queue_id, key, day)
+);
+
+COMMENT ON TABLE jq.usage_daily IS 'pgjq usage per queue, key and day (UTC), rolled up from jq.usage_pending; read jq.usage';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.usage_daily', '');
+
+-- the sum of two usage objects, field by field; fields that are not
+-- numbers are left out
+CREATE FUNCTION jq.usage_add(a jsonb, b jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(f.k, f.v), '{}')
+      FROM (SELECT e.key AS k, sum(e.value::text::numeric) AS v
+              FROM (SELECT * FROM jsonb_each(coalesce(a, '{}'))
+                    UNION ALL SELECT * FROM jsonb_each(coalesce(b, '{}'))) e
+             WHERE jsonb_typeof(e.value) = 'number'
+             GROUP BY e.key) f
+$$;
+
+CREATE AGGREGATE jq.usage_sum(jsonb) (
+    SFUNC = jq.usage_add,
+    STYPE = jsonb,
+    INITCOND = '{}'
+);
+
+/*
+ * jq.rollup_usage() moves the pending usage reports into jq.usage_daily,
+ * exactly once: the rows it deletes are the rows it adds, in one
+ * transaction (a report not yet committed waits for the next rollup).
+ * Returns how many reports it moved.  The worker calls it every
+ * pgjq.stats_interval.
+ */
+CREATE FUNCTION jq.rollup_usage()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH moved AS (
+        DELETE FROM jq.usage_pending RETURNING *
+    ), sums AS (
+        SELECT m.queue_id, m.key, (m.reported_at AT TIME ZONE 'UTC')::date AS day,
+               count(*) FILTER (WHERE m.acked) AS jobs, count(*) AS reports,
+               sum(m.cost) AS cost, jq.usage_sum(m.usage) AS usage
+          FROM moved m
+         GROUP BY 1, 2, 3
+    ), upserted AS (
+        INSERT INTO jq.usage_daily AS d (queue_id, key, day, jobs, reports, cost, usage)
+        SELECT * FROM sums
+        ON CONFLICT ON CONSTRAINT usage_daily_key DO UPDATE
+           SET jobs = d.jobs + excluded.jobs,
+               reports = d.reports + excluded.reports,
+               cost = d.cost + excluded.cost,
+               usage = jq.usage_add(d.usage, excluded.usage)
+        RETURNING 1
+    )
+    SELECT coalesce(sum(s.reports), 0)::integer INTO n
+      FROM sums s, (SELECT count(*) FROM upserted) u;
+    RETURN n;
+END
+$$;
+
+/*
+ * Usage per queue, key and day (UTC): what was rolled up, and the reports
+ * not rolled up yet (seconds' worth), never the finished jobs.  jobs: acks
+ * that reported usage; reports: those and the failed attempts that did;
+ * cost: the reports' cost fields, or their jobs' cost; usage: the sum of
+ * every numeric field reported.
+ */
+CREATE VIEW jq.usage AS
+SELECT q.name AS queue, u.key, u.day, sum(u.jobs)::bigint AS jobs,
+       sum(u.reports)::bigint AS reports, sum(u.cost) AS cost, jq.usage_sum(u.usage) AS usage
+  FROM (SELECT queue_id, key, day, jobs, reports, cost, usage FROM jq.usage_daily
+        UNION ALL
+        SELECT p.queue_id, p.key, (p.reported_at AT TIME ZONE 'UTC')::date,
+               CASE WHEN p.acked THEN 1 ELSE 0 END, 1, p.cost, p.usage
+          FROM jq.usage_pending p) u
+  JOIN jq.queue q ON q.queue_id = u.queue_id
+ GROUP BY q.name, u.key, u.day;
+
+COMMENT ON VIEW jq.usage IS 'pgjq usage per queue, job key and day (UTC): jobs, cost and every numeric field reported at ack or fail';
+
+REVOKE ALL ON jq.usage_pending, jq.usage_daily, jq.usage FROM PUBLIC;
+REVOKE ALL ON FUNCTION jq.usage_add(jsonb, jsonb), jq.usage_sum(jsonb), jq.rollup_usage() FROM PUBLIC;
+GRANT SELECT ON jq.usage TO jq_reader;
+
+-- usage reports at ack and fail: new parameters
+-- the rule of a usage report (src/usage.c), for jq_fail
+CREATE FUNCTION jq.check_usage(usage jsonb)
+RETURNS void
+LANGUAGE C IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_check_usage_sql';
+
+DROP FUNCTION jq.jq_ack(bigint, bigint, jsonb);
+DROP FUNCTION jq.jq_ack_batch(bigint[], bigint[], jsonb[]);
+DROP FUNCTION jq.jq_fail(bigint, bigint, text, interval, boolean);
+CREATE FUNCTION jq.jq_ack(
+    job_id bigint,
+    lease_token bigint,
+    result jsonb DEFAULT NULL,
+    usage jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_ack';
+
+COMMENT ON FUNCTION jq.jq_ack IS 'complete a leased job; false when the lease token is stale';
+
+CREATE FUNCTION jq.jq_ack_batch(
+    job_ids bigint[],
+    lease_tokens bigint[],
+    results jsonb[] DEFAULT NULL,
+    usages jsonb[] DEFAULT NULL)
+RETURNS TABLE (job_id bigint, acked boolean)
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_ack_batch';
+
+COMMENT ON FUNCTION jq.jq_ack_batch IS 'complete many leased jobs in one call; one row per job, in input order';
+
+CREATE FUNCTION jq.jq_fail(
+    job_id bigint,
+    lease_token bigint,
+    error text,
+    retry_in interval DEFAULT NULL,
+    permanent boolean DEFAULT false,
+    usage jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now timestamptz := clock_timestamp();
+    new_state text;
+BEGIN
+    IF jq_fail.job_id IS NULL OR jq_fail.lease_token IS NULL THEN
+        RAISE EXCEPTION 'job_id and lease_token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the job_id and lease_token columns that jq.jq_dequeue returned.';
+    END IF;
+    IF jq_fail.error IS NULL THEN
+        RAISE EXCEPTION 'error must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Say why the attempt failed, for example the exception''s message; it is kept with the job.';
+    END IF;
+    IF retry_in < interval '0'
+       OR retry_in > make_interval(days => jq.limit('retry_in_max_days')::integer) THEN
+        RAISE EXCEPTION 'retry_in must be between 0 and % days', jq.limit('retry_in_max_days')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', retry_in);
+    END IF;
+
+    IF jq_fail.usage IS NOT NULL THEN
+        PERFORM jq.check_usage(jq_fail.usage);
+    END IF;
+
+    -- lock the job only if this lease is still its current one
+    IF NOT jq.lock_lease(jq_fail.job_id, jq_fail.lease_token) THEN
+        RETURN NULL;        -- stale token: refused, nothing changed
+    END IF;
+
+    -- what the failed attempt consumed counts all the same
+    IF jq_fail.usage IS NOT NULL THEN
+        INSERT INTO jq.usage_pending (queue_id, key, job_id, reported_at, acked, cost, usage)
+        SELECT j.queue_id, j.key, j.id, now, false,
+               coalesce((jq_fail.usage ->> 'cost')::numeric, j.cost, 1), jq_fail.usage
+          FROM jq.job j WHERE j.id = jq_fail.job_id;
+    END IF;
+
+    SELECT f.state INTO new_state
+      FROM jq.fail_leased(ARRAY[jq_fail.job_id], jq.clip_error(jq_fail.error),
+                          coalesce(permanent, false), now + retry_in, now) f;
+    RETURN new_state;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_fail IS 'fail a leased job: retry with backoff, or dead-letter it on its last attempt or when permanent; NULL when the token is stale';
+
+REVOKE ALL ON FUNCTION jq.check_usage(jsonb),
+    jq.jq_ack(bigint, bigint, jsonb, jsonb),
+    jq.jq_ack_batch(bigint[], bigint[], jsonb[], jsonb[]),
+    jq.jq_fail(bigint, bigint, text, interval, boolean, jsonb)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jq.jq_ack(bigint, bigint, jsonb, jsonb),
+    jq.jq_ack_batch(bigint[], bigint[], jsonb[], jsonb[]),
+    jq.jq_fail(bigint, bigint, text, interval, boolean, jsonb)
+TO jq_worker;

@@ -37,6 +37,7 @@
 #include "keys.h"
 #include "queue.h"
 #include "statements.h"
+#include "usage.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(pgjq_enqueue);
@@ -269,8 +270,8 @@ add_to_batch(int64 batch_id, int64 *ids, int n)
 }
 
 /*
- * The columns given per job of a batch, one per payload: its job key and
- * its deadline, NULL where a job has none.
+ * The columns given per job of a batch, one per payload: its job key, its
+ * deadline and its cost, NULL where a job has none.
  */
 typedef struct JobColumns
 {
@@ -278,6 +279,8 @@ typedef struct JobColumns
 	bool	   *nulls;
 	Datum	   *deadlines;		/* NULL: no job has a deadline */
 	bool	   *deadline_nulls;
+	Datum	   *costs;			/* NULL: no job has a cost (each costs 1) */
+	bool	   *cost_nulls;
 } JobColumns;
 
 /*
@@ -374,8 +377,8 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 			Datum *payloads, const JobColumns *jk, int n, int64 *ids, bool ids_given)
 {
 	PgjqHot    *hot = pgjq_hot_begin(pgjq_lock_job_table());
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' ', ' '};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' ', ' ', ' '};
 	bool		keyed_schema = pgjq_schema_keys();
 
 	admit_jobs(queue, opts, jk, n);
@@ -395,6 +398,8 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 						jk != NULL ? jk->keys : NULL, jk != NULL ? jk->nulls : NULL,
 						jk != NULL ? jk->deadlines : NULL,
 						jk != NULL ? jk->deadline_nulls : NULL,
+						jk != NULL ? jk->costs : NULL,
+						jk != NULL ? jk->cost_nulls : NULL,
 						n, seq, ids);
 		pgjq_hot_end(hot);
 		return;
@@ -437,6 +442,12 @@ insert_jobs(const PgjqQueue *queue, const EnqueueOptions *opts,
 														   TYPALIGN_DOUBLE));
 		else
 			nulls[8] = 'n';
+		if (jk != NULL && jk->costs != NULL)
+			values[9] = PointerGetDatum(construct_md_array(jk->costs, jk->cost_nulls,
+														   1, dims, lbs, NUMERICOID, -1,
+														   false, TYPALIGN_INT));
+		else
+			nulls[9] = 'n';
 	}
 	pgjq_stmt_execute(keyed_schema ? PGJQ_STMT_ENQUEUE_BATCH_KEYS : PGJQ_STMT_ENQUEUE_BATCH,
 					  values, nulls, SPI_OK_INSERT_RETURNING);
@@ -477,6 +488,8 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	bool		job_key_null = true;
 	Datum		deadline_datum = (Datum) 0;
 	bool		deadline_null = true;
+	Datum		cost_datum = (Datum) 0;
+	bool		cost_null = true;
 	JobColumns	jk = {0};
 
 	read_enqueue_options(fcinfo, &opts);
@@ -505,6 +518,15 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 		deadline_null = false;
 		jk.deadlines = &deadline_datum;
 		jk.deadline_nulls = &deadline_null;
+	}
+	/* the cost: 0.4.0 on */
+	if (PG_NARGS() > 8 && !PG_ARGISNULL(8))
+	{
+		pgjq_check_cost(PG_GETARG_NUMERIC(8), "cost");
+		cost_datum = PG_GETARG_DATUM(8);
+		cost_null = false;
+		jk.costs = &cost_datum;
+		jk.cost_nulls = &cost_null;
 	}
 
 	SPI_connect();
@@ -645,6 +667,11 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 		ins_jk.deadlines = palloc(sizeof(Datum) * n);
 		ins_jk.deadline_nulls = palloc(sizeof(bool) * n);
 	}
+	if (jk->costs != NULL)
+	{
+		ins_jk.costs = palloc(sizeof(Datum) * n);
+		ins_jk.cost_nulls = palloc(sizeof(bool) * n);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		if (first[i] != i)
@@ -662,6 +689,11 @@ enqueue_keyed_batch(const PgjqQueue *queue, const EnqueueOptions *opts,
 			{
 				ins_jk.deadlines[ninsert] = jk->deadlines[i];
 				ins_jk.deadline_nulls[ninsert] = jk->deadline_nulls[i];
+			}
+			if (jk->costs != NULL)
+			{
+				ins_jk.costs[ninsert] = jk->costs[i];
+				ins_jk.cost_nulls[ninsert] = jk->cost_nulls[i];
 			}
 			ninsert++;
 		}
@@ -809,6 +841,34 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 			element.element = i + 1;
 			if (!jk.deadline_nulls[i])
 				check_deadline(DatumGetTimestampTz(jk.deadlines[i]), opts.run_at);
+		}
+		element.element = 0;
+	}
+
+	/* the costs: 0.4.0 on */
+	if (PG_NARGS() > 8 && !PG_ARGISNULL(8))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(8);
+		int			nc;
+
+		if (ARR_NDIM(arr) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("costs must be a one-dimensional array")));
+		deconstruct_array(arr, NUMERICOID, -1, false, TYPALIGN_INT,
+						  &jk.costs, &jk.cost_nulls, &nc);
+		if (nc != nelems)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("costs must have as many elements as payloads"),
+					 errdetail("payloads has %d elements, costs has %d.", nelems, nc),
+					 errhint("Use NULL elements for jobs of the default cost, 1.")));
+		element.array = "costs";
+		for (int i = 0; i < nc; i++)
+		{
+			element.element = i + 1;
+			if (!jk.cost_nulls[i])
+				pgjq_check_cost(DatumGetNumeric(jk.costs[i]), "cost");
 		}
 		element.element = 0;
 	}

@@ -73,6 +73,7 @@
 #include "counters.h"
 #include "hotpath.h"
 #include "queue.h"
+#include "usage.h"
 
 /* the columns of jq.job, by name (their numbers come from the catalog) */
 typedef enum JobColumn
@@ -94,6 +95,7 @@ typedef enum JobColumn
 	JOB_PROGRESS,
 	JOB_PROGRESS_AT,
 	JOB_DEADLINE,
+	JOB_COST,
 	JOB_NUM_COLUMNS
 } JobColumn;
 
@@ -103,7 +105,7 @@ typedef enum JobColumn
 static const char *const job_column_names[JOB_NUM_COLUMNS] = {
 	"id", "queue_id", "state", "priority", "attempt", "lease_token", "run_at",
 	"enqueued_at", "started_at", "lease_expires_at", "cancel_requested",
-	"errors", "payload", "key", "progress", "progress_at", "deadline"
+	"errors", "payload", "key", "progress", "progress_at", "deadline", "cost"
 };
 
 /* the columns of jq.job_result */
@@ -122,6 +124,8 @@ typedef enum ResultColumn
 	RES_FINISHED_AT,
 	RES_KEY,					/* 0.4.0 on: absent from older schemas */
 	RES_DEADLINE,
+	RES_COST,
+	RES_USAGE,
 	RES_NUM_COLUMNS
 } ResultColumn;
 
@@ -130,7 +134,24 @@ typedef enum ResultColumn
 static const char *const result_column_names[RES_NUM_COLUMNS] = {
 	"job_id", "queue_id", "state", "priority", "attempts", "result",
 	"last_error", "run_at", "enqueued_at", "started_at", "finished_at", "key",
-	"deadline"
+	"deadline", "cost", "usage"
+};
+
+/* the columns of jq.usage_pending (0.4.0 on) */
+typedef enum UsageColumn
+{
+	USAGE_QUEUE_ID,
+	USAGE_KEY,
+	USAGE_JOB_ID,
+	USAGE_REPORTED_AT,
+	USAGE_ACKED,
+	USAGE_COST,
+	USAGE_USAGE,
+	USAGE_NUM_COLUMNS
+} UsageColumn;
+
+static const char *const usage_column_names[USAGE_NUM_COLUMNS] = {
+	"queue_id", "key", "job_id", "reported_at", "acked", "cost", "usage"
 };
 
 /*
@@ -149,6 +170,7 @@ typedef struct Layout
 
 static Layout job_layout;
 static Layout result_layout;
+static Layout usage_layout;
 
 /* one table the hot path writes: the relation, its indexes, its slots */
 typedef struct HotTable
@@ -170,6 +192,8 @@ struct PgjqHot
 	Relation	pkey_idx;		/* jq.job_pkey */
 	HotTable	result;			/* opened by the first finish */
 	bool		result_open;
+	HotTable	usage;			/* jq.usage_pending, by the first usage report */
+	bool		usage_open;
 
 	/* a batch of finishes (pgjq_hot_batch_begin): one snapshot, one scan */
 	Snapshot	batch_snapshot;
@@ -194,6 +218,8 @@ layout_reset(Datum arg, Oid relid)
 		job_layout.relid = InvalidOid;
 	if (relid == InvalidOid || relid == result_layout.relid)
 		result_layout.relid = InvalidOid;
+	if (relid == InvalidOid || relid == usage_layout.relid)
+		usage_layout.relid = InvalidOid;
 }
 
 /*
@@ -345,6 +371,8 @@ pgjq_hot_end(PgjqHot *hot)
 	hot_table_close(&hot->job);
 	if (hot->result_open)
 		hot_table_close(&hot->result);
+	if (hot->usage_open)
+		hot_table_close(&hot->usage);
 	ExecResetTupleTable(hot->estate->es_tupleTable, false);
 	FreeExecutorState(hot->estate);
 	pfree(hot);
@@ -918,12 +946,50 @@ lease_is_current(HotTable *t, TupleTableSlot *row, int64 token)
 }
 
 /*
+ * write_usage writes a usage report of the job (its row in the slot) into
+ * jq.usage_pending: acked (else a failed attempt), at cost.
+ */
+static void
+write_usage(PgjqHot *hot, TupleTableSlot *job, bool acked, Datum cost, Datum usage,
+			CommandId cid)
+{
+	HotTable   *j = &hot->job;
+	HotTable   *u = &hot->usage;
+	TupleTableSlot *slot;
+
+	if (!hot->usage_open)
+	{
+		/* after jq.job_result's lock: see the lock order in queue.c */
+		hot_table_open(&hot->usage, pgjq_usage_table(), hot->estate, &usage_layout,
+					   usage_column_names, USAGE_NUM_COLUMNS, USAGE_NUM_COLUMNS, true);
+		hot->usage_open = true;
+	}
+	slot = u->slot;
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, false, sizeof(bool) * RelationGetDescr(u->rel)->natts);
+	VALUE(u, slot, USAGE_QUEUE_ID) = VALUE(j, job, JOB_QUEUE_ID);
+	VALUE(u, slot, USAGE_KEY) = VALUE(j, job, JOB_KEY);
+	ISNULL(u, slot, USAGE_KEY) = ISNULL(j, job, JOB_KEY);
+	VALUE(u, slot, USAGE_JOB_ID) = VALUE(j, job, JOB_ID);
+	VALUE(u, slot, USAGE_REPORTED_AT) = TimestampTzGetDatum(GetCurrentTimestamp());
+	VALUE(u, slot, USAGE_ACKED) = BoolGetDatum(acked);
+	VALUE(u, slot, USAGE_COST) = cost;
+	VALUE(u, slot, USAGE_USAGE) = usage;
+	ExecStoreVirtualTuple(slot);
+	table_tuple_insert(u->rel, slot, cid, 0, NULL);
+	ResetPerTupleExprContext(hot->estate);
+}
+
+/*
  * write_finished writes the row of a finished job (the job's row in the
- * slot) into jq.job_result.
+ * slot) into jq.job_result; a job that succeeded with a usage report also
+ * has the report written to jq.usage_pending.  The result row's cost is
+ * what the job cost: the report's cost field, or else the job's estimate
+ * (1 when it has none).
  */
 static void
 write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
-			   bool result_isnull, CommandId cid)
+			   bool result_isnull, Datum usage, bool usage_isnull, CommandId cid)
 {
 	HotTable   *j = &hot->job;
 	HotTable   *r = &hot->result;
@@ -968,6 +1034,19 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	}
 	VALUE(r, slot, RES_FINISHED_AT) = TimestampTzGetDatum(GetCurrentTimestamp());
 	ISNULL(r, slot, RES_FINISHED_AT) = false;
+	if (COL(r, RES_COST) >= 0 && COL(j, JOB_COST) >= 0)
+	{
+		Numeric		reported = usage_isnull ? NULL :
+			pgjq_usage_cost(DatumGetJsonbP(usage));
+
+		VALUE(r, slot, RES_COST) =
+			reported != NULL ? NumericGetDatum(reported) :
+			!ISNULL(j, job, JOB_COST) ? VALUE(j, job, JOB_COST) :
+			NumericGetDatum(int64_to_numeric(1));
+		ISNULL(r, slot, RES_COST) = false;
+		VALUE(r, slot, RES_USAGE) = usage;
+		ISNULL(r, slot, RES_USAGE) = usage_isnull;
+	}
 	ExecStoreVirtualTuple(slot);
 
 	table_tuple_insert(r->rel, slot, cid, 0, NULL);
@@ -976,6 +1055,8 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	pgjq_count_change(r->rel, PGJQ_IN_RESULT, NULL, tup);
 	if (should_free)
 		heap_freetuple(tup);
+	if (!usage_isnull && COL(r, RES_COST) >= 0)
+		write_usage(hot, job, true, VALUE(r, slot, RES_COST), usage, cid);
 	ResetPerTupleExprContext(hot->estate);
 }
 
@@ -986,11 +1067,13 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
  * dropped) when its cancel was requested while it was leased.  Without,
  * the caller has locked the job and decided that it ends, and end_state
  * says how: cancelled (jq_cancel) or expired (jq.expire_deadlines).
+ * usage, the worker's usage report, is kept when the job succeeds.
  * Returns what it did.
  */
 PgjqFinished
 pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
-				char end_state, Datum result, bool result_isnull)
+				char end_state, Datum result, bool result_isnull,
+				Datum usage, bool usage_isnull)
 {
 	HotTable   *t = &hot->job;
 	TupleTableSlot *row = t->slot;
@@ -1092,7 +1175,8 @@ pgjq_hot_finish(PgjqHot *hot, int64 job_id, const int64 *lease_token,
 	else
 		state = end_state;
 	write_finished(hot, row, state, result,
-				   state != PGJQ_STATE_SUCCEEDED || result_isnull, cid);
+				   state != PGJQ_STATE_SUCCEEDED || result_isnull,
+				   usage, state != PGJQ_STATE_SUCCEEDED || usage_isnull, cid);
 	ExecClearTuple(t->slot);
 	ExecClearTuple(t->locked);
 	return state == PGJQ_STATE_SUCCEEDED ? PGJQ_FINISHED_SUCCEEDED :
@@ -1160,7 +1244,8 @@ pgjq_hot_can_insert(PgjqHot *hot)
  * each row's index entries and its count (the count trigger's body).  With
  * a valid seq each id is drawn from it, in payload order; otherwise ids[]
  * holds them (claimed by idempotency keys).  keys, when not NULL, holds
- * each job's key (NULL where key_nulls says), and deadlines its deadline.
+ * each job's key (NULL where key_nulls says), deadlines its deadline and
+ * costs its cost.
  * The caller has checked pgjq_hot_can_insert, every payload, key and
  * deadline.
  */
@@ -1169,6 +1254,7 @@ pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 				TimestampTz run_at, TimestampTz enqueued_at,
 				const Datum *payloads, const Datum *keys, const bool *key_nulls,
 				const Datum *deadlines, const bool *deadline_nulls,
+				const Datum *costs, const bool *cost_nulls,
 				int n, Oid seq, int64 *ids)
 {
 	HotTable   *t = &hot->job;
@@ -1205,6 +1291,12 @@ pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state, int16 priority,
 			if (COL(t, JOB_DEADLINE) < 0)
 				elog(ERROR, "pgjq: jq.job has no column \"deadline\"");
 			SET(JOB_DEADLINE, deadlines[i]);
+		}
+		if (costs != NULL && !cost_nulls[i])
+		{
+			if (COL(t, JOB_COST) < 0)
+				elog(ERROR, "pgjq: jq.job has no column \"cost\"");
+			SET(JOB_COST, costs[i]);
 		}
 #undef SET
 		ExecStoreVirtualTuple(slot);

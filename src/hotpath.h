@@ -54,7 +54,8 @@ extern void pgjq_hot_batch_begin(PgjqHot *hot);
 extern void pgjq_hot_batch_end(PgjqHot *hot);
 extern PgjqFinished pgjq_hot_finish(PgjqHot *hot, int64 job_id,
 									const int64 *lease_token, char end_state,
-									Datum result, bool result_isnull);
+									Datum result, bool result_isnull,
+									Datum usage, bool usage_isnull);
 
 extern bool pgjq_hot_can_insert(PgjqHot *hot);
 extern void pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state,
@@ -62,6 +63,7 @@ extern void pgjq_hot_insert(PgjqHot *hot, int32 queue_id, char state,
 							TimestampTz enqueued_at, const Datum *payloads,
 							const Datum *keys, const bool *key_nulls,
 							const Datum *deadlines, const bool *deadline_nulls,
+							const Datum *costs, const bool *cost_nulls,
 							int n, Oid seq, int64 *ids);
 
 /* the columns of a lease, as jq_dequeue returns them */

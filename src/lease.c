@@ -39,6 +39,7 @@
 #include "keys.h"
 #include "queue.h"
 #include "statements.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(pgjq_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_ack);
@@ -323,8 +324,9 @@ pgjq_dequeue(PG_FUNCTION_ARGS)
 
 
 /*
- * jq.jq_ack(job_id, lease_token, result) completes a leased job: the job
- * leaves the hot table and its result is stored, in one statement.
+ * jq.jq_ack(job_id, lease_token, result, usage) completes a leased job: the
+ * job leaves the hot table and its result is stored, with the usage the
+ * worker reports (src/usage.c), in one statement.
  * Returns true when this lease completed the job, false (changing nothing)
  * when the token is stale or the job is not leased: already acked, taken
  * by another worker after the lease expired, or unknown.  A job cancelled
@@ -339,6 +341,7 @@ pgjq_ack(PG_FUNCTION_ARGS)
 	int64		token;
 	PgjqHot    *hot;
 	PgjqFinished done;
+	bool		usage_isnull;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -346,11 +349,16 @@ pgjq_ack(PG_FUNCTION_ARGS)
 				 errmsg("job_id and lease_token must not be null"),
 				 errhint("Pass the job_id and lease_token columns that jq_dequeue returned.")));
 	token = PG_GETARG_INT64(1);
+	/* the usage report: 0.4.0 on */
+	usage_isnull = PG_NARGS() < 4 || PG_ARGISNULL(3);
+	if (!usage_isnull)
+		pgjq_check_usage(PG_GETARG_JSONB_P(3));
 
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
 	done = pgjq_hot_finish(hot, PG_GETARG_INT64(0), &token, PGJQ_STATE_SUCCEEDED,
 						   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
-						   PG_ARGISNULL(2));
+						   PG_ARGISNULL(2),
+						   usage_isnull ? (Datum) 0 : PG_GETARG_DATUM(3), usage_isnull);
 	pgjq_hot_end(hot);
 	PG_RETURN_BOOL(done == PGJQ_FINISHED_SUCCEEDED);
 }
@@ -399,7 +407,8 @@ check_ack_array(ArrayType *arr, const char *argname, Oid elemtype,
  */
 static int
 check_completions(ArrayType *ids_arr, ArrayType *tokens_arr,
-				  ArrayType *results_arr, ArrayType *errors_arr)
+				  ArrayType *results_arr, ArrayType *errors_arr,
+				  ArrayType *usages_arr)
 {
 	int			nids;
 	int			ntokens;
@@ -429,6 +438,26 @@ check_completions(ArrayType *ids_arr, ArrayType *tokens_arr,
 					 errdetail("job_ids has %d elements, results has %d.",
 							   nids, nresults),
 					 errhint("Pass NULL for results to store no results, or NULL elements for single jobs.")));
+	}
+	if (usages_arr != NULL)
+	{
+		Datum	   *usages;
+		int			nusages = check_ack_array(usages_arr, "usages", JSONBOID, true, &usages);
+		bool	   *usage_nulls;
+		int			count;
+
+		if (nusages != nids)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("usages must have as many elements as job_ids"),
+					 errdetail("job_ids has %d elements, usages has %d.",
+							   nids, nusages),
+					 errhint("Use NULL elements for the jobs that report no usage.")));
+		deconstruct_array(usages_arr, JSONBOID, -1, false, TYPALIGN_INT,
+						  &usages, &usage_nulls, &count);
+		for (int i = 0; i < count; i++)
+			if (!usage_nulls[i])
+				pgjq_check_usage(DatumGetJsonbP(usages[i]));
 	}
 	if (errors_arr != NULL)
 	{
@@ -471,12 +500,14 @@ check_completions(ArrayType *ids_arr, ArrayType *tokens_arr,
 static void
 ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 				ArrayType *results_arr, ArrayType *errors_arr,
-				ReturnSetInfo *rsinfo)
+				ArrayType *usages_arr, ReturnSetInfo *rsinfo)
 {
 	Datum	   *ids;
 	Datum	   *tokens;
 	Datum	   *results = NULL;
 	bool	   *result_nulls = NULL;
+	Datum	   *usages = NULL;
+	bool	   *usage_nulls = NULL;
 	bool	   *error_nulls = NULL;
 	Datum	   *errors;
 	int			count;
@@ -491,6 +522,9 @@ ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 	if (errors_arr != NULL)
 		deconstruct_array(errors_arr, TEXTOID, -1, false, TYPALIGN_INT,
 						  &errors, &error_nulls, &count);
+	if (usages_arr != NULL)
+		deconstruct_array(usages_arr, JSONBOID, -1, false, TYPALIGN_INT,
+						  &usages, &usage_nulls, &count);
 
 	pgjq_hot_batch_begin(hot);
 	for (int i = 0; i < n; i++)
@@ -504,7 +538,9 @@ ack_completions(PgjqHot *hot, int n, ArrayType *ids_arr, ArrayType *tokens_arr,
 			continue;			/* failed by COMPLETE_FAILS */
 		done = pgjq_hot_finish(hot, DatumGetInt64(ids[i]), &token, PGJQ_STATE_SUCCEEDED,
 							   results ? results[i] : (Datum) 0,
-							   results == NULL || result_nulls[i]);
+							   results == NULL || result_nulls[i],
+							   usages ? usages[i] : (Datum) 0,
+							   usages == NULL || usage_nulls[i]);
 		if (rsinfo == NULL)
 			continue;
 		values[0] = ids[i];
@@ -526,6 +562,7 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	ArrayType  *ids_arr;
 	ArrayType  *tokens_arr;
 	ArrayType  *results_arr;
+	ArrayType  *usages_arr;
 	PgjqHot    *hot;
 	int			n;
 
@@ -536,11 +573,13 @@ pgjq_ack_batch(PG_FUNCTION_ARGS)
 	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
 	tokens_arr = PG_GETARG_ARRAYTYPE_P(1);
 	results_arr = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
-	n = check_completions(ids_arr, tokens_arr, results_arr, NULL);
+	/* the usage reports: 0.4.0 on */
+	usages_arr = PG_NARGS() < 4 || PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3);
+	n = check_completions(ids_arr, tokens_arr, results_arr, NULL, usages_arr);
 
 	pgjq_init_materialized_srf(fcinfo);
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
-	ack_completions(hot, n, ids_arr, tokens_arr, results_arr, NULL,
+	ack_completions(hot, n, ids_arr, tokens_arr, results_arr, NULL, usages_arr,
 					(ReturnSetInfo *) fcinfo->resultinfo);
 	pgjq_hot_end(hot);
 	return (Datum) 0;
@@ -580,7 +619,7 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 		tokens_arr = PG_GETARG_ARRAYTYPE_P(4);
 		results_arr = PG_ARGISNULL(5) ? NULL : PG_GETARG_ARRAYTYPE_P(5);
 		errors_arr = PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6);
-		n = check_completions(ids_arr, tokens_arr, results_arr, errors_arr);
+		n = check_completions(ids_arr, tokens_arr, results_arr, errors_arr, NULL);
 	}
 	else if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
 		ereport(ERROR,
@@ -591,7 +630,7 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 	hot = pgjq_hot_begin(pgjq_lock_job_table());
 	if (n > 0)
 	{
-		ack_completions(hot, n, ids_arr, tokens_arr, results_arr, errors_arr, NULL);
+		ack_completions(hot, n, ids_arr, tokens_arr, results_arr, errors_arr, NULL, NULL);
 		if (errors_arr != NULL)
 		{
 			/* the failures, by jq.jq_fail, the one failure transition */
@@ -659,7 +698,7 @@ finish_locked(FunctionCallInfo fcinfo, char end_state)
 	for (int i = 0; i < n; i++)
 		if (!id_nulls[i] &&
 			pgjq_hot_finish(hot, DatumGetInt64(ids[i]), NULL, end_state, (Datum) 0,
-							true) != PGJQ_FINISHED_NONE)
+							true, (Datum) 0, true) != PGJQ_FINISHED_NONE)
 			finished++;
 	pgjq_hot_end(hot);
 	return finished;

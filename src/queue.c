@@ -91,6 +91,8 @@ static Oid	scheduled_idx_oid = InvalidOid;
 
 /* jq.job_result, where the hot path writes finished jobs (pgjq_result_table) */
 static Oid	result_relid = InvalidOid;
+/* jq.usage_pending, where acks write usage reports (pgjq_usage_table) */
+static Oid	usage_relid = InvalidOid;
 
 /* jq.queue's unique index on name, which read_queue probes */
 static Oid	name_idx_oid = InvalidOid;
@@ -174,6 +176,8 @@ queue_cache_reset(Datum arg, Oid relid)
 		scheduled_idx_oid = InvalidOid;
 	if (relid == InvalidOid || relid == result_relid)
 		result_relid = InvalidOid;
+	if (relid == InvalidOid || relid == usage_relid)
+		usage_relid = InvalidOid;
 	if (relid == InvalidOid || relid == name_idx_oid || relid == queue_relid)
 		name_idx_oid = InvalidOid;
 	if (relid != InvalidOid && relid != queue_relid)
@@ -474,6 +478,26 @@ pgjq_result_table(void)
 	 * REINDEX of one of its indexes, say) empties result_relid: return the
 	 * OID looked up, which the lock now keeps valid.
 	 */
+	LockRelationOid(relid, RowExclusiveLock);
+	return relid;
+}
+
+/*
+ * pgjq_usage_table locks jq.usage_pending for a writer (ROW EXCLUSIVE),
+ * after jq.job_result, and returns its OID, as pgjq_result_table does.
+ */
+Oid
+pgjq_usage_table(void)
+{
+	Oid			relid;
+
+	queue_cache_init();
+	if (usage_relid == InvalidOid)
+		usage_relid = get_relname_relid("usage_pending",
+										get_namespace_oid(PGJQ_SCHEMA, false));
+	relid = usage_relid;
+	if (relid == InvalidOid)
+		elog(ERROR, "pgjq: table jq.usage_pending not found");
 	LockRelationOid(relid, RowExclusiveLock);
 	return relid;
 }

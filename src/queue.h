@@ -35,6 +35,7 @@ extern void pgjq_lookup_queue(const char *name, PgjqQueue *queue, bool for_inser
 extern Oid	pgjq_lock_job_table(void);
 extern Oid	pgjq_scheduled_index(void);
 extern Oid	pgjq_result_table(void);
+extern Oid	pgjq_usage_table(void);
 extern bool pgjq_schema_promotes(void);
 extern bool pgjq_schema_bounds(void);
 extern bool pgjq_schema_keys(void);

@@ -52,7 +52,7 @@
 	" " j "id = " id " AND " j "lease_token = " token \
 	" AND " j "state = " PGJQ_SQL_STATE(LEASED)
 
-#define MAX_ARGS 9
+#define MAX_ARGS 10
 #define MAX_COLUMNS 9
 
 typedef struct PgjqStmt
@@ -85,20 +85,21 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	},
 	[PGJQ_STMT_ENQUEUE_BATCH_KEYS] = {
 		/*
-		 * ENQUEUE_BATCH with each job's key in $8 and deadline in $9 (or
-		 * $9 NULL: none), a 0.4.0 schema
+		 * ENQUEUE_BATCH with each job's key in $8, deadline in $9 and
+		 * cost in $10 ($9, $10 NULL: none), a 0.4.0 schema
 		 */
 		"INSERT INTO jq.job (id, queue_id, state, priority, run_at, enqueued_at, payload, key,"
-		"                    deadline)"
+		"                    deadline, cost)"
 		" SELECT COALESCE(u.i, pg_catalog.nextval('jq.job_id_seq')),"
-		"        $1, $2, $3, $4, $5, u.p, u.k, u.d"
+		"        $1, $2, $3, $4, $5, u.p, u.k, u.d, u.c"
 		"   FROM ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7),"
-		"                   pg_catalog.unnest($8), pg_catalog.unnest($9))"
-		"        WITH ORDINALITY AS u(p, i, k, d, n)"
+		"                   pg_catalog.unnest($8), pg_catalog.unnest($9),"
+		"                   pg_catalog.unnest($10))"
+		"        WITH ORDINALITY AS u(p, i, k, d, c, n)"
 		"  ORDER BY u.n"
 		" RETURNING id",
-		9, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+		10, {INT4OID, CHAROID, INT2OID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, NUMERICARRAYOID},
 		{"id"}
 	},
 	[PGJQ_STMT_NEXT_IDS] = {
@@ -259,6 +260,11 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	[PGJQ_STMT_SAMPLE_STATS] = {
 		"SELECT jq.sample_stats(pg_catalog.make_interval(secs => $1)) AS result",
 		1, {INT4OID},
+		{"result"}
+	},
+	[PGJQ_STMT_ROLLUP_USAGE] = {
+		"SELECT jq.rollup_usage() AS result",
+		0, {},
 		{"result"}
 	},
 	[PGJQ_STMT_CHECK_ALERTS] = {

@@ -331,6 +331,13 @@ periodic(void)
 		(void) pgjq_stmt_call(PGJQ_STMT_CHECK_ALERTS, NULL, NULL, &isnull);
 		end_step();
 	}
+	if (begin_step("pgjq: roll up usage"))
+	{
+		bool		isnull;
+
+		(void) pgjq_stmt_call(PGJQ_STMT_ROLLUP_USAGE, NULL, NULL, &isnull);
+		end_step();
+	}
 	while (call(PGJQ_STMT_PURGE_EXPIRED, "pgjq: purge expired results",
 				pgjq_purge_batch, &ran) > 0 && ++rounds < 100)
 		CHECK_FOR_INTERRUPTS();

@@ -218,6 +218,14 @@ INSERT INTO hv VALUES
     ('timestamp with time zone', 'min', $$'4714-11-24 00:00:00+00 BC'$$),
     ('timestamp with time zone', 'epoch', $$'1970-01-01 00:00:00+00'$$),
     ('timestamp with time zone', 'future', $$now() + interval '1 hour'$$),
+    ('numeric', 'null', 'NULL'),
+    ('numeric', 'zero', '0'),
+    ('numeric', 'tokens', '812.5'),
+    ('numeric', 'neg', '-1'),
+    ('numeric', 'nan', $$'NaN'$$),
+    ('numeric', 'inf', $$'Infinity'$$),
+    ('numeric', 'neg_inf', $$'-Infinity'$$),
+    ('numeric', 'huge', $$'1e1000'$$),
 
     ('interval', 'null', 'NULL'),
     ('interval', 'zero', $$'0'$$),
@@ -328,6 +336,8 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'idempotency_keys', $$'seed-key'$$),
     ('.*', 'key|keys', $$'team_a'$$),
     ('.*', 'deadline|deadlines', $$now() + interval '1 hour'$$),
+    ('.*', 'cost|costs', '5'),
+    ('.*', 'usage|usages', $$'{"cost": 3}'::jsonb$$),
     ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
 
 -- Calls of several hostile arguments at once: fn (a pattern, as in table
@@ -534,6 +544,21 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
 
     -- results: any JSON, no limit documented
     (1, 'jq_ack', 'result', '.*', 'ok', NULL),
+    -- costs: finite, not negative; usage: a JSON object, its cost a cost
+    (1, 'jq_enqueue', 'cost', 'null|zero|tokens|huge', 'ok', NULL),
+    (1, 'jq_enqueue', 'cost', 'neg|nan|inf|neg_inf', '22023', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'costs', 'null|lbshift|elem:(null|zero|tokens|huge)',
+        'ok', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'costs', 'elem:(neg|nan|inf|neg_inf)', '22023', NULL),
+    (1, 'jq_enqueue_batch|jq_submit_batch', 'costs', 'empty|twodim|longer|n10001', '2202E', NULL),
+    (1, 'jq_ack|jq_fail', 'usage', 'null|empty_obj|deep_obj|inject_key|unicode_obj', 'ok', NULL),
+    (1, 'jq_ack|jq_fail', 'usage', 'num|str|jnull|bool|empty_arr|deep_arr', '22023', NULL),
+    (1, 'jq_ack|jq_fail', 'usage', 'big', '54000', NULL),
+    (1, 'jq_ack_batch', 'usages',
+        'null|lbshift|elem:(null|empty_obj|deep_obj|inject_key|unicode_obj)', 'ok', NULL),
+    (1, 'jq_ack_batch', 'usages', 'elem:(num|str|jnull|bool|empty_arr|deep_arr)', '22023', NULL),
+    (1, 'jq_ack_batch', 'usages', 'elem:big', '54000', NULL),
+    (1, 'jq_ack_batch', 'usages', 'empty|twodim|longer|n10001', '2202E', NULL),
     -- progress: any JSON up to progress_bytes_max
     (1, 'jq_progress', 'progress', 'null', '22004', NULL),
     (1, 'jq_progress', 'progress', 'big', '54000', NULL),
@@ -639,6 +664,10 @@ INSERT INTO stored VALUES
      'lease_seconds|max_attempts|backoff_base|backoff_cap|result_retention|max_payload_bytes|dead_letter_retention|idempotency_window|alert_depth_warning|alert_depth_critical|alert_age_warning',
      $$(%V) IS NULL OR (SELECT q.%P FROM jq.queue q WHERE q.name = 'hq') = (%V)$$),
     ('jq_enqueue', 'payload', $$(SELECT payload FROM jq.job ORDER BY id DESC LIMIT 1) = (%V)$$),
+    ('jq_enqueue', 'cost',
+     $$(SELECT cost FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
+    ('jq_ack', 'usage',
+     $$(SELECT usage FROM jq.job_result WHERE job_id = {L}) IS NOT DISTINCT FROM (%V)$$),
     ('jq_enqueue', 'deadline',
      $$(SELECT deadline FROM jq.job ORDER BY id DESC LIMIT 1) IS NOT DISTINCT FROM (%V)$$),
     ('jq_enqueue', 'key',

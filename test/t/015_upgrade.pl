@@ -120,7 +120,12 @@ my $describe = q{
 	SELECT string_agg(line, E'\n' ORDER BY line) FROM (
 	  SELECT 'function ' || p.oid::regprocedure || ' acl=' || coalesce(p.proacl::text, '-')
 	         || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '-')
-	         || E'\n' || pg_get_functiondef(p.oid) AS line
+	         || E'\n' || CASE WHEN p.prokind = 'a'
+	                          -- an aggregate: its state function, type and start
+	                          THEN (SELECT a.aggtransfn::regprocedure || ' ' || a.aggtranstype::regtype
+	                                       || ' ' || coalesce(a.agginitval, '-')
+	                                  FROM pg_aggregate a WHERE a.aggfnoid = p.oid)
+	                          ELSE pg_get_functiondef(p.oid) END AS line
 	    FROM pg_proc p JOIN m ON m.objid = p.oid AND m.classid = 'pg_proc'::regclass
 	  UNION ALL
 	  SELECT 'relation ' || r.relname || ' kind=' || r.relkind::text

@@ -1,7 +1,8 @@
-# Deadlines and the background worker: a job not started by its deadline
-# is expired by the worker on time even when no worker dequeues (the
-# worker wakes for the next deadline), after a crash too (the deadlines'
-# scan bound starts afresh with the counters), and exactly once.
+# Deadlines, usage and the background worker: a job not started by its
+# deadline is expired by the worker on time even when no worker dequeues
+# (the worker wakes for the next deadline), after a crash too (the
+# deadlines' scan bound starts afresh with the counters), and exactly once;
+# usage reports are rolled up by the worker, once each.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -12,7 +13,8 @@ use lib $FindBin::RealBin;
 use PgjqTest;
 
 my $node = new_node('deadlines', extension => 1, conf => {
-    'pgjq.database' => 'postgres' });
+    'pgjq.database' => 'postgres',
+    'pgjq.stats_interval' => '1s' });
 create_queue($node, 'postgres', 'dl');
 wait_for_counters($node, 'postgres', 'dl') or die 'counters never became valid';
 
@@ -51,6 +53,22 @@ is($node->safe_psql('postgres', q{
    '2502', 'every job expired, once');
 is($node->safe_psql('postgres', q{SELECT expired_total FROM jq.queue_stats WHERE queue = 'dl'}),
    '2502', 'and counted once (the counters, rebuilt from the tables at the crash)');
+
+# usage reports: rolled up by the worker into jq.usage_daily, once each
+$node->safe_psql('postgres', q{
+    SELECT count(jq.jq_enqueue('dl', '{}', key => 'k' || (g % 3), cost => 10))
+      FROM generate_series(1, 300) g;
+    SELECT count(jq.jq_ack(job_id, lease_token, NULL,
+                           jsonb_build_object('cost', 7, 'input_tokens', 5)))
+      FROM jq.jq_dequeue('dl', 300)});
+$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM jq.usage_pending')
+  or die 'the worker never rolled up the usage';
+is($node->safe_psql('postgres', q{
+    SELECT string_agg(key || ' ' || jobs || ' ' || cost || ' ' || (usage->>'input_tokens'), ', '
+                      ORDER BY key)
+      FROM jq.usage_daily WHERE queue_id = jq.queue_id('dl')}),
+   'k0 100 700 500, k1 100 700 500, k2 100 700 500',
+   'the worker rolled up every report once, per key');
 
 $node->stop;
 done_testing();
