@@ -30,6 +30,7 @@
 #
 # Environment: PGJQ_BENCH_PORT (default 5493).
 source "$(dirname "$0")/../test/bin/common.sh"
+source "$(dirname "$0")/lib.sh"
 
 REPS=${1:-3}
 case "$REPS" in
@@ -40,41 +41,7 @@ CLIENTS=2
 TURNS_1=3000            # per client, one-job turns
 TURNS_100=150           # per client, 100-job turns
 
-ensure_packages "${BASE_PACKAGES[@]}" postgresql-contrib
-if [ "${PGJQ_BENCH_SKIP_INSTALL:-0}" = 1 ]; then
-    PGJQ_BUILD="the pgjq already installed (PGJQ_BENCH_SKIP_INSTALL=1)"
-else
-    build_install
-    PGJQ_BUILD="built and installed from this tree"
-fi
-PSQL=$PG_BIN/psql
-PGBENCH=$PG_BIN/pgbench
-GITREV=$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$TOP" diff --quiet HEAD -- src sql 2>/dev/null || GITREV="$GITREV, with uncommitted changes in src/ or sql/"
-
-WORK=$(mktemp -d /tmp/pgjq-keys.XXXXXX)
-chmod 755 "$WORK"
-PGDIR=$WORK/pg
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    cluster_stop "$PGDIR"
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log "starting a throwaway cluster in $PGDIR (port $PORT)"
-cluster_start "$PGDIR" "$PORT"
-{ cat "$TOP/bench/cluster.conf"; echo "pgjq.database = 'bench'"; } >>"$PGDIR/data/postgresql.conf"
-pg() {
-    "$PSQL" -h "$PGDIR" -p "$PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"
-}
-pg -d postgres -c "CREATE DATABASE bench"
-as_pg pg_ctl -D "$PGDIR/data" -l "$PGDIR/server.log" -w restart >/dev/null
-pg -d bench -c "SET client_min_messages = warning; CREATE EXTENSION pgjq"
+bench_start keys
 pg -d bench -At -c "SELECT 1 FROM jq.jq_create_queue('warmup')" >/dev/null
 # flow control waits for the worker's first count after the start
 until [ "$(pg -d bench -At -c 'SELECT jq.counters_valid()')" = t ]; do sleep 0.2; done

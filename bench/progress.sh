@@ -21,6 +21,7 @@
 #
 # Environment: PGJQ_BENCH_PORT (default 5494).
 source "$(dirname "$0")/../test/bin/common.sh"
+source "$(dirname "$0")/lib.sh"
 
 REPS=${1:-3}
 case "$REPS" in
@@ -30,41 +31,7 @@ PORT=${PGJQ_BENCH_PORT:-5494}
 CLIENTS=2
 TURNS=3000              # per client and run
 
-ensure_packages "${BASE_PACKAGES[@]}" postgresql-contrib
-if [ "${PGJQ_BENCH_SKIP_INSTALL:-0}" = 1 ]; then
-    PGJQ_BUILD="the pgjq already installed (PGJQ_BENCH_SKIP_INSTALL=1)"
-else
-    build_install
-    PGJQ_BUILD="built and installed from this tree"
-fi
-PSQL=$PG_BIN/psql
-PGBENCH=$PG_BIN/pgbench
-GITREV=$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$TOP" diff --quiet HEAD -- src sql 2>/dev/null || GITREV="$GITREV, with uncommitted changes in src/ or sql/"
-
-WORK=$(mktemp -d /tmp/pgjq-progress.XXXXXX)
-chmod 755 "$WORK"
-PGDIR=$WORK/pg
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    cluster_stop "$PGDIR"
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log "starting a throwaway cluster in $PGDIR (port $PORT)"
-cluster_start "$PGDIR" "$PORT"
-{ cat "$TOP/bench/cluster.conf"; echo "pgjq.database = 'bench'"; } >>"$PGDIR/data/postgresql.conf"
-pg() {
-    "$PSQL" -h "$PGDIR" -p "$PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"
-}
-pg -d postgres -c "CREATE DATABASE bench"
-as_pg pg_ctl -D "$PGDIR/data" -l "$PGDIR/server.log" -w restart >/dev/null
-pg -d bench -c "SET client_min_messages = warning; CREATE EXTENSION pgjq"
+bench_start progress
 
 cat >"$WORK/ack.sql" <<'SQL'
 SELECT job_id AS id, lease_token AS tok FROM jq.jq_dequeue('bench', 1) \gset

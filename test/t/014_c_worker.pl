@@ -327,7 +327,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 
 {
 	$node->safe_psql('postgres',
-		'REVOKE EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb) FROM jq_worker');
+		'REVOKE EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb, jsonb) FROM jq_worker');
 	my $copy = 'Book a demo of the retry path';
 	my @retry = enqueue('ads_c_retry', qq({"copy": "$copy"}), '{"copy": 42}');
 	my $run = start_worker('ads_c_retry', '--batch', 2, '--poll-seconds', '0.2',
@@ -346,7 +346,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM jq.job'), '0',
 
 	# with the grant back, a redriven job goes through
 	$node->safe_psql('postgres',
-		'GRANT EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb) TO jq_worker');
+		'GRANT EXECUTE ON FUNCTION jq.jq_ack(bigint, bigint, jsonb, jsonb) TO jq_worker');
 	is($node->safe_psql('postgres', "SELECT jq.jq_redrive('ads_c_retry', '{$retry[0]}')"),
 		'1', 'jq_redrive of the valid job');
 	$run = start_worker('ads_c_retry', '--poll-seconds', '0.2', '--exit-when-idle', 1);
