@@ -744,6 +744,8 @@ BEGIN
     DELETE FROM jq.dead_letter WHERE queue_id = qid;
     DELETE FROM jq.idempotency_key WHERE queue_id = qid;
     DELETE FROM jq.key_policy WHERE queue_id = qid;
+    DELETE FROM jq.usage_pending WHERE queue_id = qid;
+    DELETE FROM jq.usage_daily WHERE queue_id = qid;
     DELETE FROM jq.stats_history WHERE queue_id = qid;
     UPDATE jq.alert SET cleared_at = clock_timestamp()
      WHERE queue_id = qid AND cleared_at IS NULL;
@@ -2295,6 +2297,8 @@ CREATE TABLE jq.usage_pending (
 );
 
 COMMENT ON TABLE jq.usage_pending IS 'pgjq usage reports not yet rolled up into jq.usage_daily; read jq.usage';
+
+SELECT pg_catalog.pg_extension_config_dump('jq.usage_pending', '');
 
 CREATE TABLE jq.usage_daily (
     queue_id integer NOT NULL,

@@ -77,3 +77,6 @@ SELECT state FROM jq.jq_result(:job_id);
 SELECT count(*) AS pending FROM jq.usage_pending;
 SELECT jq.limit('usage_bytes_max');
 SELECT jq.jq_drop_queue('us', force => true);
+-- a dropped queue's usage goes with it
+SELECT count(*) AS orphans FROM jq.usage_daily d
+ WHERE NOT EXISTS (SELECT FROM jq.queue q WHERE q.queue_id = d.queue_id);
