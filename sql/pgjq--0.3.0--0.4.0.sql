@@ -27,7 +27,10 @@ ALTER TABLE jq.queue ADD COLUMN max_in_flight integer,
                      ADD COLUMN key_max_in_flight integer,
                      ADD COLUMN key_max_queued bigint,
                      ADD COLUMN fair boolean NOT NULL DEFAULT false,
-                     ADD COLUMN key_ordered boolean NOT NULL DEFAULT false;
+                     ADD COLUMN key_ordered boolean NOT NULL DEFAULT false,
+                     ADD COLUMN rate_requests integer,
+                     ADD COLUMN rate_cost numeric,
+                     ADD COLUMN rate_period interval NOT NULL DEFAULT '1 minute';
 ALTER TABLE jq.job ADD COLUMN key text,
                    ADD COLUMN progress jsonb,
                    ADD COLUMN progress_at timestamptz,
@@ -61,6 +64,9 @@ CREATE TABLE jq.key_policy (
     max_in_flight integer,
     max_queued    bigint,
     ordered       boolean,
+    rate_requests integer,
+    rate_cost     numeric,
+    rate_period   interval,
     version       bigint NOT NULL DEFAULT 1,
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT key_policy_pkey PRIMARY KEY (queue_id, key)
@@ -76,7 +82,8 @@ CREATE FUNCTION jq.key_counters(
     OUT queue_id integer, OUT key text, OUT ready bigint, OUT scheduled bigint,
     OUT leased bigint, OUT reserved bigint, OUT queued_reserved bigint,
     OUT delivered_total bigint, OUT succeeded_total bigint, OUT weight integer,
-    OUT servable boolean)
+    OUT servable boolean, OUT requests_left float8, OUT cost_left float8,
+    OUT throttled_since timestamptz)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -84,7 +91,9 @@ AS 'MODULE_PATHNAME', 'pgjq_key_counters';
 
 CREATE FUNCTION jq.install_key_policy(queue_id integer, key text, version bigint,
                                       weight integer, max_in_flight integer,
-                                      max_queued bigint, ordered boolean)
+                                      max_queued bigint, ordered boolean,
+                                      rate_requests integer, rate_cost numeric,
+                                      rate_period interval)
 RETURNS void
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -103,6 +112,33 @@ RETURNS void
 LANGUAGE C IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_check_job_key';
+
+-- the rule of a rate limit, for queues and key policies
+CREATE FUNCTION jq.check_rate(requests integer, cost numeric, period interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF requests < 1 OR cost <= 0 OR cost = 'Infinity' OR cost = 'NaN' THEN
+        RAISE EXCEPTION 'rate_requests and rate_cost must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got rate_requests %s and rate_cost %s.',
+                                  coalesce(requests::text, 'NULL'), coalesce(cost::text, 'NULL')),
+                  HINT = 'NULL means no limit: pass clear_limits => true to remove them.';
+    END IF;
+    IF cost > 1e15 THEN
+        RAISE EXCEPTION 'rate_cost must be at most 1e15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', cost);
+    END IF;
+    IF period IS NULL OR period < interval '1 second' OR period > interval '1 day' THEN
+        RAISE EXCEPTION 'rate_period must be between 1 second and 1 day'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(period::text, 'NULL'));
+    END IF;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION jq.check_queue_settings(q jq.queue)
 RETURNS void
@@ -188,6 +224,7 @@ BEGIN
         RAISE EXCEPTION 'key_ordered must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM jq.check_rate(q.rate_requests, q.rate_cost, q.rate_period);
     IF q.max_payload_bytes IS NULL
        OR q.max_payload_bytes NOT BETWEEN jq.limit('payload_bytes_min') AND jq.limit('payload_bytes_max') THEN
         RAISE EXCEPTION 'max_payload_bytes must be between % and %',
@@ -224,7 +261,10 @@ CREATE FUNCTION jq.jq_create_queue(
     key_max_in_flight integer DEFAULT NULL,
     key_max_queued bigint DEFAULT NULL,
     fair boolean DEFAULT false,
-    key_ordered boolean DEFAULT false)
+    key_ordered boolean DEFAULT false,
+    rate_requests integer DEFAULT NULL,
+    rate_cost numeric DEFAULT NULL,
+    rate_period interval DEFAULT '1 minute')
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -243,7 +283,7 @@ BEGIN
                               dead_letter_retention, idempotency_window,
                               alert_depth_warning, alert_depth_critical, alert_age_warning,
                               max_in_flight, key_max_in_flight, key_max_queued, fair,
-                              key_ordered)
+                              key_ordered, rate_requests, rate_cost, rate_period)
         VALUES (jq_create_queue.name, jq_create_queue.lease_seconds,
                 jq_create_queue.max_attempts, jq_create_queue.backoff_base,
                 jq_create_queue.backoff_cap, jq_create_queue.result_retention,
@@ -252,7 +292,9 @@ BEGIN
                 jq_create_queue.alert_depth_critical, jq_create_queue.alert_age_warning,
                 jq_create_queue.max_in_flight, jq_create_queue.key_max_in_flight,
                 jq_create_queue.key_max_queued, coalesce(jq_create_queue.fair, false),
-                coalesce(jq_create_queue.key_ordered, false))
+                coalesce(jq_create_queue.key_ordered, false),
+                jq_create_queue.rate_requests, jq_create_queue.rate_cost,
+                coalesce(jq_create_queue.rate_period, '1 minute'))
         ON CONFLICT ON CONSTRAINT queue_name_key DO NOTHING
         RETURNING * INTO q;
         IF FOUND THEN
@@ -291,7 +333,10 @@ CREATE FUNCTION jq.jq_alter_queue(
     key_max_queued bigint DEFAULT NULL,
     fair boolean DEFAULT NULL,
     clear_limits boolean DEFAULT false,
-    key_ordered boolean DEFAULT NULL)
+    key_ordered boolean DEFAULT NULL,
+    rate_requests integer DEFAULT NULL,
+    rate_cost numeric DEFAULT NULL,
+    rate_period interval DEFAULT NULL)
 RETURNS jq.queue
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -327,7 +372,12 @@ BEGIN
            key_max_queued = coalesce(jq_alter_queue.key_max_queued,
                CASE WHEN clear_limits THEN NULL ELSE t.key_max_queued END),
            fair = coalesce(jq_alter_queue.fair, t.fair),
-           key_ordered = coalesce(jq_alter_queue.key_ordered, t.key_ordered)
+           key_ordered = coalesce(jq_alter_queue.key_ordered, t.key_ordered),
+           rate_requests = coalesce(jq_alter_queue.rate_requests,
+               CASE WHEN clear_limits THEN NULL ELSE t.rate_requests END),
+           rate_cost = coalesce(jq_alter_queue.rate_cost,
+               CASE WHEN clear_limits THEN NULL ELSE t.rate_cost END),
+           rate_period = coalesce(jq_alter_queue.rate_period, t.rate_period)
      WHERE t.queue_id = qid
     RETURNING * INTO q;
     RETURN q;
@@ -1056,7 +1106,10 @@ CREATE FUNCTION jq.jq_set_key_policy(
     max_in_flight integer DEFAULT NULL,
     max_queued bigint DEFAULT NULL,
     clear_limits boolean DEFAULT false,
-    ordered boolean DEFAULT NULL)
+    ordered boolean DEFAULT NULL,
+    rate_requests integer DEFAULT NULL,
+    rate_cost numeric DEFAULT NULL,
+    rate_period interval DEFAULT NULL)
 RETURNS jq.key_policy
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1082,10 +1135,11 @@ BEGIN
                   HINT = 'NULL leaves a limit as it is; clear_limits => true removes the key''s own limits.';
     END IF;
     INSERT INTO jq.key_policy AS t (queue_id, key, weight, max_in_flight, max_queued,
-                                    ordered, version)
+                                    ordered, rate_requests, rate_cost, rate_period, version)
     VALUES (qid, jq_set_key_policy.key, coalesce(jq_set_key_policy.weight, 1),
             jq_set_key_policy.max_in_flight, jq_set_key_policy.max_queued,
-            jq_set_key_policy.ordered, nextval('jq.key_policy_version_seq'))
+            jq_set_key_policy.ordered, jq_set_key_policy.rate_requests,
+            jq_set_key_policy.rate_cost, jq_set_key_policy.rate_period, nextval('jq.key_policy_version_seq'))
     ON CONFLICT ON CONSTRAINT key_policy_pkey DO UPDATE
        SET weight = coalesce(jq_set_key_policy.weight, t.weight),
            max_in_flight = coalesce(jq_set_key_policy.max_in_flight,
@@ -1094,11 +1148,19 @@ BEGIN
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.max_queued END),
            ordered = coalesce(jq_set_key_policy.ordered,
                CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.ordered END),
+           rate_requests = coalesce(jq_set_key_policy.rate_requests,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.rate_requests END),
+           rate_cost = coalesce(jq_set_key_policy.rate_cost,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.rate_cost END),
+           rate_period = coalesce(jq_set_key_policy.rate_period,
+               CASE WHEN jq_set_key_policy.clear_limits THEN NULL ELSE t.rate_period END),
            version = nextval('jq.key_policy_version_seq'),
            updated_at = now()
     RETURNING * INTO p;
+    PERFORM jq.check_rate(p.rate_requests, p.rate_cost, coalesce(p.rate_period, '1 minute'));
     PERFORM jq.install_key_policy(p.queue_id, p.key, p.version, p.weight,
-                                  p.max_in_flight, p.max_queued, p.ordered);
+                                  p.max_in_flight, p.max_queued, p.ordered,
+                                  p.rate_requests, p.rate_cost, p.rate_period);
     RETURN p;
 END
 $$;
@@ -1127,7 +1189,7 @@ BEGIN
     LOOP
         PERFORM jq.install_key_policy(r.queue_id, r.key,
                                       nextval('jq.key_policy_version_seq'), NULL, NULL, NULL,
-                                      NULL);
+                                      NULL, NULL, NULL, NULL);
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -1147,6 +1209,12 @@ SELECT q.name AS queue,
        coalesce(p.weight, 1) AS weight,
        coalesce(p.max_queued, q.key_max_queued) AS max_queued,
        coalesce(p.ordered, q.key_ordered) AS ordered,
+       p.rate_requests,
+       p.rate_cost,
+       coalesce(p.rate_period, '1 minute') AS rate_period,
+       round(k.requests_left::numeric, 2) AS requests_left,
+       round(k.cost_left::numeric, 2) AS cost_left,
+       clock_timestamp() - k.throttled_since AS throttled_for,
        k.delivered_total,
        k.succeeded_total,
        -- the age of the key's next job
@@ -1164,7 +1232,8 @@ SELECT q.name AS queue,
        k.ready > 0 AND coalesce(
            k.leased + k.reserved >= coalesce(p.max_in_flight, q.key_max_in_flight)
            OR (coalesce(p.ordered, q.key_ordered) AND (k.leased + k.reserved > 0 OR k.scheduled > 0))
-           OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight,
+           OR sum(k.leased + k.reserved) OVER (PARTITION BY k.queue_id) >= q.max_in_flight
+           OR k.throttled_since IS NOT NULL,
            false) AS held_back,
        p.key IS NOT NULL AS has_policy
   FROM k
@@ -1220,17 +1289,17 @@ REVOKE ALL ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jq.jq_progress(bigint, bigint, jsonb) TO jq_worker;
 
 REVOKE ALL ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, integer, numeric, interval),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean, integer, numeric, interval),
     jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz, numeric),
     jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[], numeric[]),
     jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
     jq.jq_dequeue(text, integer, integer),
     jq.jq_result(bigint),
-    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean, integer, numeric, interval),
     jq.jq_reset_key_policy(text, text),
     jq.key_counters(),
-    jq.install_key_policy(integer, text, bigint, integer, integer, bigint, boolean),
+    jq.install_key_policy(integer, text, bigint, integer, integer, bigint, boolean, integer, numeric, interval),
     jq.forget_keys(integer),
     jq.check_job_key(text)
 FROM PUBLIC;
@@ -1245,9 +1314,9 @@ GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bi
 GRANT EXECUTE ON FUNCTION jq.key_counters() TO jq_reader;
 GRANT SELECT ON jq.key_policy, jq.key_stats TO jq_reader;
 GRANT EXECUTE ON FUNCTION
-    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean),
-    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean),
-    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean),
+    jq.jq_create_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, integer, numeric, interval),
+    jq.jq_alter_queue(text, integer, integer, interval, interval, interval, integer, interval, interval, bigint, bigint, interval, boolean, integer, integer, bigint, boolean, boolean, boolean, integer, numeric, interval),
+    jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean, integer, numeric, interval),
     jq.jq_reset_key_policy(text, text)
 TO jq_admin;
 
@@ -1635,3 +1704,5 @@ GRANT EXECUTE ON FUNCTION
     jq.jq_ack_batch(bigint[], bigint[], jsonb[], jsonb[]),
     jq.jq_fail(bigint, bigint, text, interval, boolean, jsonb)
 TO jq_worker;
+
+REVOKE ALL ON FUNCTION jq.check_rate(integer, numeric, interval) FROM PUBLIC;

@@ -456,12 +456,19 @@ install_keys(bool keys)
 			char	   *key = TextDatumGetCString(pgjq_stmt_value(i, KEY_POLICIES_KEY, &isnull));
 			int64		version = DatumGetInt64(pgjq_stmt_value(i, KEY_POLICIES_VERSION, &isnull));
 			PgjqKeyPolicy policy;
+			Datum		d;
+			bool		null;
 
 			policy.weight = DatumGetInt32(pgjq_stmt_value(i, KEY_POLICIES_WEIGHT, &isnull));
 			policy.max_in_flight = mif_null ? 0 : DatumGetInt32(mif);
 			policy.max_queued = mq_null ? 0 : DatumGetInt64(mq);
 			policy.ordered_set = !ordered_null;
 			policy.ordered = !ordered_null && DatumGetBool(ordered);
+			d = pgjq_stmt_value(i, KEY_POLICIES_RATE_REQUESTS, &null);
+			policy.rate_requests = null ? 0 : DatumGetInt32(d);
+			d = pgjq_stmt_value(i, KEY_POLICIES_RATE_COST, &null);
+			policy.rate_cost = null ? 0 : DatumGetFloat8(d);
+			policy.rate_period = DatumGetInt64(pgjq_stmt_value(i, KEY_POLICIES_RATE_PERIOD, &null));
 			pgjq_keys_install_policy(queue_id, key, version, &policy);
 		}
 	}
@@ -600,6 +607,23 @@ pgjq_counters_results_total(void)
 	}
 	LWLockRelease(counter_lock);
 	return total;
+}
+
+/* pgjq_counters_since: when this database's counts began (0: not yet) */
+TimestampTz
+pgjq_counters_since(void)
+{
+	CountersDb *db;
+	TimestampTz since = 0;
+
+	if (counters_shared == NULL)
+		return 0;
+	LWLockAcquire(counter_lock, LW_SHARED);
+	db = counters_db(MyDatabaseId, false);
+	if (db != NULL && db->valid)
+		since = db->since;
+	LWLockRelease(counter_lock);
+	return since;
 }
 
 /* pgjq_counters_are_valid: are this database's counters built and exact? */

@@ -30,6 +30,7 @@ extern void pgjq_count_change(Relation rel, int which, HeapTuple oldtup,
 extern void pgjq_counters_register_callbacks(void);
 extern void pgjq_counters_mark_stale(void);
 extern bool pgjq_counters_are_valid(void);
+extern TimestampTz pgjq_counters_since(void);
 
 /* the worker */
 extern bool pgjq_counters_need_rebuild(void);

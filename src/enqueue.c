@@ -319,11 +319,19 @@ job_key_cstring(const JobColumns *jk, int i)
 	return TextDatumGetCString(jk->keys[i]);
 }
 
-static int
-cmp_cstring_nulls_first(const void *a, const void *b)
+/* a job's key and cost, for admission */
+typedef struct JobKeyCost
 {
-	const char *x = *(const char *const *) a;
-	const char *y = *(const char *const *) b;
+	char	   *key;			/* NULL: the default key */
+	double		cost;
+} JobKeyCost;
+
+/* cmp_job_key orders jobs by key, the default key first */
+static int
+cmp_job_key(const void *a, const void *b)
+{
+	const char *x = ((const JobKeyCost *) a)->key;
+	const char *y = ((const JobKeyCost *) b)->key;
 
 	if (x == NULL || y == NULL)
 		return (x != NULL) - (y != NULL);
@@ -334,34 +342,45 @@ cmp_cstring_nulls_first(const void *a, const void *b)
  * admit_jobs reserves the n jobs about to be inserted against their keys'
  * admission limits (keys.c), one reservation per distinct key, and raises
  * PJ001 for the first key they overfill, before anything is inserted; or
- * an error when a key is ordered and the jobs have a priority or run_at.
+ * an error when a key is ordered and the jobs have a priority or run_at,
+ * or when a job costs more than a whole period's budget of its queue or
+ * key (it could never run).
  */
 static void
 admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobColumns *jk, int n)
 {
-	char	  **keys;
+	JobKeyCost *jobs;
 	bool		in_order = opts->priority == 0 && opts->run_at == opts->enqueued_at;
+	double		max_cost = 0;
 
-	if (jk == NULL || jk->keys == NULL)
-	{
-		pgjq_keys_admit(queue, NULL, n, in_order);	/* all of the default key */
-		return;
-	}
-	keys = palloc(sizeof(char *) * n);
-
+	jobs = palloc(sizeof(JobKeyCost) * n);
 	for (int i = 0; i < n; i++)
-		keys[i] = job_key_cstring(jk, i);
-	qsort(keys, n, sizeof(char *), cmp_cstring_nulls_first);
+	{
+		jobs[i].key = job_key_cstring(jk, i);
+		jobs[i].cost = jk == NULL || jk->costs == NULL || jk->cost_nulls[i] ? 1 :
+			pgjq_cost_double(jk->costs[i]);
+		max_cost = Max(max_cost, jobs[i].cost);
+	}
+	if (queue->rate_cost > 0 && max_cost > queue->rate_cost)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a job of cost %g exceeds the rate limit of queue \"%s\"",
+						max_cost, queue->name),
+				 errdetail("The queue's budget is %g per period: the job could never run.",
+						   queue->rate_cost),
+				 errhint("Split the job, or raise the queue's rate_cost.")));
+	qsort(jobs, n, sizeof(JobKeyCost), cmp_job_key);
 	for (int i = 0; i < n;)
 	{
 		int			j = i + 1;
+		double		key_max = jobs[i].cost;
 
-		while (j < n && cmp_cstring_nulls_first(&keys[i], &keys[j]) == 0)
-			j++;
-		pgjq_keys_admit(queue, keys[i], j - i, in_order);
+		for (; j < n && cmp_job_key(&jobs[i], &jobs[j]) == 0; j++)
+			key_max = Max(key_max, jobs[j].cost);
+		pgjq_keys_admit(queue, jobs[i].key, j - i, in_order, key_max);
 		i = j;
 	}
-	pfree(keys);
+	pfree(jobs);
 }
 
 /*

@@ -446,6 +446,15 @@ is_lane_job(PgjqHot *hot, TupleTableSlot *slot, int32 queue_id, const char *key,
 		(run_at > start->at || (run_at == start->at && id >= start->id));
 }
 
+/* job_cost: what the row's job is expected to cost (1 without a cost) */
+static double
+job_cost(HotTable *t, TupleTableSlot *slot)
+{
+	if (COL(t, JOB_COST) < 0 || ISNULL(t, slot, JOB_COST))
+		return 1;
+	return pgjq_cost_double(VALUE(t, slot, JOB_COST));
+}
+
 /* past_deadline: the row's job has a deadline, and it has come */
 static inline bool
 past_deadline(HotTable *t, TupleTableSlot *slot, TimestampTz now)
@@ -833,10 +842,11 @@ key_scan(PgjqHot *hot, int32 queue_id, const char *key,
  */
 int32
 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
-				   const PgjqKeyPos *from, int32 max_jobs, bool in_order,
+				   const PgjqKeyPos *from, int32 max_jobs, PgjqKeyTicket *ticket,
 				   TimestampTz now, int32 lease_seconds, PgjqLeaseSink sink,
 				   void *sink_arg, PgjqKeyPos *seen, PgjqKeyPos *leased)
 {
+	bool		in_order = ticket->ordered;
 	HotTable   *t = &hot->job;
 	PgjqBoundKey start = {from->at, from->id};
 	IndexScanDesc scan;
@@ -849,14 +859,29 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 	scan = key_scan(hot, queue_id, key, from, 0);
 	while (taken < max_jobs && index_getnext_slot(scan, ForwardScanDirection, t->slot))
 	{
+		double		cost = 0;
+
 		CHECK_FOR_INTERRUPTS();
 		slot_getallattrs(t->slot);
 		if (visited++ == 0)
 			row_pos(t, t->slot, seen);
 		if (!is_lane_job(hot, t->slot, queue_id, key, from->priority, &start))
+		{
 			unbroken = false;	/* another key's job with the same hash */
-		else if (lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
-						   from->priority, &start, now, lease_seconds))
+			continue;
+		}
+		/* a rate limit: the job's cost first, or no more of the key now */
+		if (ticket->rated)
+		{
+			cost = job_cost(t, t->slot);
+			if (!pgjq_keys_take(ticket, cost))
+			{
+				unbroken = false;
+				break;
+			}
+		}
+		if (lease_row(hot, t->slot, hot->keys_snapshot, hot->keys_cid, queue_id, key,
+					  from->priority, &start, now, lease_seconds))
 		{
 			row_pos(t, t->next, &last);
 			if (taken++ == 0)
@@ -865,6 +890,8 @@ pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 		}
 		else
 		{
+			if (ticket->rated)
+				pgjq_keys_untake(ticket, cost);
 			unbroken = false;
 			if (in_order)
 				break;
@@ -1043,6 +1070,13 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 			reported != NULL ? NumericGetDatum(reported) :
 			!ISNULL(j, job, JOB_COST) ? VALUE(j, job, JOB_COST) :
 			NumericGetDatum(int64_to_numeric(1));
+		/* the rate limits took the estimate: the report settles the difference */
+		if (reported != NULL)
+			pgjq_keys_settle(DatumGetInt32(VALUE(j, job, JOB_QUEUE_ID)),
+							 ISNULL(j, job, JOB_KEY) ? NULL :
+							 TextDatumGetCString(VALUE(j, job, JOB_KEY)),
+							 job_cost(j, job) -
+							 pgjq_cost_double(NumericGetDatum(reported)));
 		ISNULL(r, slot, RES_COST) = false;
 		VALUE(r, slot, RES_USAGE) = usage;
 		ISNULL(r, slot, RES_USAGE) = usage_isnull;

@@ -47,7 +47,8 @@ extern void pgjq_hot_keys_begin(PgjqHot *hot);
 extern void pgjq_hot_keys_end(PgjqHot *hot);
 extern int32 pgjq_hot_lease_key(PgjqHot *hot, int32 queue_id, const char *key,
 								const PgjqKeyPos *from, int32 max_jobs,
-								bool in_order, TimestampTz now, int32 lease_seconds,
+								PgjqKeyTicket *ticket, TimestampTz now,
+								int32 lease_seconds,
 								PgjqLeaseSink sink, void *sink_arg,
 								PgjqKeyPos *seen, PgjqKeyPos *leased);
 extern void pgjq_hot_batch_begin(PgjqHot *hot);

@@ -22,6 +22,14 @@
  * - Admission limits.  An enqueue reserves its jobs against the key's
  *   max_queued (ready + scheduled + reserved) before it inserts, and fails
  *   whole when they do not fit.
+ * - Rate limits.  A queue, and a key with a policy, may have a budget of
+ *   requests and of cost per period, kept as token buckets (Bucket).  A
+ *   key without budget for its next job is throttled: it leaves the heap
+ *   for the queue's heap of throttled keys, ordered by when its budget
+ *   is back, so it blocks no other key; the pick brings back the keys
+ *   whose time has come.  Each job's cost is taken as it is leased
+ *   (pgjq_keys_take), given back if its dequeue rolls back, and settled at
+ *   the commit of its ack by the cost its usage report gives.
  * - Ordered keys.  An ordered key (SQS FIFO's message groups) may be
  *   served only when nothing of it is in flight or scheduled: one job at a
  *   time, and a job that failed and waits out its backoff holds the key.
@@ -65,6 +73,8 @@
  */
 #include "pgjq.h"
 
+#include <math.h>
+
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
@@ -80,6 +90,7 @@
 #include "counters.h"
 #include "keys.h"
 #include "launcher.h"
+#include "usage.h"
 #include "wakeup.h"
 #include "shmem.h"
 
@@ -98,6 +109,27 @@ PG_FUNCTION_INFO_V1(pgjq_check_job_key);
 #define KEYS_RESERVE	64
 
 int			pgjq_max_keys = 10000;
+
+/*
+ * A token bucket of a rate limit: requests and cost per period, refilled
+ * continuously, holding at most one period's budget.  Over any interval T
+ * it hands out at most budget x T / period plus one period's budget.  A
+ * bucket is counted as if it had been filling from empty since the counts
+ * of its database began (after a start, a crash or a rebuild): what was
+ * handed out before a crash is forgotten with shared memory, and a bucket
+ * that started full could then hand out a second budget within the same
+ * period; one made later (a new queue, a new policy) starts full.  cost
+ * may go below zero when an ack reports more than the job's estimate.
+ */
+typedef struct Bucket
+{
+	double		max_requests;	/* per period; 0: no limit */
+	double		max_cost;		/* per period; 0: no limit */
+	int64		period;			/* microseconds */
+	double		requests;		/* tokens now */
+	double		cost;
+	TimestampTz at;				/* when they were counted */
+} Bucket;
 
 typedef struct QueueTag
 {
@@ -121,6 +153,12 @@ typedef struct QueueEntry
 	int32		key_max_in_flight;
 	int64		key_max_queued;
 	bool		key_ordered;
+	/* the queue's rate limit, and its keys waiting for their budget */
+	Bucket		bucket;
+	pairingheap throttled;		/* by ready_at */
+	TimestampTz ready_at;		/* when its own bucket has budget again */
+	TimestampTz throttled_since;	/* 0: not throttled */
+	bool		woken;			/* its waiters were woken for ready_at */
 } QueueEntry;
 
 typedef struct KeyTag
@@ -153,6 +191,13 @@ typedef struct KeyEntry
 	int64		policy_version;
 	bool		has_policy;
 	PgjqKeyPolicy policy;		/* 0 or !ordered_set: the queue's default */
+	/* its rate limit; while throttled, in its queue's throttled heap */
+	Bucket		bucket;
+	pairingheap_node tnode;
+	bool		in_throttled;
+	TimestampTz ready_at;
+	TimestampTz throttled_since;
+	bool		woken;
 } KeyEntry;
 
 static LWLock *key_lock = NULL;
@@ -181,6 +226,7 @@ typedef struct KeyDelta
 	int64		succeeded;
 	bool		arrived;		/* jobs became ready: the first of them */
 	PgjqKeyPos	arrival;
+	double		settle;			/* cost to give back (or take): usage reports */
 } KeyDelta;
 
 typedef struct Reservation
@@ -191,6 +237,8 @@ typedef struct Reservation
 	int64		n;
 	bool		taken;			/* a lease: a job was leased, at taken_pos */
 	PgjqKeyPos	taken_pos;
+	double		requests_taken; /* from the buckets: given back at abort */
+	double		cost_taken;
 } Reservation;
 
 typedef struct PolicyChange
@@ -249,6 +297,104 @@ pgjq_keys_shmem_init(LWLock *lock)
  */
 static void
 head_moved(struct KeyEntry *e);
+
+/* ----------------------------------------------------------------------
+ * Token buckets
+ * ---------------------------------------------------------------------- */
+
+static bool
+bucket_limited(const Bucket *b)
+{
+	return b->max_requests > 0 || b->max_cost > 0;
+}
+
+static void bucket_refill(Bucket *b, TimestampTz now);
+
+/*
+ * bucket_set sets a bucket's limit; a new limit starts from empty at the
+ * start of its database's counts (see Bucket)
+ */
+static void
+bucket_set(Bucket *b, double max_requests, double max_cost, int64 period)
+{
+	bool		was = bucket_limited(b);
+
+	b->max_requests = Max(max_requests, 0);
+	b->max_cost = Max(max_cost, 0);
+	b->period = Max(period, 1);
+	if (!was && bucket_limited(b))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz since = pgjq_counters_since();
+
+		b->requests = 0;
+		b->cost = 0;
+		b->at = since != 0 && since < now ? since : now;
+		bucket_refill(b, now);
+	}
+	b->requests = Min(b->requests, b->max_requests);
+	b->cost = Min(b->cost, b->max_cost);
+}
+
+/* bucket_tokens counts a bucket's tokens as of now, without changing it */
+static void
+bucket_tokens(const Bucket *b, TimestampTz now, double *requests, double *cost)
+{
+	double		share = now > b->at ? (double) (now - b->at) / (double) b->period : 0;
+
+	*requests = Min(b->max_requests, b->requests + share * b->max_requests);
+	*cost = Min(b->max_cost, b->cost + share * b->max_cost);
+}
+
+static void
+bucket_refill(Bucket *b, TimestampTz now)
+{
+	if (!bucket_limited(b) || now <= b->at)
+		return;
+	bucket_tokens(b, now, &b->requests, &b->cost);
+	b->at = now;
+}
+
+/*
+ * bucket_fits: a job of cost may go now.  A job that costs more than a
+ * whole period's budget (enqueued before the limit was lowered) waits for
+ * a full bucket rather than forever.
+ */
+static bool
+bucket_fits(const Bucket *b, double cost)
+{
+	if (b->max_requests > 0 && b->requests < 1)
+		return false;
+	if (b->max_cost > 0 && b->cost < Min(cost, b->max_cost))
+		return false;
+	return true;
+}
+
+/* bucket_ready_at: when a job of cost will fit (refilled bucket) */
+static TimestampTz
+bucket_ready_at(const Bucket *b, double cost)
+{
+	double		wait = 0;
+
+	if (b->max_requests > 0 && b->requests < 1)
+		wait = (1 - b->requests) / b->max_requests;
+	if (b->max_cost > 0 && b->cost < Min(cost, b->max_cost))
+		wait = Max(wait, (Min(cost, b->max_cost) - b->cost) / b->max_cost);
+	return b->at + (int64) ceil(wait * (double) b->period);
+}
+
+/*
+ * bucket_add gives tokens back (or takes more: negative): never more than
+ * a period's budget, and never owing more than one
+ */
+static void
+bucket_add(Bucket *b, double requests, double cost)
+{
+	if (b->max_requests > 0)
+		b->requests = Max(-b->max_requests, Min(b->max_requests, b->requests + requests));
+	if (b->max_cost > 0)
+		b->cost = Max(-b->max_cost, Min(b->max_cost, b->cost + cost));
+}
 
 /* ----------------------------------------------------------------------
  * Positions, the heap's order, and which keys may be served
@@ -311,6 +457,66 @@ heap_remove(QueueEntry *q, KeyEntry *e)
 {
 	pairingheap_remove(queue_heap(q), &e->node);
 	e->in_heap = false;
+}
+
+/* the throttled heap's order: the key whose budget is back first on top */
+static int
+throttled_order(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const KeyEntry *x = pairingheap_const_container(KeyEntry, tnode, a);
+	const KeyEntry *y = pairingheap_const_container(KeyEntry, tnode, b);
+
+	if (x->ready_at != y->ready_at)
+		return x->ready_at < y->ready_at ? 1 : -1;
+	return 0;
+}
+
+static pairingheap *
+throttled_heap(QueueEntry *q)
+{
+	q->throttled.ph_compare = throttled_order;
+	q->throttled.ph_arg = NULL;
+	return &q->throttled;
+}
+
+/*
+ * throttle takes a key out of the schedule until ready_at, when its budget
+ * will cover its next job.  Caller holds key_lock.
+ */
+static void
+throttle(KeyEntry *e, TimestampTz ready_at, TimestampTz now)
+{
+	QueueEntry *q = e->queue;
+
+	if (e->in_heap)
+		heap_remove(q, e);
+	if (e->in_throttled)
+		pairingheap_remove(throttled_heap(q), &e->tnode);
+	e->ready_at = ready_at;
+	pairingheap_add(throttled_heap(q), &e->tnode);
+	e->in_throttled = true;
+	if (e->throttled_since == 0)
+		e->throttled_since = now;
+	e->woken = false;
+}
+
+static void place(KeyEntry *e);
+
+/* release_throttled puts back the keys whose budget is back; caller locks */
+static void
+release_throttled(QueueEntry *q, TimestampTz now)
+{
+	while (!pairingheap_is_empty(&q->throttled))
+	{
+		KeyEntry   *e = pairingheap_container(KeyEntry, tnode,
+											  pairingheap_first(throttled_heap(q)));
+
+		if (e->ready_at > now)
+			break;
+		(void) pairingheap_remove_first(throttled_heap(q));
+		e->in_throttled = false;
+		place(e);
+	}
 }
 
 static void
@@ -376,6 +582,8 @@ place(KeyEntry *e)
 {
 	QueueEntry *q = e->queue;
 
+	if (e->in_throttled)
+		return;					/* release_throttled places it */
 	if (e->in_heap)
 		heap_remove(q, e);
 	if (!servable(e))
@@ -416,6 +624,7 @@ queue_entry(Oid dboid, int32 queue_id, bool create)
 	{
 		memset((char *) q + sizeof(QueueTag), 0, sizeof(QueueEntry) - sizeof(QueueTag));
 		q->heap.ph_root = NULL;
+		q->throttled.ph_root = NULL;
 	}
 	return q;
 }
@@ -430,7 +639,7 @@ idle(const KeyEntry *e)
 {
 	return e->ready == 0 && e->scheduled == 0 && e->leased == 0 &&
 		e->reserved == 0 && e->queued_reserved == 0 && !e->has_policy &&
-		!e->in_heap && e->set_aside == 0;
+		!e->in_heap && !e->in_throttled && e->set_aside == 0;
 }
 
 /*
@@ -595,6 +804,20 @@ pgjq_keys_count(int32 queue_id, const char *key, char oldstate, char newstate,
 	}
 }
 
+/*
+ * pgjq_keys_settle records that a job of the key (NULL: the default key)
+ * cost amount less than was taken from the buckets for it (more, when
+ * negative): at commit, the key's and the queue's cost buckets get it.
+ */
+void
+pgjq_keys_settle(int32 queue_id, const char *key, double amount)
+{
+	if (key_hash == NULL || amount == 0)
+		return;
+	pgjq_keys_count(queue_id, key, 0, 0, NULL);
+	deltas[last_delta].settle += amount;
+}
+
 /* reservation_list_append keeps a reservation to the transaction's end */
 static Reservation *
 add_reservation(KeyEntry *e, bool lease, int64 n)
@@ -654,6 +877,11 @@ end_reservation(Reservation *r, bool committed)
 	{
 		e->reserved -= r->n;
 		e->queue->reserved -= r->n;
+		if (!committed && (r->requests_taken > 0 || r->cost_taken > 0))
+		{
+			bucket_add(&e->bucket, r->requests_taken, r->cost_taken);
+			bucket_add(&e->queue->bucket, r->requests_taken, r->cost_taken);
+		}
 		if (!committed && r->taken && pos_cmp(&r->taken_pos, &e->head) < 0)
 		{
 			e->head = r->taken_pos;
@@ -734,6 +962,8 @@ apply_policy(const PolicyChange *p, bool *full)
 		memset(&e->policy, 0, sizeof(e->policy));
 		e->policy.weight = 1;
 	}
+	bucket_set(&e->bucket, e->policy.rate_requests, e->policy.rate_cost,
+			   e->policy.rate_period);
 	place(e);
 }
 
@@ -772,6 +1002,11 @@ pgjq_keys_at_commit(void)
 		e->delivered += d->delivered;
 		e->succeeded += d->succeeded;
 		e->queue->leased += d->leased;
+		if (d->settle != 0)
+		{
+			bucket_add(&e->bucket, 0, d->settle);
+			bucket_add(&e->queue->bucket, 0, d->settle);
+		}
 		if (!d->tag.isnull)
 			e->queue->keyed_jobs += d->ready + d->scheduled + d->leased;
 		if (d->arrived || d->ready > 0)
@@ -928,6 +1163,7 @@ sync_queue(QueueEntry *q, const PgjqQueue *queue)
 
 	q->max_in_flight = queue->max_in_flight;
 	q->key_max_queued = queue->key_max_queued;
+	bucket_set(&q->bucket, queue->rate_requests, queue->rate_cost, queue->rate_period);
 	if (!replace)
 		return;
 	q->fair = queue->fair;
@@ -975,9 +1211,12 @@ not_in_order(const PgjqQueue *queue, const char *key)
  * reserves, which keeps its key's entry until its jobs are counted.
  * in_order says the jobs have the default priority and run at once; jobs
  * of an ordered key must (their order is then the order of enqueue).
+ * max_cost is the largest cost among them: one that a whole period's
+ * budget of the key could not cover is refused.
  */
 void
-pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n, bool in_order)
+pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n, bool in_order,
+				double max_cost)
 {
 	KeyTag		tag;
 	KeyEntry   *e;
@@ -1010,6 +1249,18 @@ pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n, bool in_order)
 	{
 		LWLockRelease(key_lock);
 		not_in_order(queue, key);
+	}
+	if (e->bucket.max_cost > 0 && max_cost > e->bucket.max_cost)
+	{
+		double		budget = e->bucket.max_cost;
+
+		LWLockRelease(key_lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a job of cost %g exceeds the rate limit of key \"%s\" of queue \"%s\"",
+						max_cost, key, queue->name),
+				 errdetail("The key's budget is %g per period: the job could never run.", budget),
+				 errhint("Split the job, or raise the key's rate_cost.")));
 	}
 	limit = e->has_policy && e->policy.max_queued > 0 ?
 		e->policy.max_queued : queue->key_max_queued;
@@ -1072,7 +1323,8 @@ pgjq_keys_flow_controlled(const PgjqQueue *queue)
 	QueueEntry *q;
 	bool		keyed;
 
-	if (queue->max_in_flight > 0 || queue->key_max_in_flight > 0 || queue->key_ordered)
+	if (queue->max_in_flight > 0 || queue->key_max_in_flight > 0 || queue->key_ordered ||
+		queue->rate_requests > 0 || queue->rate_cost > 0)
 		return true;
 	if (key_hash == NULL)
 		return false;
@@ -1117,7 +1369,7 @@ own_ready_key(QueueEntry *q)
 		e = key_entry(&deltas[i].tag, true);
 		if (e == NULL || list_member_ptr(set_aside, e))
 			continue;
-		if (!slot_free_with(e, scheduled))
+		if (!slot_free_with(e, scheduled) || e->in_throttled)
 			continue;
 		if (pos_cmp(&first, &e->head) < 0)
 		{
@@ -1142,6 +1394,7 @@ own_ready_key(QueueEntry *q)
 bool
 pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 {
+	TimestampTz now;
 	int64		n;
 	int32		limit;
 	QueueEntry *q;
@@ -1174,6 +1427,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 		return false;
 	}
 
+	now = GetCurrentTimestamp();
 	LWLockAcquire(key_lock, LW_EXCLUSIVE);
 	q = queue_entry(MyDatabaseId, queue->queue_id, true);
 	if (q == NULL)
@@ -1187,12 +1441,31 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 		LWLockRelease(key_lock);
 		return false;
 	}
-	if (!pairingheap_is_empty(&q->heap))
-		e = pairingheap_container(KeyEntry, node, pairingheap_first(queue_heap(q)));
-	else if ((e = own_ready_key(q)) == NULL)
+	/* the queue's budget, then the keys whose budget is back */
+	bucket_refill(&q->bucket, now);
+	if (!bucket_fits(&q->bucket, 0))
 	{
+		q->ready_at = bucket_ready_at(&q->bucket, 0);
+		if (q->throttled_since == 0)
+			q->throttled_since = now;
+		q->woken = false;
 		LWLockRelease(key_lock);
 		return false;
+	}
+	release_throttled(q, now);
+	for (;;)
+	{
+		if (!pairingheap_is_empty(&q->heap))
+			e = pairingheap_container(KeyEntry, node, pairingheap_first(queue_heap(q)));
+		else if ((e = own_ready_key(q)) == NULL)
+		{
+			LWLockRelease(key_lock);
+			return false;
+		}
+		bucket_refill(&e->bucket, now);
+		if (bucket_fits(&e->bucket, 0))
+			break;
+		throttle(e, bucket_ready_at(&e->bucket, 0), now);
 	}
 
 	ticket->entry = e;
@@ -1203,6 +1476,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 	ticket->vtime = e->vtime;
 	ticket->ordered = is_ordered(e);
 	ticket->head_lowered = e->head_lowered;
+	ticket->rated = bucket_limited(&e->bucket) || bucket_limited(&q->bucket);
 
 	/* how many: what it has ready and not being leased, and free slots */
 	n = q->fair && !ticket->ordered ? Max(want, 1) : 1;
@@ -1299,6 +1573,136 @@ pgjq_keys_picked(PgjqKeyTicket *ticket, int32 leased, const PgjqKeyPos *leased_p
 	}
 	LWLockRelease(key_lock);
 	wake_noted();
+}
+
+/* charged: what a job of cost takes: a job dearer than a whole budget takes it all */
+static double
+charged(const KeyEntry *e, double cost)
+{
+	if (e->bucket.max_cost > 0)
+		cost = Min(cost, e->bucket.max_cost);
+	if (e->queue->bucket.max_cost > 0)
+		cost = Min(cost, e->queue->bucket.max_cost);
+	return cost;
+}
+
+/*
+ * pgjq_keys_take takes the budget of one job of cost from the picked key's
+ * and its queue's buckets, as the job is about to be leased; false when
+ * either has too little, and then the key (or the queue) is throttled
+ * until it will have enough, and the caller leases no more of the key (its
+ * next job waits for its turn, so the key's order holds).  The budget is
+ * given back if the dequeue rolls back.
+ */
+bool
+pgjq_keys_take(PgjqKeyTicket *ticket, double cost)
+{
+	KeyEntry   *e = (KeyEntry *) ticket->entry;
+	QueueEntry *q = e->queue;
+	Reservation *r = (Reservation *) llast(reservations);
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ok = false;
+
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	bucket_refill(&e->bucket, now);
+	bucket_refill(&q->bucket, now);
+	if (!bucket_fits(&e->bucket, cost))
+		throttle(e, bucket_ready_at(&e->bucket, cost), now);
+	else if (!bucket_fits(&q->bucket, cost))
+	{
+		q->ready_at = bucket_ready_at(&q->bucket, cost);
+		if (q->throttled_since == 0)
+			q->throttled_since = now;
+		q->woken = false;
+	}
+	else
+	{
+		cost = charged(e, cost);
+		bucket_add(&e->bucket, -1, -cost);
+		bucket_add(&q->bucket, -1, -cost);
+		r->requests_taken += 1;
+		r->cost_taken += cost;
+		e->throttled_since = 0;
+		q->throttled_since = 0;
+		ok = true;
+	}
+	LWLockRelease(key_lock);
+	return ok;
+}
+
+/* pgjq_keys_untake gives back what pgjq_keys_take took for a job not leased */
+void
+pgjq_keys_untake(PgjqKeyTicket *ticket, double cost)
+{
+	KeyEntry   *e = (KeyEntry *) ticket->entry;
+	Reservation *r = (Reservation *) llast(reservations);
+
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	cost = charged(e, cost);
+	bucket_add(&e->bucket, 1, cost);
+	bucket_add(&e->queue->bucket, 1, cost);
+	r->requests_taken -= 1;
+	r->cost_taken -= cost;
+	LWLockRelease(key_lock);
+}
+
+/*
+ * pgjq_keys_budget_wakes wakes the workers of this database's queues whose
+ * budget is back (a throttled queue, or a throttled key first in its
+ * queue's line), once per throttling, and returns when the next budget
+ * comes back (0: none is awaited).  The background worker calls it every
+ * pass and sleeps no longer than that: workers waiting for a budget are
+ * woken when it returns, not by polling.
+ */
+TimestampTz
+pgjq_keys_budget_wakes(void)
+{
+	HASH_SEQ_STATUS status;
+	QueueEntry *q;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = 0;
+
+	if (key_hash == NULL)
+		return 0;
+	LWLockAcquire(key_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, queue_hash);
+	while ((q = hash_seq_search(&status)) != NULL)
+	{
+		TimestampTz at = 0;
+		bool	   *woken = NULL;
+
+		if (q->tag.dboid != MyDatabaseId)
+			continue;
+		if (q->throttled_since != 0 && !q->woken)
+		{
+			at = q->ready_at;
+			woken = &q->woken;
+		}
+		else if (!pairingheap_is_empty(&q->throttled))
+		{
+			KeyEntry   *e = pairingheap_container(KeyEntry, tnode,
+												  pairingheap_first(throttled_heap(q)));
+
+			if (!e->woken && e->ready > 0)
+			{
+				at = e->ready_at;
+				woken = &e->woken;
+			}
+		}
+		if (woken == NULL)
+			continue;
+		if (at <= now)
+		{
+			*woken = true;
+			if (nwakes < MAX_WAKES)
+				wakes[nwakes++] = q->tag.queue_id;
+		}
+		else if (next == 0 || at < next)
+			next = at;
+	}
+	LWLockRelease(key_lock);
+	wake_noted();
+	return next;
 }
 
 /* pgjq_keys_pick_done ends a dequeue: keys it set aside may be served again */
@@ -1460,6 +1864,11 @@ pgjq_install_key_policy(PG_FUNCTION_ARGS)
 	p->policy.max_queued = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
 	p->policy.ordered_set = !PG_ARGISNULL(6);
 	p->policy.ordered = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
+	p->policy.rate_requests = PG_NARGS() > 7 && !PG_ARGISNULL(7) ? PG_GETARG_INT32(7) : 0;
+	p->policy.rate_cost = PG_NARGS() > 8 && !PG_ARGISNULL(8) ?
+		pgjq_cost_double(PG_GETARG_DATUM(8)) : 0;
+	p->policy.rate_period = PG_NARGS() > 9 && !PG_ARGISNULL(9) ?
+		pgjq_interval_usecs(PG_GETARG_INTERVAL_P(9)) : USECS_PER_MINUTE;
 	policy_changes = lappend(policy_changes, p);
 	MemoryContextSwitchTo(old);
 
@@ -1540,8 +1949,10 @@ pgjq_key_counters(PG_FUNCTION_ARGS)
 	hash_seq_init(&status, key_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
-		Datum		values[11];
-		bool		nulls[11] = {false};
+		Datum		values[14];
+		bool		nulls[14] = {false};
+		double		requests;
+		double		cost;
 
 		if (e->tag.dboid != MyDatabaseId)
 			continue;
@@ -1558,6 +1969,13 @@ pgjq_key_counters(PG_FUNCTION_ARGS)
 		values[8] = Int64GetDatum(e->succeeded);
 		values[9] = Int32GetDatum(e->policy.weight);
 		values[10] = BoolGetDatum(e->in_heap);
+		bucket_tokens(&e->bucket, GetCurrentTimestamp(), &requests, &cost);
+		values[11] = Float8GetDatum(requests);
+		nulls[11] = e->bucket.max_requests <= 0;
+		values[12] = Float8GetDatum(cost);
+		nulls[12] = e->bucket.max_cost <= 0;
+		values[13] = TimestampTzGetDatum(e->throttled_since);
+		nulls[13] = !e->in_throttled || e->throttled_since == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(key_lock);

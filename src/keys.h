@@ -45,6 +45,9 @@ typedef struct PgjqKeyTicket
 	uint64		vtime;			/* its virtual time before this pick */
 	int32		n;				/* jobs reserved: lease up to this many */
 	bool		ordered;		/* one at a time, in order: see lease.c */
+	bool		rated;			/* the key or its queue has a rate limit:
+								 * each job's cost is taken with
+								 * pgjq_keys_take */
 	uint64		head_lowered;	/* when a job of the key last became ready */
 	uint64		snapshot_mark;	/* pgjq_keys_snapshot_mark before the scan's
 								 * snapshot; set by the caller */
@@ -58,6 +61,9 @@ typedef struct PgjqKeyPolicy
 	int64		max_queued;
 	bool		ordered_set;	/* ordered is the key's own */
 	bool		ordered;
+	int32		rate_requests;	/* per rate_period; 0: no rate limit */
+	double		rate_cost;		/* per rate_period; 0: no rate limit */
+	int64		rate_period;	/* microseconds */
 } PgjqKeyPolicy;
 
 /* shared memory (shmem.c) and the GUC that sizes it (pgjq.c) */
@@ -78,7 +84,7 @@ extern void pgjq_keys_at_subabort(SubTransactionId subid, SubTransactionId paren
 /* enqueue: admission (max_queued) */
 extern void pgjq_keys_check_key(const char *key, int len);
 extern void pgjq_keys_admit(const PgjqQueue *queue, const char *key, int n,
-							 bool in_order);
+							 bool in_order, double max_cost);
 
 /* dequeue: the scheduler */
 extern bool pgjq_keys_flow_controlled(const PgjqQueue *queue);
@@ -87,6 +93,12 @@ extern bool pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 
 extern void pgjq_keys_picked(PgjqKeyTicket *ticket, int32 leased,
 							 const PgjqKeyPos *leased_pos, const PgjqKeyPos *seen);
 extern void pgjq_keys_pick_done(void);
+extern bool pgjq_keys_take(PgjqKeyTicket *ticket, double cost);
+extern void pgjq_keys_untake(PgjqKeyTicket *ticket, double cost);
+
+/* rate limits: what an ack's usage report settles, and the worker's wakeups */
+extern void pgjq_keys_settle(int32 queue_id, const char *key, double amount);
+extern TimestampTz pgjq_keys_budget_wakes(void);
 
 /* the counter rebuild (counters.c) */
 extern void pgjq_keys_install_begin(void);

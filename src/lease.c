@@ -154,7 +154,7 @@ dequeue_keys(FunctionCallInfo fcinfo, PgjqHot *hot, const PgjqQueue *queue,
 		}
 		ticket.snapshot_mark = mark;
 		n = pgjq_hot_lease_key(hot, queue->queue_id, ticket.key, &ticket.head,
-							   ticket.n, ticket.ordered, now, lease_seconds,
+							   ticket.n, &ticket, now, lease_seconds,
 							   put_lease, fcinfo->resultinfo, &seen, &leased);
 		pgjq_keys_picked(&ticket, n, &leased, &seen);
 		if (n > 0)

@@ -56,6 +56,7 @@
 
 #include "queue.h"
 #include "statements.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(pgjq_check_queue_name_sql);
 PG_FUNCTION_INFO_V1(pgjq_queue_changed);
@@ -310,6 +311,9 @@ read_queue(const char *name, PgjqQueue *queue)
 		queue->key_max_queued = 0;
 		queue->fair = false;
 		queue->key_ordered = false;
+		queue->rate_requests = 0;
+		queue->rate_cost = 0;
+		queue->rate_period = USECS_PER_MINUTE;
 		if (schema_keys)
 		{
 			Datum		d;
@@ -324,6 +328,14 @@ read_queue(const char *name, PgjqQueue *queue)
 			queue->fair = !isnull && DatumGetBool(d);
 			d = slot_getattr(slot, attnum_of(desc, "key_ordered"), &isnull);
 			queue->key_ordered = !isnull && DatumGetBool(d);
+			d = slot_getattr(slot, attnum_of(desc, "rate_requests"), &isnull);
+			queue->rate_requests = isnull ? 0 : DatumGetInt32(d);
+			d = slot_getattr(slot, attnum_of(desc, "rate_cost"), &isnull);
+			queue->rate_cost = isnull ? 0 :
+				pgjq_cost_double(d);
+			d = slot_getattr(slot, attnum_of(desc, "rate_period"), &isnull);
+			if (!isnull)
+				queue->rate_period = pgjq_interval_usecs(DatumGetIntervalP(d));
 		}
 	}
 	ExecDropSingleTupleTableSlot(slot);

@@ -28,6 +28,9 @@ typedef struct PgjqQueue
 	int64		key_max_queued;
 	bool		fair;
 	bool		key_ordered;	/* keys without a policy are ordered */
+	int32		rate_requests;	/* per rate_period; 0: no limit */
+	double		rate_cost;		/* per rate_period; 0: no limit */
+	int64		rate_period;	/* microseconds */
 } PgjqQueue;
 
 extern void pgjq_check_queue_name(const char *name);

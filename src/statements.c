@@ -53,7 +53,7 @@
 	" AND " j "state = " PGJQ_SQL_STATE(LEASED)
 
 #define MAX_ARGS 10
-#define MAX_COLUMNS 9
+#define MAX_COLUMNS 11
 
 typedef struct PgjqStmt
 {
@@ -219,10 +219,14 @@ static const PgjqStmt catalogue[PGJQ_NUM_STMTS] = {
 	},
 	[PGJQ_STMT_KEY_POLICIES] = {
 		/* the keys' policies, for the rebuild */
-		"SELECT queue_id, key, version, weight, max_in_flight, max_queued, ordered"
+		"SELECT queue_id, key, version, weight, max_in_flight, max_queued, ordered,"
+		"       rate_requests, rate_cost::float8 AS rate_cost,"
+		"       (extract(epoch FROM coalesce(rate_period, '1 minute')) * 1000000)::bigint"
+		"         AS rate_period"
 		"  FROM jq.key_policy",
 		0, {},
-		{"queue_id", "key", "version", "weight", "max_in_flight", "max_queued", "ordered"}
+		{"queue_id", "key", "version", "weight", "max_in_flight", "max_queued", "ordered",
+		"rate_requests", "rate_cost", "rate_period"}
 	},
 	[PGJQ_STMT_PROMOTE_DUE] = {
 		/* $1 a queue, or NULL for every queue */

@@ -4,6 +4,9 @@
  *	  The rules of what a job costs: the cost estimate given at enqueue,
  *	  and the usage a worker reports at ack or fail.
  *
+ * Rate limits (keys.c) are budgets of requests and cost per period; the
+ * period reaches C as an interval, counted here in microseconds.
+ *
  * A usage report is a JSON object, say {"cost": 812, "input_tokens": 700,
  * "output_tokens": 112}.  Its numeric fields are summed per queue, key and
  * day (jq.usage); its "cost" field, when present, is what the job really
@@ -23,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 
 #include "usage.h"
@@ -47,6 +51,30 @@ pgjq_check_cost(Numeric cost, const char *what)
 				 errmsg("%s must not be negative", what),
 				 errdetail("Got %s.", numeric_normalize(cost)),
 				 errhint("A cost is what the job consumes in your unit, tokens say; 0 for a free job.")));
+}
+
+/*
+ * pgjq_cost_double returns a cost (a numeric, checked by pgjq_check_cost)
+ * as a double for the rate limits' buckets: a cost beyond 1e300 (a
+ * numeric may be far larger than a double) counts as 1e300, more than any
+ * budget (jq.check_rate caps them at 1e15).
+ */
+double
+pgjq_cost_double(Datum cost)
+{
+	static Datum limit = (Datum) 0;
+
+	if (limit == (Datum) 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		limit = DirectFunctionCall3(numeric_in, CStringGetDatum("1e300"),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		MemoryContextSwitchTo(old);
+	}
+	if (DatumGetBool(DirectFunctionCall2(numeric_gt, cost, limit)))
+		return 1e300;
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, cost));
 }
 
 /*
@@ -102,6 +130,17 @@ pgjq_check_usage(Jsonb *usage)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the \"cost\" field of usage must be a number")));
 	pgjq_check_cost(v->val.numeric, "the \"cost\" field of usage");
+}
+
+/*
+ * pgjq_interval_usecs returns an interval's length in microseconds, a
+ * month counted as 30 days (a rate period is at most a day: jq.check_rate)
+ */
+int64
+pgjq_interval_usecs(const Interval *interval)
+{
+	return interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
 /* jq.check_usage(usage) applies pgjq_check_usage, for jq_fail */

@@ -13,11 +13,14 @@
 #ifndef PGJQ_USAGE_H
 #define PGJQ_USAGE_H
 
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
 extern void pgjq_check_cost(Numeric cost, const char *what);
 extern void pgjq_check_usage(Jsonb *usage);
 extern Numeric pgjq_usage_cost(Jsonb *usage);
+extern double pgjq_cost_double(Datum cost);
+extern int64 pgjq_interval_usecs(const Interval *interval);
 
 #endif							/* PGJQ_USAGE_H */

@@ -64,6 +64,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "keys.h"
 #include "launcher.h"
 #include "statements.h"
 #include "wakeup.h"
@@ -269,9 +270,18 @@ maintain(void)
 	{
 		bool		isnull;
 		Datum		d = pgjq_stmt_call(PGJQ_STMT_NEXT_DEADLINE, NULL, NULL, &isnull);
+		TimestampTz budget;
 
 		if (!isnull)
 			due = DatumGetTimestampTz(d);
+
+		/*
+		 * Rate limits: wake the workers of queues whose budget is back, and
+		 * look again when the next one comes back (src/keys.c)
+		 */
+		budget = pgjq_keys_budget_wakes();
+		if (budget != 0 && (due == 0 || budget < due))
+			due = budget;
 		end_step();
 	}
 	return due;

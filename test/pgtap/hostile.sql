@@ -544,6 +544,22 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
 
     -- results: any JSON, no limit documented
     (1, 'jq_ack', 'result', '.*', 'ok', NULL),
+    -- rate limits: positive budgets per a period of 1 second to 1 day
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_requests',
+        'null|one|int2max|int4max', 'ok', NULL),
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_requests',
+        'zero|neg1|int2min|int4min', '22023', NULL),
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_cost',
+        'null|tokens', 'ok', NULL),
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_cost',
+        'zero|neg|nan|inf|neg_inf|huge', '22023', NULL),
+    (1, 'jq_alter_queue|jq_set_key_policy', 'rate_period', 'null', 'ok',
+        'NULL: unchanged (alter), one minute (a new policy)'),
+    (1, 'jq_create_queue', 'rate_period', 'null', 'ok', 'NULL: one minute'),
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_period',
+        'zero|neg_us|neg_huge|pos_huge|us|month|max_days|max_time', '22023', NULL),
+    (1, 'jq_create_queue|jq_alter_queue|jq_set_key_policy', 'rate_period', 'mixed', 'ok',
+        '1 mon -29 days is a day, as interval comparison counts it'),
     -- costs: finite, not negative; usage: a JSON object, its cost a cost
     (1, 'jq_enqueue', 'cost', 'null|zero|tokens|huge', 'ok', NULL),
     (1, 'jq_enqueue', 'cost', 'neg|nan|inf|neg_inf', '22023', NULL),
@@ -750,6 +766,16 @@ BEGIN
                 WHEN EXISTS (SELECT FROM jq.job WHERE queue_id = x.queue_id AND state = 's')
                 THEN 0 ELSE 1 END
       INTO want FROM jq.queue x WHERE x.name = q;
+    -- a rate limit hands out what its bucket holds: at most the 4, no more
+    -- than its requests (the rest of the probe needs 4 leases)
+    IF (SELECT x.rate_requests IS NOT NULL OR x.rate_cost IS NOT NULL
+          FROM jq.queue x WHERE x.name = q) THEN
+        IF (SELECT count(*) FROM jq.jq_dequeue(q, 4))
+           > (SELECT least(4, coalesce(x.rate_requests, 4)) FROM jq.queue x WHERE x.name = q) THEN
+            RETURN 'jq_dequeue leased past the rate limit';
+        END IF;
+        RETURN NULL;
+    END IF;
     IF ordered AND want > 0 THEN
         -- this file runs in REPEATABLE READ, where ordered keys are refused
         BEGIN

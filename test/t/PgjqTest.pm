@@ -190,9 +190,9 @@ sub wait_for_counters
 # idempotency keys, batches and their members; with with_sequence, the
 # last value of jq.job_id_seq too) as one text, a sorted line per row in
 # to_jsonb form: two snapshots are equal when nothing changed.  With
-# across_update, NULL columns, fair and key_ordered are left out, so that
-# a snapshot before an update that added columns compares with one after
-# it.
+# across_update, NULL columns and the settings an update added with their
+# defaults (fair, key_ordered, rate_period) are left out, so that a
+# snapshot before an update that added columns compares with one after it.
 sub snapshot_tables
 {
 	my ($node, $db, %opt) = @_;
@@ -201,7 +201,7 @@ sub snapshot_tables
 	  : '';
 	# across an update, the columns it added, at their defaults, are left out
 	my $row = $opt{across_update}
-	  ? sub { "(jsonb_strip_nulls(to_jsonb($_[0])) - 'fair' - 'key_ordered')::text" }
+	  ? sub { "(jsonb_strip_nulls(to_jsonb($_[0])) - 'fair' - 'key_ordered' - 'rate_period')::text" }
 	  : sub { "to_jsonb($_[0])::text" };
 	return $node->safe_psql($db, qq{
 	SELECT string_agg(t, E'\\n' ORDER BY t) FROM (
