@@ -9,6 +9,7 @@
 # so no second budget is granted within the period.
 use strict;
 use warnings;
+use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
@@ -42,7 +43,7 @@ my ($total, $secs, $max_window, $jobs) = split /\|/, $node->safe_psql('postgres'
     SELECT sum(cost), extract(epoch FROM max(at) - min(at)),
            (SELECT max(w) FROM (SELECT sum(d2.cost) AS w FROM dlog d1
                                   JOIN dlog d2 ON d2.at >= d1.at AND d2.at < d1.at + interval '1 second'
-                                 GROUP BY d1.at) x),
+                                 GROUP BY d1.job_id) x),
            count(*)
       FROM dlog});
 diag(sprintf('%d jobs, cost %d over %.1f s; the busiest second %d', $jobs, $total, $secs, $max_window));
@@ -65,6 +66,25 @@ my ($got, $since) = split /\|/, $node->safe_psql('postgres', q{
            extract(epoch FROM clock_timestamp() - (SELECT max(since) FROM jq.counters()))});
 cmp_ok($got, '<=', 500 * $since + 50,
        sprintf('after the crash, no burst: cost %d handed out %.2f s after the recount', $got, $since));
+
+# a worker waiting on LISTEN is woken when a throttled queue's budget is
+# back, by the background worker, once
+create_queue($node, 'postgres', 'rw', rate_requests => 1, rate_period => '2 seconds');
+$node->safe_psql('postgres', q{SELECT count(jq.jq_enqueue('rw', '{}')) FROM generate_series(1, 3)});
+sleep 2.1;
+is($node->safe_psql('postgres', q{
+    SELECT count(*) FROM jq.jq_dequeue('rw', 10);
+    SELECT count(*) FROM jq.jq_dequeue('rw', 10)}), "1\n0", 'one job a period, then throttled');
+my ($lout, $lerr) = ('', '');
+my $t0 = time;
+my $l = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'LISTEN jq_rw',
+	  '-c', 'SELECT pg_sleep(3.5)' ],
+	'>', \$lout, '2>', \$lerr);
+$l->finish;
+like($lout, qr/Asynchronous notification "jq_rw"/, 'the waiting worker was woken when the budget came back');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM jq.jq_dequeue('rw', 10)}), '1',
+   'and the next job goes');
 
 $node->stop;
 done_testing();
