@@ -21,6 +21,9 @@
 #                   is measured is their bookkeeping, not waiting)
 #       ordered     KEYS keys, as keys, every key ordered (key_ordered =>
 #                   true): one job of each key at a time
+#       rated       KEYS keys, as keys, and a rate limit on the queue that
+#                   never binds (2,147,483,647 requests and 1e15 of cost a
+#                   second): what taking each job's budget costs
 #     one job with 1,000 keys and 100 jobs with 1,000 keys against plain
 #     (the issue's targets: >= 0.8), and one job at 10, 1,000 and 10,000
 #     keys (the cost must not grow with the keys that have a backlog); the
@@ -63,6 +66,7 @@ prepare() {
     local keys=$1 jobs=$2 ordered=$3 settings=''
     [ "$keys" -gt 0 ] && settings=", fair => true, key_max_in_flight => 50, max_in_flight => 100000"
     [ "$ordered" = ordered ] && settings="$settings, key_ordered => true"
+    [ "$ordered" = rated ] && settings="$settings, rate_requests => 2147483647, rate_cost => 1e15, rate_period => '1 second'"
     pg -d bench -At <<SQL >/dev/null
 SELECT jq.jq_drop_queue('bench', force => true) FROM jq.queue WHERE name = 'bench';
 SELECT 1 FROM jq.jq_create_queue('bench'$settings);
@@ -113,6 +117,8 @@ measure keys10_1     10    "$WORK/one.sql"     "$TURNS_1"   1
 measure keys10k_1    10000 "$WORK/one.sql"     "$TURNS_1"   1
 measure ordered1k_1   1000 "$WORK/one.sql"     "$TURNS_1"   1   ordered
 measure ordered1k_100 1000 "$WORK/hundred.sql" "$TURNS_100" 100 ordered
+measure rated1k_1     1000 "$WORK/one.sql"     "$TURNS_1"   1   rated
+measure rated1k_100   1000 "$WORK/hundred.sql" "$TURNS_100" 100 rated
 ELAPSED=$(( $(date +%s) - T0 ))
 
 median() { echo "${RESULT[$1]}" | awk '{print $1}'; }
@@ -133,7 +139,8 @@ mkdir -p "$TOP/bench/results"
     echo "its ack, in two transactions. Jobs/s, median of $REPS runs (min – max); the ratio is to the"
     echo "queue without keys of the same run. The keyed queues have fair => true, key_max_in_flight"
     echo "=> 50 and max_in_flight => 100000, and every key has jobs waiting; the ordered ones also"
-    echo "key_ordered => true (one job of a key at a time). $ELAPSED s in all."
+    echo "key_ordered => true (one job of a key at a time); the rate-limited ones a queue rate limit"
+    echo "that never binds (the cost of taking each job's budget). $ELAPSED s in all."
     echo
     echo "| case | jobs/s | min – max | ratio to plain |"
     echo "|---|---|---|---|"
@@ -145,5 +152,7 @@ mkdir -p "$TOP/bench/results"
     row keys10k_1  "one job, 10,000 keys"     plain_1
     row ordered1k_1   "one job, 1,000 ordered keys"  plain_1
     row ordered1k_100 "100 jobs, 1,000 ordered keys" plain_100
+    row rated1k_1     "one job, 1,000 keys, rate limit" plain_1
+    row rated1k_100   "100 jobs, 1,000 keys, rate limit" plain_100
 } >"$TOP/bench/results/KEYS.md"
 cat "$TOP/bench/results/KEYS.md"
