@@ -500,7 +500,7 @@ AS $$
     SELECT r.job_id, q.name, jq.state_name(r.state, NULL), r.result, r.last_error,
            r.attempts, r.priority::integer, r.enqueued_at, r.run_at,
            r.started_at, r.finished_at, r.key, NULL::jsonb, NULL::timestamptz,
-           r.deadline, r.cost, r.usage
+           r.deadline, coalesce(r.cost, 1), r.usage
       FROM jq.job_result r JOIN jq.queue q USING (queue_id)
      WHERE r.job_id = $1
     UNION ALL
@@ -1365,7 +1365,7 @@ SELECT b.batch_id, q.name AS queue, b.label, b.created_at,
        CASE WHEN count(j.id) = 0 AND count(m.job_id) > 0
             THEN greatest(max(r.finished_at), max(d.failed_at)) END AS finished_at,
        count(*) FILTER (WHERE r.state = 'e') AS expired,
-       coalesce(sum(r.cost) FILTER (WHERE r.state = 'd'), 0) AS cost
+       coalesce(sum(coalesce(r.cost, 1)) FILTER (WHERE r.state = 'd'), 0) AS cost
   FROM jq.batch b
   JOIN jq.queue q ON q.queue_id = b.queue_id
   LEFT JOIN jq.batch_job m ON m.batch_id = b.batch_id

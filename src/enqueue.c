@@ -351,16 +351,13 @@ admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobColumns 
 {
 	JobKeyCost *jobs;
 	bool		in_order = opts->priority == 0 && opts->run_at == opts->enqueued_at;
-	double		max_cost = 0;
+	bool		costs = jk != NULL && jk->costs != NULL;
+	double		max_cost = 1;
 
-	jobs = palloc(sizeof(JobKeyCost) * n);
-	for (int i = 0; i < n; i++)
-	{
-		jobs[i].key = job_key_cstring(jk, i);
-		jobs[i].cost = jk == NULL || jk->costs == NULL || jk->cost_nulls[i] ? 1 :
-			pgjq_cost_double(jk->costs[i]);
-		max_cost = Max(max_cost, jobs[i].cost);
-	}
+	/* costs are read only when given: a job without one costs 1 */
+	for (int i = 0; costs && i < n; i++)
+		if (!jk->cost_nulls[i])
+			max_cost = Max(max_cost, pgjq_cost_double(jk->costs[i]));
 	if (queue->rate_cost > 0 && max_cost > queue->rate_cost)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -369,6 +366,18 @@ admit_jobs(const PgjqQueue *queue, const EnqueueOptions *opts, const JobColumns 
 				 errdetail("The queue's budget is %g per period: the job could never run.",
 						   queue->rate_cost),
 				 errhint("Split the job, or raise the queue's rate_cost.")));
+	if (jk == NULL || jk->keys == NULL)
+	{
+		pgjq_keys_admit(queue, NULL, n, in_order, max_cost);	/* all of the default key */
+		return;
+	}
+
+	jobs = palloc(sizeof(JobKeyCost) * n);
+	for (int i = 0; i < n; i++)
+	{
+		jobs[i].key = job_key_cstring(jk, i);
+		jobs[i].cost = !costs || jk->cost_nulls[i] ? 1 : pgjq_cost_double(jk->costs[i]);
+	}
 	qsort(jobs, n, sizeof(JobKeyCost), cmp_job_key);
 	for (int i = 0; i < n;)
 	{

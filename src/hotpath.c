@@ -1012,7 +1012,7 @@ write_usage(PgjqHot *hot, TupleTableSlot *job, bool acked, Datum cost, Datum usa
  * slot) into jq.job_result; a job that succeeded with a usage report also
  * has the report written to jq.usage_pending.  The result row's cost is
  * what the job cost: the report's cost field, or else the job's estimate
- * (1 when it has none).
+ * (NULL, as in jq.job, when it has none: 1).
  */
 static void
 write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
@@ -1066,10 +1066,10 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 		Numeric		reported = usage_isnull ? NULL :
 			pgjq_usage_cost(DatumGetJsonbP(usage));
 
-		VALUE(r, slot, RES_COST) =
-			reported != NULL ? NumericGetDatum(reported) :
-			!ISNULL(j, job, JOB_COST) ? VALUE(j, job, JOB_COST) :
-			NumericGetDatum(int64_to_numeric(1));
+		/* NULL: 1, as in jq.job */
+		VALUE(r, slot, RES_COST) = reported != NULL ? NumericGetDatum(reported) :
+			VALUE(j, job, JOB_COST);
+		ISNULL(r, slot, RES_COST) = reported == NULL && ISNULL(j, job, JOB_COST);
 		/* the rate limits took the estimate: the report settles the difference */
 		if (reported != NULL)
 			pgjq_keys_settle(DatumGetInt32(VALUE(j, job, JOB_QUEUE_ID)),
@@ -1077,7 +1077,6 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 							 TextDatumGetCString(VALUE(j, job, JOB_KEY)),
 							 job_cost(j, job) -
 							 pgjq_cost_double(NumericGetDatum(reported)));
-		ISNULL(r, slot, RES_COST) = false;
 		VALUE(r, slot, RES_USAGE) = usage;
 		ISNULL(r, slot, RES_USAGE) = usage_isnull;
 	}
@@ -1090,7 +1089,9 @@ write_finished(PgjqHot *hot, TupleTableSlot *job, char state, Datum result,
 	if (should_free)
 		heap_freetuple(tup);
 	if (!usage_isnull && COL(r, RES_COST) >= 0)
-		write_usage(hot, job, true, VALUE(r, slot, RES_COST), usage, cid);
+		write_usage(hot, job, true,
+					ISNULL(r, slot, RES_COST) ? NumericGetDatum(int64_to_numeric(1)) :
+					VALUE(r, slot, RES_COST), usage, cid);
 	ResetPerTupleExprContext(hot->estate);
 }
 

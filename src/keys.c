@@ -500,6 +500,19 @@ throttle(KeyEntry *e, TimestampTz ready_at, TimestampTz now)
 	e->woken = false;
 }
 
+/*
+ * throttle_queue: the queue's own bucket cannot cover a job of cost; it
+ * hands out nothing until it can.  Caller holds key_lock.
+ */
+static void
+throttle_queue(QueueEntry *q, double cost, TimestampTz now)
+{
+	q->ready_at = bucket_ready_at(&q->bucket, cost);
+	if (q->throttled_since == 0)
+		q->throttled_since = now;
+	q->woken = false;
+}
+
 static void place(KeyEntry *e);
 
 /* release_throttled puts back the keys whose budget is back; caller locks */
@@ -1445,10 +1458,7 @@ pgjq_keys_pick(const PgjqQueue *queue, PgjqKeyTicket *ticket, int32 want)
 	bucket_refill(&q->bucket, now);
 	if (!bucket_fits(&q->bucket, 0))
 	{
-		q->ready_at = bucket_ready_at(&q->bucket, 0);
-		if (q->throttled_since == 0)
-			q->throttled_since = now;
-		q->woken = false;
+		throttle_queue(q, 0, now);
 		LWLockRelease(key_lock);
 		return false;
 	}
@@ -1609,12 +1619,7 @@ pgjq_keys_take(PgjqKeyTicket *ticket, double cost)
 	if (!bucket_fits(&e->bucket, cost))
 		throttle(e, bucket_ready_at(&e->bucket, cost), now);
 	else if (!bucket_fits(&q->bucket, cost))
-	{
-		q->ready_at = bucket_ready_at(&q->bucket, cost);
-		if (q->throttled_since == 0)
-			q->throttled_since = now;
-		q->woken = false;
-	}
+		throttle_queue(q, cost, now);
 	else
 	{
 		cost = charged(e, cost);

@@ -77,25 +77,30 @@ pgjq_cost_double(Datum cost)
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, cost));
 }
 
-/*
- * pgjq_usage_cost returns the "cost" field of a usage report, or NULL
- * when it has none.
- */
-Numeric
-pgjq_usage_cost(Jsonb *usage)
+/* cost_field returns the "cost" field of a usage report, or NULL */
+static JsonbValue *
+cost_field(Jsonb *usage)
 {
 	JsonbValue	key;
-	JsonbValue *v;
 
 	if (!JB_ROOT_IS_OBJECT(usage))
 		return NULL;
 	key.type = jbvString;
 	key.val.string.val = "cost";
 	key.val.string.len = strlen("cost");
-	v = findJsonbValueFromContainer(&usage->root, JB_FOBJECT, &key);
-	if (v == NULL || v->type != jbvNumeric)
-		return NULL;
-	return v->val.numeric;
+	return findJsonbValueFromContainer(&usage->root, JB_FOBJECT, &key);
+}
+
+/*
+ * pgjq_usage_cost returns the "cost" of a usage report, or NULL when it
+ * has none (pgjq_check_usage has made sure it is a number)
+ */
+Numeric
+pgjq_usage_cost(Jsonb *usage)
+{
+	JsonbValue *v = cost_field(usage);
+
+	return v != NULL && v->type == jbvNumeric ? v->val.numeric : NULL;
 }
 
 /*
@@ -106,7 +111,6 @@ void
 pgjq_check_usage(Jsonb *usage)
 {
 	Size		size = VARSIZE(usage) - VARHDRSZ;
-	JsonbValue	key;
 	JsonbValue *v;
 
 	if (!JB_ROOT_IS_OBJECT(usage))
@@ -119,10 +123,7 @@ pgjq_check_usage(Jsonb *usage)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("usage of %zu bytes is too large", size),
 				 errdetail("The limit is %d bytes.", PGJQ_LIMIT_USAGE_BYTES_MAX)));
-	key.type = jbvString;
-	key.val.string.val = "cost";
-	key.val.string.len = strlen("cost");
-	v = findJsonbValueFromContainer(&usage->root, JB_FOBJECT, &key);
+	v = cost_field(usage);
 	if (v == NULL)
 		return;
 	if (v->type != jbvNumeric)
