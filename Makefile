@@ -36,6 +36,7 @@ OBJS = \
 	src/queue.o \
 	src/enqueue.o \
 	src/lease.o \
+	src/longpoll.o \
 	src/hotpath.o \
 	src/compact.o \
 	src/bounds.o \
@@ -44,6 +45,7 @@ OBJS = \
 	src/usage.o \
 	src/count_trigger.o \
 	src/wakeup.o \
+	src/waiters.o \
 	src/shmem.o \
 	src/slots.o \
 	src/launcher.o \
@@ -71,7 +73,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
 	batch privileges search_path bad_input periodic stats calling_convention rules bounds \
-	compact keys ordered_keys progress deadlines usage rate_limits
+	compact keys ordered_keys progress deadlines usage rate_limits longpoll
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

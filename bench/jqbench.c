@@ -53,6 +53,8 @@ typedef struct
 	int			work_us;
 	int			ack_batch;
 	int			poll_ms;
+	int			wait_ms;		/* > 0: long-poll dequeues instead of LISTEN */
+	int			wait_procedure; /* ... through CALL jq_wait_dequeue */
 	int			floor_poll_ms;
 	int			floor_notify;
 	int			listeners;
@@ -345,7 +347,9 @@ worker_main(void *arg)
 	pthread_barrier_wait(&barrier);
 	while (!workers_finished())
 	{
-		int			n = jqc_dequeue(&ts->c, opt.dequeue_k, jobs);
+		int			n = opt.wait_ms > 0 ?
+			jqc_dequeue_wait(&ts->c, opt.dequeue_k, opt.wait_ms, opt.wait_procedure, jobs) :
+			jqc_dequeue(&ts->c, opt.dequeue_k, jobs);
 		int64_t		t_pick = jqc_now_us();
 
 		ts->dequeues++;
@@ -354,6 +358,8 @@ worker_main(void *arg)
 			ts->empty_deq++;
 			if (opt.drain_existing && __atomic_load_n(&producers_done, __ATOMIC_SEQ_CST))
 				break;
+			if (opt.wait_ms > 0)
+				continue;		/* the wait was the dequeue's */
 			if (use_listen)
 				ts->notifies += jqc_wait_notify(&ts->c, opt.poll_ms);
 			else
@@ -533,6 +539,9 @@ usage(void)
 			"  --work-us U         simulated work per job\n"
 			"  --ack-batch         one batch ack per dequeue (else one ack per job)\n"
 			"  --poll-ms T         LISTEN workers: fallback poll (default 100)\n"
+			"  --wait-ms T         pgjq workers: long-poll dequeues waiting up to T ms\n"
+			"                      (jq_dequeue's wait), not LISTEN\n"
+			"  --wait-procedure    ... through CALL jq.jq_wait_dequeue\n"
 			"  --floor-poll-ms T   floor workers without NOTIFY: poll (default 10)\n"
 			"  --floor-notify      floor: NOTIFY in the enqueue; workers LISTEN\n"
 			"  --listeners L       idle LISTEN sessions\n"
@@ -568,6 +577,8 @@ main(int argc, char **argv)
 		{"work-us", required_argument, NULL, 'W'},
 		{"ack-batch", no_argument, NULL, 'A'},
 		{"poll-ms", required_argument, NULL, 'P'},
+		{"wait-ms", required_argument, NULL, 'T'},
+		{"wait-procedure", no_argument, NULL, 'Q'},
 		{"floor-poll-ms", required_argument, NULL, 'F'},
 		{"floor-notify", no_argument, NULL, 'N'},
 		{"listeners", required_argument, NULL, 'l'},
@@ -623,6 +634,8 @@ main(int argc, char **argv)
 			case 'W': opt.work_us = atoi(optarg); break;
 			case 'A': opt.ack_batch = 1; break;
 			case 'P': opt.poll_ms = atoi(optarg); break;
+			case 'T': opt.wait_ms = atoi(optarg); break;
+			case 'Q': opt.wait_procedure = 1; break;
 			case 'F': opt.floor_poll_ms = atoi(optarg); break;
 			case 'N': opt.floor_notify = 1; break;
 			case 'l': opt.listeners = atoi(optarg); break;
@@ -667,7 +680,8 @@ main(int argc, char **argv)
 		ts[i].seed = 12345u + (unsigned) i;
 		jqc_connect(&ts[i].c, opt.conninfo, opt.backend, opt.queue,
 					opt.floor_notify && is_producer);
-		if (i >= opt.producers + n_extra &&
+		if (i >= opt.producers + n_extra && !(opt.wait_ms > 0 && opt.backend == JQC_PGJQ &&
+											  i < opt.producers + n_extra + opt.workers) &&
 			(opt.backend == JQC_PGJQ || opt.floor_notify ||
 			 i >= opt.producers + n_extra + opt.workers))
 			jqc_listen(&ts[i].c);

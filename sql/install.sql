@@ -35,7 +35,17 @@ SELECT p.oid::regprocedure AS function_without_pinned_search_path
                          'limit', 'state_name', 'clip_error')
    -- an aggregate has no settings of its own: its state function pins them
    AND p.prokind <> 'a'
+   -- a procedure that commits may have no SET clause (nor SECURITY DEFINER):
+   -- below, it must be neither, and its statements name every object
+   AND p.prokind <> 'p'
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+
+-- the waiting procedures run with the caller's rights and no settings
+SELECT p.oid::regprocedure AS procedure, p.prosecdef, p.proconfig
+  FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgjq')
+   AND p.prokind = 'p'
+ ORDER BY 1::text;
 
 -- the roles exist and cannot log in
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'jq\_%' ORDER BY 1;

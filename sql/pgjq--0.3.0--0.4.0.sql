@@ -449,7 +449,8 @@ COMMENT ON FUNCTION jq.jq_submit_batch IS 'create a batch and enqueue its jobs i
 CREATE FUNCTION jq.jq_dequeue(
     queue text,
     max_jobs integer DEFAULT 1,
-    lease_seconds integer DEFAULT NULL)
+    lease_seconds integer DEFAULT NULL,
+    wait interval DEFAULT NULL)
 RETURNS TABLE (
     job_id bigint,
     lease_token bigint,
@@ -464,7 +465,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'pgjq_dequeue';
 
-COMMENT ON FUNCTION jq.jq_dequeue IS 'lease up to max_jobs ready jobs, most urgent first';
+COMMENT ON FUNCTION jq.jq_dequeue IS 'lease up to max_jobs ready jobs, most urgent first; with wait, wait up to that long for one';
 
 CREATE FUNCTION jq.jq_result(job_id bigint)
 RETURNS TABLE (
@@ -644,7 +645,7 @@ BEGIN
       FROM moved;
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
-        PERFORM jq.wake_at_commit(qid);
+        PERFORM jq.wake_at_commit(qid, moved);
     END IF;
     RETURN moved;
 END
@@ -783,7 +784,7 @@ BEGIN
     LOOP
         PERFORM jq.advance_scan_bound('s', r.queue_id, NULL, r.generation, r.head, NULL);
         IF r.jobs > 0 THEN
-            PERFORM jq.wake_at_commit(r.queue_id);
+            PERFORM jq.wake_at_commit(r.queue_id, r.jobs);
             n := n + r.jobs;
         END IF;
     END LOOP;
@@ -1294,7 +1295,7 @@ REVOKE ALL ON FUNCTION
     jq.jq_enqueue(text, jsonb, integer, timestamptz, text, bigint, text, timestamptz, numeric),
     jq.jq_enqueue_batch(text, jsonb[], integer, timestamptz, text[], bigint, text[], timestamptz[], numeric[]),
     jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
-    jq.jq_dequeue(text, integer, integer),
+    jq.jq_dequeue(text, integer, integer, interval),
     jq.jq_result(bigint),
     jq.jq_set_key_policy(text, text, integer, integer, bigint, boolean, boolean, integer, numeric, interval),
     jq.jq_reset_key_policy(text, text),
@@ -1310,7 +1311,7 @@ GRANT EXECUTE ON FUNCTION
     jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
     jq.jq_result(bigint)
 TO jq_producer;
-GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer), jq.jq_result(bigint) TO jq_worker;
+GRANT EXECUTE ON FUNCTION jq.jq_dequeue(text, integer, integer, interval), jq.jq_result(bigint) TO jq_worker;
 GRANT EXECUTE ON FUNCTION jq.key_counters() TO jq_reader;
 GRANT SELECT ON jq.key_policy, jq.key_stats TO jq_reader;
 GRANT EXECUTE ON FUNCTION
@@ -1706,3 +1707,77 @@ GRANT EXECUTE ON FUNCTION
 TO jq_worker;
 
 REVOKE ALL ON FUNCTION jq.check_rate(integer, numeric, interval) FROM PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Waiting in one call (src/longpoll.c, src/waiters.c): a long-poll
+ * dequeue and an await, woken by the commits that give them what they
+ * wait for.  The functions hold their statement's snapshot while they
+ * wait; the procedures, CALLed outside a transaction block, commit before
+ * each sleep and hold nothing.  Waits are bounded by wait_seconds_max.
+ * ------------------------------------------------------------------------ */
+
+-- SECURITY INVOKER and no SET: a procedure that commits may have neither.
+-- Each look is a call of jq.jq_dequeue, with its checks and rights.
+CREATE PROCEDURE jq.jq_wait_dequeue(
+    queue text,
+    max_jobs integer DEFAULT 1,
+    lease_seconds integer DEFAULT NULL,
+    wait interval DEFAULT interval '30 seconds',
+    INOUT jobs jsonb DEFAULT NULL)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_wait_dequeue';
+
+COMMENT ON PROCEDURE jq.jq_wait_dequeue IS 'jq_dequeue waiting up to wait for jobs, holding no snapshot, lock or xid while it waits; jobs is a JSON array of jq_dequeue''s rows';
+
+CREATE FUNCTION jq.jq_await(job_id bigint, timeout interval DEFAULT interval '30 seconds')
+RETURNS TABLE (
+    job_id bigint,
+    queue text,
+    state text,
+    result jsonb,
+    last_error text,
+    attempts integer,
+    priority integer,
+    enqueued_at timestamptz,
+    run_at timestamptz,
+    started_at timestamptz,
+    finished_at timestamptz,
+    key text,
+    progress jsonb,
+    progress_at timestamptz,
+    deadline timestamptz,
+    cost numeric,
+    usage jsonb)
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_await';
+
+COMMENT ON FUNCTION jq.jq_await IS 'jq_result''s row as soon as the job has ended, or its state when timeout passes; no row for an unknown job';
+
+CREATE PROCEDURE jq.jq_wait_result(
+    job_id bigint,
+    timeout interval DEFAULT interval '30 seconds',
+    INOUT result jsonb DEFAULT NULL)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgjq_wait_result';
+
+COMMENT ON PROCEDURE jq.jq_wait_result IS 'jq_await holding no snapshot, lock or xid while it waits; result is jq_result''s row as JSON, NULL for an unknown job';
+
+-- wakeups count jobs: as many waiting sessions as take them are woken
+DROP FUNCTION jq.wake_at_commit(integer);
+-- Wakes the queue's waiting sessions (as many as take jobs) and its
+-- listeners when the current transaction commits; a no-op without
+-- shared_preload_libraries.
+CREATE FUNCTION jq.wake_at_commit(queue_id integer, jobs integer DEFAULT 1)
+RETURNS void
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgjq_wake_at_commit_sql';
+
+REVOKE ALL ON FUNCTION jq.wake_at_commit(integer, integer), jq.jq_await(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE jq.jq_wait_dequeue(text, integer, integer, interval, jsonb),
+    jq.jq_wait_result(bigint, interval, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jq.jq_await(bigint, interval) TO jq_producer, jq_worker;
+GRANT EXECUTE ON PROCEDURE jq.jq_wait_result(bigint, interval, jsonb) TO jq_producer, jq_worker;
+GRANT EXECUTE ON PROCEDURE jq.jq_wait_dequeue(text, integer, integer, interval, jsonb) TO jq_worker;

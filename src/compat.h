@@ -132,4 +132,33 @@ typedef bool PgjqUpdateIndexes;
 #define pgjq_random31() ((int64) random())
 #endif
 
+/*
+ * Waiting sessions (waiters.c): one slot per backend, found by its PGPROC
+ * number (MyProcNumber from 17).  Before 15, shared memory is requested
+ * before MaxBackends is computed: the same sum, written out.
+ */
+#include "storage/proc.h"
+#if PG_VERSION_NUM >= 170000
+#define pgjq_my_procno() MyProcNumber
+#define pgjq_proc_latch(procno) (&GetPGProcByNumber(procno)->procLatch)
+#else
+#define pgjq_my_procno() (MyProc->pgprocno)
+#define pgjq_proc_latch(procno) (&ProcGlobal->allProcs[(procno)].procLatch)
+#endif
+#if PG_VERSION_NUM >= 150000
+#define pgjq_max_backends() MaxBackends
+#else
+#include "postmaster/autovacuum.h"
+#include "replication/walsender.h"
+#define pgjq_max_backends() \
+	(MaxConnections + autovacuum_max_workers + 1 + max_worker_processes + max_wal_senders)
+#endif
+
+/* SPI_commit starts the next transaction itself from 15 on */
+#if PG_VERSION_NUM >= 150000
+#define pgjq_spi_commit() SPI_commit()
+#else
+#define pgjq_spi_commit() (SPI_commit(), SPI_start_transaction())
+#endif
+
 #endif							/* PGJQ_COMPAT_H */

@@ -29,6 +29,7 @@
 #include "counters.h"
 #include "bounds.h"
 #include "keys.h"
+#include "waiters.h"
 
 PG_FUNCTION_INFO_V1(pgjq_count_trigger);
 
@@ -47,6 +48,7 @@ typedef struct CountedTable
 	AttrNumber	lease_expires_at;	/* jq.job */
 	AttrNumber	run_at;			/* jq.job */
 	AttrNumber	id;				/* jq.job */
+	AttrNumber	job_id;			/* jq.job_result and jq.dead_letter */
 	AttrNumber	key;			/* jq.job and jq.job_result; none before 0.4.0 */
 	AttrNumber	deadline;		/* jq.job; none before 0.4.0 */
 } CountedTable;
@@ -91,6 +93,7 @@ counted_table(Relation rel, int which)
 	t->lease_expires_at = attnum(desc, "lease_expires_at");
 	t->run_at = attnum(desc, "run_at");
 	t->id = attnum(desc, "id");
+	t->job_id = attnum(desc, "job_id");
 	t->key = attnum(desc, "key");
 	t->deadline = attnum(desc, "deadline");
 	if (t->queue_id == InvalidAttrNumber || t->priority == InvalidAttrNumber ||
@@ -98,7 +101,8 @@ counted_table(Relation rel, int which)
 		(which == PGJQ_IN_JOB && (t->lease_token == InvalidAttrNumber ||
 								  t->lease_expires_at == InvalidAttrNumber ||
 								  t->run_at == InvalidAttrNumber ||
-								  t->id == InvalidAttrNumber)))
+								  t->id == InvalidAttrNumber)) ||
+		(which != PGJQ_IN_JOB && t->job_id == InvalidAttrNumber))
 		elog(ERROR, "pgjq: table \"%s\" lacks a column the count trigger reads",
 			 RelationGetRelationName(rel));
 	t->relid = RelationGetRelid(rel);
@@ -302,6 +306,9 @@ pgjq_count_change(Relation rel, int which, HeapTuple oldtup, HeapTuple newtup)
 		state = PGJQ_STATE_DEAD;
 	if (oldtup != NULL && which == PGJQ_IN_RESULT)
 		return;					/* a result rewritten: no event */
+	if (which != PGJQ_IN_JOB && oldtup == NULL)
+		/* the job's final row: wake its awaiters at commit */
+		pgjq_waiters_job_ended(DatumGetInt64(heap_getattr(newtup, t->job_id, desc, &isnull)));
 	pgjq_counters_add(queue_id, priority, pgjq_state_counter(state), 1);
 	if (which == PGJQ_IN_JOB)
 		note_bound(newtup, desc, t, state, true);

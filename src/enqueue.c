@@ -581,7 +581,7 @@ pgjq_enqueue(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (opts.state == PGJQ_STATE_READY)
-		pgjq_wake_at_commit(queue.queue_id);
+		pgjq_wake_at_commit(queue.queue_id, 1);
 
 	PG_RETURN_INT64(job_id);
 }
@@ -926,7 +926,7 @@ pgjq_enqueue_batch(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (opts.state == PGJQ_STATE_READY)
-		pgjq_wake_at_commit(queue.queue_id);
+		pgjq_wake_at_commit(queue.queue_id, nelems);
 	error_context_stack = errcallback.previous;
 
 	id_datums = palloc(sizeof(Datum) * nelems);

@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
+#include "storage/ipc.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -37,9 +38,11 @@
 #include "bounds.h"
 #include "hotpath.h"
 #include "keys.h"
+#include "longpoll.h"
 #include "queue.h"
 #include "statements.h"
 #include "usage.h"
+#include "waiters.h"
 
 PG_FUNCTION_INFO_V1(pgjq_dequeue);
 PG_FUNCTION_INFO_V1(pgjq_ack);
@@ -244,9 +247,10 @@ dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
  * function's result, for leases of lease_seconds (the queue's when
  * lease_arg, the argument that gives it, is NULL), and ends hot: the
  * caller's (jq_ack_dequeue, which finished jobs through it first) or, when
- * NULL, its own.
+ * NULL, its own.  Returns how many it leased.  A session about to wait for
+ * the queue (pgjq_wait_arm) joins its waiters here, before the snapshots.
  */
-static void
+static int64
 lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 		   int32 max_jobs, int lease_arg)
 {
@@ -254,8 +258,11 @@ lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 	int32		lease_seconds;
 	TimestampTz now;
 	Oid			job_relid;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		before = tuplestore_tuple_count(rsinfo->setResult);
 
 	pgjq_lookup_queue(queue_name, &queue, false);
+	pgjq_wait_join(queue.queue_id);
 
 	lease_seconds = PG_ARGISNULL(lease_arg) ? queue.lease_seconds : PG_GETARG_INT32(lease_arg);
 	if (lease_seconds < 1 || lease_seconds > PGJQ_LIMIT_LEASE_SECONDS_MAX)
@@ -302,23 +309,71 @@ lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 		(void) pgjq_hot_lease(hot, queue.queue_id, 0, NULL, max_jobs, now,
 							  lease_seconds, put_lease, fcinfo->resultinfo, NULL);
 	pgjq_hot_end(hot);
+	return tuplestore_tuple_count(rsinfo->setResult) - before;
+}
+
+/* a look of a waiting jq_dequeue */
+typedef struct DequeueLook
+{
+	FunctionCallInfo fcinfo;
+	const char *queue_name;
+	int32		max_jobs;
+	int64		taken;
+} DequeueLook;
+
+static bool
+look_for_jobs(void *arg)
+{
+	DequeueLook *l = (DequeueLook *) arg;
+
+	l->taken = lease_jobs(l->fcinfo, NULL, l->queue_name, l->max_jobs, 2);
+	return l->taken > 0;
 }
 
 /*
- * jq.jq_dequeue(queue, max_jobs, lease_seconds) leases up to max_jobs ready
- * jobs of the queue, most urgent first (priority descending, then run_at,
- * then id), and returns one row per job.  The lease runs from the clock
- * once the call holds its table lock (not the start of the caller's
- * transaction or statement); all jobs of one call share that start.
+ * jq.jq_dequeue(queue, max_jobs, lease_seconds, wait) leases up to
+ * max_jobs ready jobs of the queue, most urgent first (priority
+ * descending, then run_at, then id), and returns one row per job.  The
+ * lease runs from the clock once the call holds its table lock (not the
+ * start of the caller's transaction or statement); all jobs of one call
+ * share that start.
+ *
+ * With a wait, a call that finds no job waits for one, up to wait, among
+ * the queue's waiters (waiters.c), and looks again each time it is woken;
+ * each look in a subtransaction that releases its locks when it found
+ * nothing (longpoll.c says what a waiting function still holds).
  */
 Datum
 pgjq_dequeue(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
 	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
+	int64		wait = pgjq_wait_usecs(fcinfo, 3, "wait");
+	TimestampTz until;
+	DequeueLook look;
 
 	pgjq_init_materialized_srf(fcinfo);
-	lease_jobs(fcinfo, NULL, queue_name, max_jobs, 2);
+	if (wait == 0)
+	{
+		(void) lease_jobs(fcinfo, NULL, queue_name, max_jobs, 2);
+		return (Datum) 0;
+	}
+
+	pgjq_wait_check_isolation("jq_dequeue");
+	until = GetCurrentTimestamp() + wait;
+	look.fcinfo = fcinfo;
+	look.queue_name = queue_name;
+	look.max_jobs = max_jobs;
+	look.taken = 0;
+	pgjq_wait_arm(max_jobs);
+	PG_ENSURE_ERROR_CLEANUP(pgjq_wait_cleanup, (Datum) 0);
+	{
+		while (!pgjq_look_releasing_locks(look_for_jobs, &look) &&
+			   pgjq_wait_sleep(until))
+			;
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(pgjq_wait_cleanup, (Datum) 0);
+	pgjq_wait_done(look.taken >= max_jobs);
 	return (Datum) 0;
 }
 
@@ -646,7 +701,7 @@ pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 			SPI_finish();
 		}
 	}
-	lease_jobs(fcinfo, hot, queue_name, max_jobs, 2);
+	(void) lease_jobs(fcinfo, hot, queue_name, max_jobs, 2);
 	return (Datum) 0;
 }
 

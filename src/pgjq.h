@@ -121,7 +121,8 @@ extern PgjqCounter pgjq_state_counter(char code);
 	X(INTERVAL_MAX_YEARS,	100,	"interval_max_years",	"years of any interval setting of a queue") \
 	X(RETRY_IN_MAX_DAYS,	366,	"retry_in_max_days",	"days of jq_fail's retry_in") \
 	X(PROGRESS_BYTES_MAX,	65536,	"progress_bytes_max",	"bytes of a jq_progress report") \
-	X(USAGE_BYTES_MAX,		65536,	"usage_bytes_max",		"bytes of a usage report at ack or fail")
+	X(USAGE_BYTES_MAX,		65536,	"usage_bytes_max",		"bytes of a usage report at ack or fail") \
+	X(WAIT_SECONDS_MAX,		300,	"wait_seconds_max",		"seconds one call may wait (a long-poll dequeue, an await)")
 
 #define PGJQ_LIMIT_ENUM(name, value, sqlname, description) PGJQ_LIMIT_##name = value,
 enum

@@ -3,8 +3,9 @@
  * shmem.c
  *	  pgjq's shared memory, requested and attached in one place for the
  *	  modules that own parts of it: the launcher's worker slots
- *	  (launcher.c), the wakeup marks (wakeup.c) and the counters
- *	  (counters.c).  Each module sizes and initialises its own part and
+ *	  (launcher.c), the wakeup marks (wakeup.c), the counters
+ *	  (counters.c), the scan bounds (bounds.c), the keys (keys.c) and the
+ *	  waiting sessions (waiters.c).  Each module sizes and initialises its own part and
  *	  guards it with its own LWLock of the "pgjq" tranche.
  *
  * Shared memory exists only when pgjq is in shared_preload_libraries; it
@@ -29,6 +30,7 @@
 #include "keys.h"
 #include "launcher.h"
 #include "shmem.h"
+#include "waiters.h"
 #include "wakeup.h"
 
 /* the tranche's locks, one per module */
@@ -39,6 +41,7 @@ enum
 	LOCK_COUNTERS,
 	LOCK_BOUNDS,
 	LOCK_KEYS,
+	LOCK_WAITERS,
 	NUM_LOCKS
 };
 
@@ -52,15 +55,19 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static void
 pgjq_shmem_request(void)
 {
+	Size		size;
+
 #ifdef PGJQ_HAVE_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(add_size(add_size(pgjq_launcher_shmem_size(),
-															   pgjq_wakeup_shmem_size()),
-													  pgjq_counters_shmem_size()),
-											 pgjq_bounds_shmem_size()),
-									pgjq_keys_shmem_size()));
+	size = pgjq_launcher_shmem_size();
+	size = add_size(size, pgjq_wakeup_shmem_size());
+	size = add_size(size, pgjq_counters_shmem_size());
+	size = add_size(size, pgjq_bounds_shmem_size());
+	size = add_size(size, pgjq_keys_shmem_size());
+	size = add_size(size, pgjq_waiters_shmem_size());
+	RequestAddinShmemSpace(size);
 	RequestNamedLWLockTranche("pgjq", NUM_LOCKS);
 }
 
@@ -83,6 +90,7 @@ pgjq_shmem_startup(void)
 	pgjq_counters_shmem_init(&locks[LOCK_COUNTERS].lock);
 	pgjq_bounds_shmem_init(&locks[LOCK_BOUNDS].lock);
 	pgjq_keys_shmem_init(&locks[LOCK_KEYS].lock);
+	pgjq_waiters_shmem_init(&locks[LOCK_WAITERS].lock);
 	attached = true;
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -9,11 +9,13 @@
  * serialises every notifying transaction.  Instead every transition that
  * makes jobs ready (jq_enqueue, jq.promote_due, jq.fail_leased, jq_redrive)
  * calls pgjq_wake_at_commit, which remembers the queue in backend memory,
- * tagged with the subtransaction that asked.  At commit a transaction
- * callback marks those queues in a shared hash and sets the latch of the
- * database's worker; rolled-back work, and work of rolled-back
- * subtransactions, marks nothing.  The worker collects the marks and sends
- * at most one NOTIFY per queue per pgjq.notify_interval.
+ * tagged with the subtransaction that asked, with how many jobs.  At
+ * commit a transaction callback first wakes the sessions waiting inside a
+ * long-poll jq_dequeue for as many jobs (waiters.c), then marks those
+ * queues in a shared hash and sets the latch of the database's worker;
+ * rolled-back work, and work of rolled-back subtransactions, wakes and
+ * marks nothing.  The worker collects the marks and sends at most one
+ * NOTIFY per queue per pgjq.notify_interval.
  *
  * Locking: wake_lock (an LWLock of the "pgjq" tranche) guards the shared
  * hash and its overflow flag.  Backends hold it exclusively for a few hash
@@ -35,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "launcher.h"
+#include "waiters.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(pgjq_wake_at_commit_sql);
@@ -66,6 +69,7 @@ typedef struct PendingWake
 {
 	int32		queue_id;
 	SubTransactionId subid;
+	int64		jobs;			/* how many became ready */
 } PendingWake;
 
 static PendingWake *pending = NULL;
@@ -157,6 +161,8 @@ mark_queues(const int32 *queue_ids, int n, int stride)
 static void
 mark_pending(void)
 {
+	for (int i = 0; i < npending; i++)
+		pgjq_waiters_wake_queue(pending[i].queue_id, pending[i].jobs);
 	mark_queues(&pending[0].queue_id, npending, sizeof(PendingWake));
 }
 
@@ -164,13 +170,17 @@ mark_pending(void)
  * pgjq_wake_now marks queues for a wakeup at once, for a transaction that
  * has ended: flow control (keys.c) wakes a queue whose lease ended at
  * commit, or whose dequeue rolled back, when one of its keys may be served
- * again.  Must not fail, as mark_pending.
+ * again, and the worker one whose rate budget is back.  Each wakes one
+ * waiting session, which wakes the next if it takes a full batch.  Must
+ * not fail, as mark_pending.
  */
 void
 pgjq_wake_now(const int32 *queue_ids, int n)
 {
 	if (wake_hash == NULL || n == 0)
 		return;
+	for (int i = 0; i < n; i++)
+		pgjq_waiters_wake_queue(queue_ids[i], 1);
 	mark_queues(queue_ids, n, sizeof(int32));
 }
 
@@ -224,13 +234,14 @@ wakeup_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * pgjq_wake_at_commit asks for the queue's listeners to be woken if and
- * when the current transaction commits.  Cheap enough for every enqueue:
- * a scan of a handful of entries, no lock, no I/O.  A no-op without
- * shared_preload_libraries, as there is no worker to wake.
+ * pgjq_wake_at_commit asks for the queue's waiters and listeners to be
+ * woken if and when the current transaction commits, for jobs that became
+ * ready.  Cheap enough for every enqueue: a scan of a handful of entries,
+ * no lock, no I/O.  A no-op without shared_preload_libraries, as there is
+ * no worker to wake.
  */
 void
-pgjq_wake_at_commit(int32 queue_id)
+pgjq_wake_at_commit(int32 queue_id, int64 jobs)
 {
 	static bool callbacks_registered = false;
 	SubTransactionId subid = GetCurrentSubTransactionId();
@@ -240,7 +251,10 @@ pgjq_wake_at_commit(int32 queue_id)
 
 	for (int i = 0; i < npending; i++)
 		if (pending[i].queue_id == queue_id && pending[i].subid == subid)
+		{
+			pending[i].jobs += jobs;
 			return;
+		}
 
 	if (!callbacks_registered)
 	{
@@ -259,15 +273,17 @@ pgjq_wake_at_commit(int32 queue_id)
 	}
 	pending[npending].queue_id = queue_id;
 	pending[npending].subid = subid;
+	pending[npending].jobs = jobs;
 	npending++;
 }
 
-/* jq.wake_at_commit(queue_id): the same, for the SQL functions */
+/* jq.wake_at_commit(queue_id, jobs): the same, for the SQL functions */
 Datum
 pgjq_wake_at_commit_sql(PG_FUNCTION_ARGS)
 {
 	if (!PG_ARGISNULL(0))
-		pgjq_wake_at_commit(PG_GETARG_INT32(0));
+		pgjq_wake_at_commit(PG_GETARG_INT32(0),
+							PG_NARGS() > 1 && !PG_ARGISNULL(1) ? PG_GETARG_INT32(1) : 1);
 	PG_RETURN_VOID();
 }
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * wakeup.h
- *	  Commit-time wakeups: producers mark queues, the worker announces
- *	  them with coalesced NOTIFYs.
+ *	  Commit-time wakeups: producers mark queues, which wakes the sessions
+ *	  waiting for them (waiters.c), and the worker announces them with
+ *	  coalesced NOTIFYs.
  *
  * Copyright (c) 2026, the pgjq developers
  *
@@ -22,7 +23,7 @@ extern Size pgjq_wakeup_shmem_size(void);
 extern void pgjq_wakeup_shmem_init(LWLock *lock);
 
 /* backends */
-extern void pgjq_wake_at_commit(int32 queue_id);
+extern void pgjq_wake_at_commit(int32 queue_id, int64 jobs);
 extern void pgjq_wake_now(const int32 *queue_ids, int n);
 
 /* the worker */

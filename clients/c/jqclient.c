@@ -122,6 +122,13 @@ jqc_connect(jqc_client *c, const char *conninfo, jqc_backend backend,
 		snprintf(sql, sizeof(sql),
 				 "SELECT job_id, lease_token, payload FROM jq.jq_dequeue('%s', $1::int)", queue);
 		prepare(c, "deq", sql, 1);
+		snprintf(sql, sizeof(sql),
+				 "SELECT job_id, lease_token FROM jq.jq_dequeue('%s', $1::int, NULL, "
+				 "wait => $2::interval)", queue);
+		prepare(c, "deqw", sql, 2);
+		snprintf(sql, sizeof(sql),
+				 "CALL jq.jq_wait_dequeue('%s', $1::int, NULL, $2::interval, NULL)", queue);
+		prepare(c, "deqp", sql, 2);
 		prepare(c, "ack", "SELECT jq.jq_ack($1::bigint, $2::bigint)", 2);
 		prepare(c, "ackb",
 				"SELECT count(*) FILTER (WHERE acked) "
@@ -352,6 +359,58 @@ jqc_dequeue(jqc_client *c, int k, jqc_job *jobs)
 	{
 		jobs[i].id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 		jobs[i].token = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+	}
+	PQclear(res);
+	return rows;
+}
+
+/* json_int64 reads the integer after "key": in text, from *pos on */
+static int
+json_int64(const char **pos, const char *key, int64_t *value)
+{
+	const char *p = strstr(*pos, key);
+
+	if (p == NULL)
+		return 0;
+	p += strlen(key);
+	while (*p == ' ' || *p == ':')
+		p++;
+	*value = strtoll(p, (char **) pos, 10);
+	return 1;
+}
+
+int
+jqc_dequeue_wait(jqc_client *c, int k, int wait_ms, int procedure, jqc_job *jobs)
+{
+	char		kbuf[16],
+				wbuf[32];
+	const char *params[2];
+	PGresult   *res;
+	int			rows = 0;
+
+	snprintf(kbuf, sizeof(kbuf), "%d", k);
+	snprintf(wbuf, sizeof(wbuf), "%d ms", wait_ms);
+	params[0] = kbuf;
+	params[1] = wbuf;
+	res = PQexecPrepared(c->conn, procedure ? "deqp" : "deqw", 2, params, NULL, NULL, 0);
+	check(c, res, "dequeue with a wait");
+	if (procedure)
+	{
+		/* one row, one column: a JSON array of jq_dequeue's rows */
+		const char *pos = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+
+		while (rows < k && json_int64(&pos, "\"job_id\"", &jobs[rows].id) &&
+			   json_int64(&pos, "\"lease_token\"", &jobs[rows].token))
+			rows++;
+	}
+	else
+	{
+		rows = PQntuples(res) < k ? PQntuples(res) : k;
+		for (int i = 0; i < rows; i++)
+		{
+			jobs[i].id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			jobs[i].token = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+		}
 	}
 	PQclear(res);
 	return rows;

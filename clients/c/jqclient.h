@@ -92,6 +92,13 @@ int			jqc_enqueue_batch(jqc_client *c, const char *const *payloads, int n,
 /* lease up to k jobs; writes them to jobs, returns how many */
 int			jqc_dequeue(jqc_client *c, int k, jqc_job *jobs);
 
+/*
+ * the same, waiting up to wait_ms for jobs when there are none: with
+ * jq_dequeue's wait (procedure 0) or CALL jq_wait_dequeue (procedure 1)
+ */
+int			jqc_dequeue_wait(jqc_client *c, int k, int wait_ms, int procedure,
+							 jqc_job *jobs);
+
 /* ack one job in its own transaction; returns 1 when acked */
 int			jqc_ack(jqc_client *c, const jqc_job *job);
 
