@@ -174,6 +174,7 @@ procedure_result(FunctionCallInfo fcinfo, Datum value, bool isnull)
 typedef struct SpiLook
 {
 	const char *sql;
+	SPIPlanPtr *plan;			/* where the statement's kept plan goes */
 	int			nargs;
 	Oid		   *argtypes;
 	Datum	   *args;
@@ -182,12 +183,31 @@ typedef struct SpiLook
 	int64		count;			/* jobs leased */
 } SpiLook;
 
+/*
+ * The plans of the looks, prepared once per session: a look may run many
+ * times a second (plan cache invalidation replans them when needed).
+ */
+static SPIPlanPtr dequeue_plan = NULL;
+static SPIPlanPtr dequeue_lease_plan = NULL;
+static SPIPlanPtr result_plan = NULL;
+
 /* spi_row runs the look's statement and returns its row */
 static HeapTuple
 spi_row(SpiLook *l)
 {
-	if (SPI_execute_with_args(l->sql, l->nargs, l->argtypes, l->args, NULL,
-							  false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (*l->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(l->sql, l->nargs, l->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "pgjq: could not prepare \"%s\": %s", l->sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "pgjq: could not keep the plan of \"%s\"", l->sql);
+		*l->plan = plan;
+	}
+	if (SPI_execute_plan(*l->plan, l->args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "pgjq: a waiting look returned no row");
 	return SPI_tuptable->vals[0];
 }
@@ -294,6 +314,7 @@ pgjq_wait_dequeue(PG_FUNCTION_ARGS)
 	look.sql = PG_ARGISNULL(2) ?
 		"SELECT pg_catalog.jsonb_agg(d), pg_catalog.count(*) FROM jq.jq_dequeue($1, $2) d" :
 		"SELECT pg_catalog.jsonb_agg(d), pg_catalog.count(*) FROM jq.jq_dequeue($1, $2, $3) d";
+	look.plan = PG_ARGISNULL(2) ? &dequeue_plan : &dequeue_lease_plan;
 	look.nargs = PG_ARGISNULL(2) ? 2 : 3;
 	look.argtypes = argtypes;
 	look.args = args;
@@ -439,6 +460,7 @@ pgjq_wait_result(PG_FUNCTION_ARGS)
 	/* one row: NULLs for an unknown job */
 	look.sql = "SELECT pg_catalog.to_jsonb(r), r.state "
 		"FROM (SELECT) one LEFT JOIN jq.jq_result($1) r ON true";
+	look.plan = &result_plan;
 	look.nargs = 1;
 	look.argtypes = &argtype;
 	look.args = &job_id;

@@ -14,8 +14,13 @@
  * long-poll jq_dequeue for as many jobs (waiters.c), then marks those
  * queues in a shared hash and sets the latch of the database's worker;
  * rolled-back work, and work of rolled-back subtransactions, wakes and
- * marks nothing.  The worker collects the marks and sends at most one
- * NOTIFY per queue per pgjq.notify_interval.
+ * marks nothing.  The worker collects the marks and sends the NOTIFYs:
+ * at once for a quiet queue (the leading edge: a worker waiting on LISTEN
+ * hears of its first job without delay), and at most one per queue per
+ * pgjq.notify_interval for a busy one, whose commits come faster than
+ * NOTIFY_BUSY_RATE a second (coalescing under load: every NOTIFY wakes
+ * every listening session, and a NOTIFY per commit would cost a busy
+ * database more than its listeners gain).
  *
  * Locking: wake_lock (an LWLock of the "pgjq" tranche) guards the shared
  * hash and its overflow flag.  Backends hold it exclusively for a few hash
@@ -29,6 +34,8 @@
  *-------------------------------------------------------------------------
  */
 #include "pgjq.h"
+
+#include <math.h>
 
 #include "access/xact.h"
 #include "storage/shmem.h"
@@ -53,7 +60,18 @@ typedef struct WakeEntry
 {
 	WakeKey		key;
 	bool		pending;
+	int32		commits;		/* marks since the worker last collected */
 } WakeEntry;
+
+/*
+ * A queue is busy while its commits come faster than this many a second,
+ * measured over the last NOTIFY_LOAD_WINDOW (a decaying count): its
+ * NOTIFYs are then coalesced.  1,000 a second: the W4 workload (500 jobs a
+ * second to idle workers) gets a NOTIFY per job, the W7 one (thousands a
+ * second to idle listeners) one per pgjq.notify_interval.
+ */
+#define NOTIFY_BUSY_RATE	1000.0
+#define NOTIFY_LOAD_WINDOW	(10 * USECS_PER_SEC / 1000) /* 10 ms */
 
 typedef struct WakeShared
 {
@@ -82,6 +100,8 @@ typedef struct NotifyState
 	int32		queue_id;		/* hash key */
 	TimestampTz last_notify;
 	bool		owed;
+	double		load;			/* commits, decaying over NOTIFY_LOAD_WINDOW */
+	TimestampTz load_at;		/* when load was last brought up to date */
 } NotifyState;
 
 static HTAB *notify_state = NULL;
@@ -141,10 +161,16 @@ mark_queues(const int32 *queue_ids, int n, int stride)
 			news |= !wake_shared->overflow;
 			wake_shared->overflow = true;
 		}
-		else if (!found || !entry->pending)
+		else
 		{
-			entry->pending = true;
-			news = true;
+			if (!found)
+				entry->commits = 0;
+			entry->commits++;
+			if (!found || !entry->pending)
+			{
+				entry->pending = true;
+				news = true;
+			}
 		}
 	}
 	LWLockRelease(wake_lock);
@@ -287,9 +313,24 @@ pgjq_wake_at_commit_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* owe_notify records, in the worker, that the queue's listeners must hear */
+/* load_now brings a queue's load (decaying count of commits) up to now */
+static double
+load_now(NotifyState *ns, TimestampTz now)
+{
+	if (now > ns->load_at)
+	{
+		ns->load *= exp(-(double) (now - ns->load_at) / NOTIFY_LOAD_WINDOW);
+		ns->load_at = now;
+	}
+	return ns->load;
+}
+
+/*
+ * owe_notify records, in the worker, that the queue's listeners must hear,
+ * and that commits more committed for it
+ */
 static void
-owe_notify(int32 queue_id)
+owe_notify(int32 queue_id, int32 commits, TimestampTz now)
 {
 	bool		found;
 	NotifyState *ns;
@@ -306,8 +347,13 @@ owe_notify(int32 queue_id)
 	}
 	ns = hash_search(notify_state, &queue_id, HASH_ENTER, &found);
 	if (!found)
+	{
 		ns->last_notify = 0;
+		ns->load = 0;
+		ns->load_at = now;
+	}
 	ns->owed = true;
+	ns->load = load_now(ns, now) + commits;
 }
 
 /*
@@ -323,10 +369,13 @@ pgjq_wakeup_collect(void)
 	HASH_SEQ_STATUS status;
 	WakeEntry  *entry;
 	int32	   *ids;
+	int32	   *commits;
 	int			n = 0;
 	int			max = 64;
+	TimestampTz now = GetCurrentTimestamp();
 
 	ids = palloc(sizeof(int32) * max);
+	commits = palloc(sizeof(int32) * max);
 	LWLockAcquire(wake_lock, LW_EXCLUSIVE);
 	if (wake_shared->overflow)
 		notify_all_owed = true;
@@ -340,15 +389,19 @@ pgjq_wakeup_collect(void)
 		{
 			max *= 2;
 			ids = repalloc(ids, sizeof(int32) * max);
+			commits = repalloc(commits, sizeof(int32) * max);
 		}
-		ids[n++] = entry->key.queue_id;
+		ids[n] = entry->key.queue_id;
+		commits[n++] = entry->commits;
+		entry->commits = 0;
 	}
 	LWLockRelease(wake_lock);
 
 	/* outside the lock: owe_notify may allocate */
 	for (int i = 0; i < n; i++)
-		owe_notify(ids[i]);
+		owe_notify(ids[i], commits[i], now);
 	pfree(ids);
+	pfree(commits);
 }
 
 /*
@@ -397,7 +450,11 @@ pgjq_wakeup_take_due(TimestampTz now, int32 **queue_ids, int *nqueues,
 
 			if (!ns->owed && !notify_all_owed)
 				continue;
-			due = TimestampTzPlusMilliseconds(ns->last_notify, pgjq_notify_interval);
+			/* a quiet queue's NOTIFY goes at once, a busy one's once a window */
+			if (load_now(ns, now) * USECS_PER_SEC / NOTIFY_LOAD_WINDOW > NOTIFY_BUSY_RATE)
+				due = TimestampTzPlusMilliseconds(ns->last_notify, pgjq_notify_interval);
+			else
+				due = now;
 			if (due <= now || notify_all_owed)
 			{
 				(*queue_ids)[n++] = ns->queue_id;

@@ -168,6 +168,7 @@ ok($aw->{secs} < 10 && $ap->{secs} < 10, 'at once');
 
 # --- cancellation -----------------------------------------------------------------
 my $c1 = start_waiter(sprintf $fn_wait, '30 s');
+waiting(1);
 my $c2 = start_waiter(sprintf $fn_wait, '30 s');
 waiting(2);
 $node->safe_psql('postgres', q{
