@@ -15,8 +15,11 @@ hour).  So a backlog builds in each burst and must clear after it.
 The replay runs that day with the clock compressed by FACTOR (120: 4 hours
 in 2 minutes, a 4-second inference in 33 ms).  Everything that runs is
 real: producer threads call jq.jq_enqueue (one transaction each, with an
-idempotency key), worker threads LISTEN on jq_scoring, jq_dequeue with a
-2-second lease, sleep for the compressed inference time, score the copy
+idempotency key), and the client of each launch-blocking request waits for
+its result with CALL jq.jq_wait_result (4 simulated minutes at most, as
+the agency's clients do); worker threads wait for jobs inside CALL
+jq.jq_wait_dequeue (a long poll, no LISTEN), lease them for 2 seconds,
+sleep for the compressed inference time, score the copy
 with the rules of docs/workers/python/worker.py and jq_ack the result;
 the background worker reclaims leases, sends wakeups, samples
 jq.stats_history and raises alerts.  On the way:
@@ -38,7 +41,7 @@ jq.stats_history and raises alerts.  On the way:
 Flow control: each request carries its client team as its job key.  The
 model endpoint takes 8 requests at a time: the queue has max_in_flight 8
 and fair share among the teams (fair => true, every team weight 1), and
-ten workers poll it, so the limit, not the pool, decides how many
+ten workers long-poll it, so the limit, not the pool, decides how many
 inferences run.  To show what fair share buys, every request also goes to
 a second queue, scoring_fifo, with the same limit and its own ten workers
 but without fair share (served in submission order, as before keys):
@@ -64,12 +67,13 @@ pgjq.stats_interval = '1s' (test/bin/demo.sh sets that up).
 
 import argparse
 import collections
+import datetime
 import importlib.util
 import json
 import math
 import os
+import queue
 import random
-import select
 import shutil
 import subprocess
 import sys
@@ -98,6 +102,8 @@ WINDOW = 4 * 3600                 # submissions arrive from 09:00 to 13:00
 SUBMISSIONS = 18000               # all submissions, resubmissions included
 RESUBMIT_SHARE = 0.03             # resubmitted after a timeout, same idempotency key
 URGENT_SHARE = 0.05               # launch-blocking: priority 10
+AWAIT_TIMEOUT = 240               # simulated seconds a client waits for an urgent result
+AWAITERS = 4                      # clients awaiting urgent results, one at a time each
 MALFORMED_SHARE = 0.005           # no "copy" field
 BURSTS = [                        # client, requests, burst starts (min after 09:00), shape (min)
     ("northwind", 6000, 15, 13),  # request times: start + Gamma(k=2, shape): ramp, peak, decay
@@ -233,6 +239,9 @@ class Replay:
         self.alert_events = []        # (wall, payload dict)
         self.compare = Accounting()   # the workers of scoring_fifo
         self.compare_log = []         # (plan index, job id) in scoring_fifo
+        self.awaits = queue.Queue()   # urgent job ids whose result a client awaits
+        self.await_log = []           # (job id, state, waited s, lag after the ack s or None)
+        self.await_errors = []
 
     def start(self):
         self.t0_mono = time.monotonic()
@@ -246,7 +255,9 @@ class Replay:
         return (wall - self.t0_wall) * self.factor
 
     def connect(self, name):
-        return psycopg.connect("", autocommit=True, application_name=f"launchday-{name}")
+        # no automatic prepared statements: safe behind a transaction-pooling PgBouncer
+        return psycopg.connect("", autocommit=True, prepare_threshold=None,
+                               application_name=f"launchday-{name}")
 
 
 # --- producers --------------------------------------------------------------------
@@ -273,9 +284,40 @@ def producer(replay, name, items):
                 replay.submit_log.append((idx, job_id, latency, max(0.0, -delay)))
                 replay.compare_log.append((idx, twin))
                 replay.submitted += 1
+            if sub.priority == URGENT and not sub.resubmit:
+                replay.awaits.put(job_id)   # its client waits for the result
         conn.close()
     except Exception as e:           # reported, and the accounting will show it
         replay.producer_errors.append(f"{name}: {type(e).__name__}: {e}")
+
+
+def awaiter(replay, name):
+    """A client of launch-blocking requests: waits for each one's result
+    with CALL jq.jq_wait_result, woken by the ack's commit, up to 4
+    simulated minutes (then it has the job's state, as a client that gives
+    up would).  Records how long it waited and, for a result that came
+    while it waited, how long after the ack it had it."""
+    try:
+        conn = replay.connect(name)
+        timeout = AWAIT_TIMEOUT / replay.factor
+        while True:
+            job_id = replay.awaits.get()
+            if job_id is None:
+                break
+            started = time.time()
+            (res,) = conn.execute("CALL jq.jq_wait_result(%s, make_interval(secs => %s), NULL)",
+                                  (job_id, timeout)).fetchone()
+            back = time.time()
+            lag = None
+            if res and res.get("finished_at"):
+                finished = datetime.datetime.fromisoformat(res["finished_at"]).timestamp()
+                if finished > started:
+                    lag = back - finished
+            with replay.lock:
+                replay.await_log.append((job_id, res and res["state"], back - started, lag))
+        conn.close()
+    except Exception as e:
+        replay.await_errors.append(f"{name}: {type(e).__name__}: {e}")
 
 
 # --- workers ------------------------------------------------------------------------
@@ -288,16 +330,10 @@ class Worker(threading.Thread):
         self.acct = replay.compare if compare else replay
         self.rng = random.Random((2000 if compare else 1000) + n)
         self.crash_pending = n == CRASH_WORKER and not compare
-        self.woken = False
         self.conn = None
 
     def connect(self):
         self.conn = self.replay.connect(self.name)
-        self.conn.add_notify_handler(self._on_notify)
-        self.conn.execute(f"LISTEN jq_{self.queue}")
-
-    def _on_notify(self, notify):
-        self.woken = True
 
     def inference_seconds(self):
         """simulated seconds of one inference"""
@@ -305,10 +341,13 @@ class Worker(threading.Thread):
             return self.rng.uniform(100, 240)
         return self.rng.lognormvariate(math.log(INFERENCE_MEDIAN), INFERENCE_SIGMA)
 
-    def dequeue(self, max_jobs):
-        return self.conn.execute(
-            "SELECT job_id, lease_token, attempt, payload FROM jq.jq_dequeue(%s, %s)",
-            (self.queue, max_jobs)).fetchall()
+    def dequeue(self, max_jobs, wait=1.0):
+        """Leases up to max_jobs, waiting up to wait seconds for the first
+        (a long poll that holds no snapshot while it waits)."""
+        (jobs,) = self.conn.execute(
+            "CALL jq.jq_wait_dequeue(%s, %s, NULL, make_interval(secs => %s), NULL)",
+            (self.queue, max_jobs, wait)).fetchone()
+        return [(j["job_id"], j["lease_token"], j["attempt"], j["payload"]) for j in jobs]
 
     def run(self):
         r = self.replay
@@ -319,14 +358,8 @@ class Worker(threading.Thread):
                     self.crash_pending = False
                     self.die()
                     continue
-                self.woken = False
-                jobs = self.dequeue(1)
-                if jobs:
-                    for job in jobs:
-                        self.work(*job)
-                    continue
-                if not self.woken:   # wait for a wakeup; poll now and then anyway
-                    select.select([self.conn.fileno()], [], [], 0.25)
+                for job in self.dequeue(1, wait=0.5):
+                    self.work(*job)
             self.conn.close()
         except Exception as e:
             r.worker_errors.append(f"{self.name}: {type(e).__name__}: {e}")
@@ -338,8 +371,7 @@ class Worker(threading.Thread):
         r = self.replay
         jobs = self.dequeue(CRASH_JOBS)
         while not jobs and not r.stop_workers.is_set():   # the endpoint is full: wait for a slot
-            select.select([self.conn.fileno()], [], [], 0.05)
-            jobs = self.dequeue(CRASH_JOBS)
+            jobs = self.dequeue(CRASH_JOBS, wait=0.5)
         with r.lock:
             for job_id, _, _, _ in jobs:
                 r.deliveries[job_id] += 1
@@ -689,7 +721,7 @@ def report(replay, plan, monitor, conn, elapsed):
              f" times shorter: their requests no longer wait behind a burst")
     line(f"  in flight at most {monitor.max_in_flight} in {QUEUE} and {monitor.max_fifo_in_flight} in "
          f"{COMPARE_QUEUE} (jq.queue_stats, 4 samples a second): the limit of {ENDPOINT} held "
-         f"with {r.args.workers} workers polling each")
+         f"with {r.args.workers} workers long-polling each")
     if monitor.max_in_flight > ENDPOINT or monitor.max_fifo_in_flight > ENDPOINT:
         ok = False
         line("  ** CHECK FAILED: more jobs in flight than the endpoint's limit")
@@ -824,6 +856,25 @@ def report(replay, plan, monitor, conn, elapsed):
          f"cold-model jobs), leases lost: {r.leases_lost}")
     line()
 
+    line("Clients awaiting launch-blocking results (CALL jq.jq_wait_result, up to 4 simulated minutes)")
+    timeout = AWAIT_TIMEOUT / r.factor
+    ended = [a for a in r.await_log if a[1] in ("succeeded", "dead")]
+    waited_out = [a for a in r.await_log if a[1] not in ("succeeded", "dead")]
+    early = [a for a in waited_out if a[2] < timeout * 0.9]
+    lags = sorted(a[3] for a in ended if a[3] is not None)
+    line(f"  awaited {len(r.await_log):,}: {len(ended):,} returned with their result, "
+         f"{len(waited_out):,} still running after 4 minutes (their state then)")
+    if lags:
+        line(f"  {len(lags):,} results came while their client waited: it had them "
+             f"{pct(lags, 50) * 1000:.1f} ms after the ack (median; max {lags[-1] * 1000:.1f} ms), "
+             f"woken by the ack's commit")
+    line(f"  returned early without a result: {len(early)}")
+    if early or r.await_errors or not r.await_log:
+        ok = False
+    for e in r.await_errors:
+        line(f"  ** error: {e}")
+    line()
+
     line("Accounting (every distinct job id the producers got back, read with jq_result)")
     succeeded = sum(1 for row in rows if row[1] == "succeeded")
     n_dead = sum(1 for row in rows if row[1] == "dead")
@@ -907,6 +958,10 @@ def main():
     workers += [Worker(replay, n, COMPARE_QUEUE) for n in range(1, args.workers + 1)]
     for w in workers:
         w.start()
+    awaiters = [threading.Thread(target=awaiter, args=(replay, f"c{k + 1}"), daemon=True)
+                for k in range(AWAITERS)]
+    for t in awaiters:
+        t.start()
     producers = []
     for k in range(args.producers):
         items = [(i, s) for i, s in enumerate(plan) if i % args.producers == k]
@@ -926,6 +981,10 @@ def main():
                 print("  the queue did not drain by 15:00; stopping", flush=True)
                 break
             time.sleep(0.25)
+        for _ in awaiters:
+            replay.awaits.put(None)
+        for t in awaiters:
+            t.join(timeout=10)
         replay.stop_workers.set()
         for w in workers:
             w.join(timeout=5)

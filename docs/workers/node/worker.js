@@ -5,15 +5,18 @@
 //   PGHOST=... PGPORT=... PGUSER=... PGDATABASE=... \
 //       node worker.js scoring --batch 10 --lease-seconds 60
 //
-// Connects with the standard libpq environment variables (pg reads them too),
-// LISTENs on jq_<queue>, leases jobs with jq_dequeue, scores the payload's
+// Connects with the standard libpq environment variables (pg reads them too)
+// and waits for jobs inside CALL jq.jq_wait_dequeue (a long poll that holds
+// no snapshot while it waits, and works through a transaction-pooling
+// PgBouncer: pg prepares no statement unless told to), or with --listen
+// LISTENs on jq_<queue> and leases with jq_dequeue; scores the payload's
 // "copy" string (rules in ../README.md), extends the leases while the
 // (simulated) work runs long, acks with the score, and fails malformed
 // payloads permanently.  Exits on SIGTERM/SIGINT, or after --exit-when-idle
 // seconds without a job.
 'use strict';
 
-const { Client } = require('pg');
+const { Client, Connection } = require('pg');
 
 const LANG = 'node';
 
@@ -73,7 +76,7 @@ function log(msg) {
 
 function usage(msg) {
   process.stderr.write(`${msg}\nusage: node worker.js QUEUE [--batch N] [--lease-seconds N] ` +
-    '[--work-ms N] [--poll-seconds S] [--exit-when-idle S]\n');
+    '[--work-ms N] [--poll-seconds S] [--exit-when-idle S] [--listen]\n');
   process.exit(2);
 }
 
@@ -86,6 +89,7 @@ function parseArgs(argv) {
     workMs: num('JQ_WORK_MS', 0),
     pollSeconds: num('JQ_POLL_SECONDS', 10),
     exitWhenIdle: num('JQ_EXIT_WHEN_IDLE', 0),
+    listen: Boolean(num('JQ_LISTEN', 0)),
   };
   const flags = {
     '--batch': 'batch', '--lease-seconds': 'leaseSeconds', '--work-ms': 'workMs',
@@ -100,7 +104,9 @@ function parseArgs(argv) {
       arg = arg.slice(0, eq);
     }
     if (arg === '-h' || arg === '--help') usage('pgjq example worker: scores ad copy');
-    if (flags[arg]) {
+    if (arg === '--listen') {
+      opts.listen = true;
+    } else if (flags[arg]) {
       if (value === undefined) value = argv[++i];
       const n = Number(value);
       if (value === undefined || !Number.isFinite(n)) usage(`${arg} needs a number`);
@@ -118,6 +124,9 @@ function parseArgs(argv) {
       !Number.isInteger(opts.leaseSeconds) || opts.leaseSeconds < 1 || opts.workMs < 0) {
     usage('--batch and --lease-seconds must be positive integers, --work-ms not negative');
   }
+  if (!(opts.pollSeconds > 0 && opts.pollSeconds <= 300)) {
+    usage('--poll-seconds must be above 0 and at most 300');
+  }
   return opts;
 }
 
@@ -131,6 +140,7 @@ class Worker {
     this.stopping = false;
     this.woken = false;
     this.wake = null; // resolves the current wait, if any
+    this.polling = false; // a long poll is running
     this.counts = { acked: 0, failed: 0, extended: 0, lost: 0 };
     // pg reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...
     this.client = new Client({ application_name: `pgjq-worker-${LANG}` });
@@ -150,6 +160,18 @@ class Worker {
     log(`got ${signal}, stopping after the current job`);
     this.stopping = true;
     if (this.wake) this.wake();
+    if (this.polling) this.cancelPoll();
+  }
+
+  // ends a long poll now, not when it times out: a cancel request on a new
+  // connection, as psql's ^C sends it (PgBouncer passes it on)
+  cancelPoll() {
+    const { host, port } = this.client.connectionParameters;
+    const con = new Connection();
+    con.on('connect', () => con.cancel(this.client.processID, this.client.secretKey));
+    con.on('error', (err) => log(`cancel: ${err.message}`));
+    if (host && host.startsWith('/')) con.connect(`${host}/.s.PGSQL.${port}`);
+    else con.connect(port, host);
   }
 
   // waits for a notification, a signal or the timeout
@@ -172,6 +194,53 @@ class Worker {
 
   async run() {
     await this.client.connect();
+    if (this.opts.listen) await this.runListening();
+    else await this.runLongPolling();
+    const c = this.counts;
+    log(`done: ${c.acked} acked, ${c.failed} failed, ${c.extended} lease extensions, ` +
+      `${c.lost} leases lost`);
+    await this.client.end();
+  }
+
+  // Each call leases up to --batch jobs, waiting up to --poll-seconds for the
+  // first; woken by the commit that makes a job ready.
+  async runLongPolling() {
+    let idleSince = now();
+    while (!this.stopping) {
+      let wait = this.opts.pollSeconds;
+      if (this.opts.exitWhenIdle > 0) {
+        const idle = (now() - idleSince) / 1000;
+        if (idle >= this.opts.exitWhenIdle) {
+          log(`idle for ${idle.toFixed(1)} s, exiting`);
+          break;
+        }
+        wait = Math.min(wait, this.opts.exitWhenIdle - idle);
+      }
+      const leasedAt = now();
+      let rows;
+      this.polling = true;
+      try {
+        rows = await this.query(
+          'CALL jq.jq_wait_dequeue($1, $2, $3, make_interval(secs => $4), NULL)',
+          [this.opts.queue, this.opts.batch, this.lease, wait]);
+      } catch (err) {
+        if (this.stopping && err.code === '57014') break; // our own cancel
+        throw err;
+      } finally {
+        this.polling = false;
+      }
+      // jobs: JSON numbers (exact: ids and tokens stay below 2^53); kept as
+      // strings, as the bigint columns of a query come
+      const jobs = rows[0].jobs.map((j) => ({ ...j, job_id: String(j.job_id),
+        lease_token: String(j.lease_token) }));
+      if (jobs.length > 0) {
+        await this.work(jobs, leasedAt);
+        idleSince = now();
+      }
+    }
+  }
+
+  async runListening() {
     await this.client.query(`LISTEN jq_${this.opts.queue}`); // the name is checked
     let idleSince = now();
     while (!this.stopping) {
@@ -197,10 +266,6 @@ class Worker {
       }
       await this.wait(timeout * 1000);
     }
-    const c = this.counts;
-    log(`done: ${c.acked} acked, ${c.failed} failed, ${c.extended} lease extensions, ` +
-      `${c.lost} leases lost`);
-    await this.client.end();
   }
 
   async work(jobs, leasedAt) {

@@ -4,11 +4,19 @@
     PGHOST=... PGPORT=... PGUSER=... PGDATABASE=... \
         /usr/bin/python3 worker.py scoring --batch 10 --lease-seconds 60
 
-Connects with the standard libpq environment variables, LISTENs on
-jq_<queue>, leases jobs with jq_dequeue, scores the payload's "copy" string
-(rules in ../README.md), extends the leases while the (simulated) work runs
-long, acks with the score, and fails malformed payloads permanently.  Exits
-on SIGTERM/SIGINT, or after --exit-when-idle seconds without a job.
+Connects with the standard libpq environment variables and waits for jobs
+inside CALL jq.jq_wait_dequeue (a long poll that holds no snapshot while it
+waits, and works through a transaction-pooling PgBouncer), or with --listen
+LISTENs on jq_<queue> and leases with jq_dequeue; scores the payload's
+"copy" string (rules in ../README.md), extends the leases while the
+(simulated) work runs long, acks with the score, and fails malformed
+payloads permanently.  Exits on SIGTERM/SIGINT, or after --exit-when-idle
+seconds without a job.
+
+Safe behind PgBouncer in transaction mode: psycopg's automatic prepared
+statements are off (prepare_threshold=None), since PgBouncer before 1.21
+hands a statement prepared on one server connection to other clients'
+sessions (errors 26000, 42P05, 08P01, or the wrong statement run).
 """
 
 import argparse
@@ -92,7 +100,11 @@ def parse_args():
     p.add_argument("--work-ms", type=int, default=env_default("JQ_WORK_MS", 0),
                    help="simulated work per job, in milliseconds (default 0)")
     p.add_argument("--poll-seconds", type=float, default=env_default("JQ_POLL_SECONDS", 10, float),
-                   help="longest wait for a notification before polling anyway (default 10)")
+                   help="longest wait of one call (or, with --listen, for a notification "
+                        "before polling anyway), at most 300 (default 10)")
+    p.add_argument("--listen", action="store_true", default=bool(env_default("JQ_LISTEN", 0)),
+                   help="wait with LISTEN jq_<queue> instead of a long poll (not through "
+                        "a transaction-pooling PgBouncer)")
     p.add_argument("--exit-when-idle", type=float,
                    default=env_default("JQ_EXIT_WHEN_IDLE", 0, float),
                    help="exit after this many seconds without a job (default 0: never)")
@@ -101,6 +113,8 @@ def parse_args():
         p.error("a queue name is required: a lowercase letter, then [a-z0-9_], at most 48")
     if args.batch < 1 or args.lease_seconds < 1 or args.work_ms < 0:
         p.error("--batch and --lease-seconds must be positive, --work-ms not negative")
+    if not 0 < args.poll_seconds <= 300:
+        p.error("--poll-seconds must be above 0 and at most 300")
     return args
 
 
@@ -110,11 +124,15 @@ class Worker:
         self.stopping = False
         self.woken = False
         self.lease = args.lease_seconds
-        # libpq reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...
+        self.in_wait = False
+        # libpq reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...;
+        # no automatic prepared statements: safe behind any PgBouncer
         self.conn = psycopg.connect("", autocommit=True, client_encoding="UTF8",
+                                    prepare_threshold=None,
                                     application_name=f"pgjq-worker-{LANG}")
-        self.conn.add_notify_handler(self._on_notify)
-        self.conn.execute(f"LISTEN jq_{args.queue}")   # the name is checked above
+        if args.listen:
+            self.conn.add_notify_handler(self._on_notify)
+            self.conn.execute(f"LISTEN jq_{args.queue}")   # the name is checked above
         self.counts = {"acked": 0, "failed": 0, "extended": 0, "lost": 0}
         # a signal writes a byte here, so that a wait on the socket ends at once
         self.signal_r, signal_w = os.pipe()
@@ -127,8 +145,50 @@ class Worker:
     def stop(self, signum, frame):
         log(f"got signal {signum}, stopping after the current job")
         self.stopping = True
+        if self.in_wait:
+            self.conn.cancel()      # end the long poll now, not when it times out
 
     def run(self):
+        if self.args.listen:
+            self.run_listening()
+        else:
+            self.run_long_polling()
+        log("done: {acked} acked, {failed} failed, {extended} lease extensions, "
+            "{lost} leases lost".format(**self.counts))
+        self.conn.close()
+
+    def run_long_polling(self):
+        """Each call leases up to --batch jobs, waiting up to --poll-seconds
+        for the first; woken by the commit that makes a job ready."""
+        idle_since = time.monotonic()
+        while not self.stopping:
+            wait = self.args.poll_seconds
+            if self.args.exit_when_idle > 0:
+                idle = time.monotonic() - idle_since
+                if idle >= self.args.exit_when_idle:
+                    log(f"idle for {idle:.1f} s, exiting")
+                    break
+                wait = min(wait, self.args.exit_when_idle - idle)
+            leased_at = time.monotonic()
+            self.in_wait = True
+            try:
+                if self.stopping:
+                    break
+                (jobs,) = self.conn.execute(
+                    "CALL jq.jq_wait_dequeue(%s, %s, %s, make_interval(secs => %s), NULL)",
+                    (self.args.queue, self.args.batch, self.lease, wait)).fetchone()
+            except psycopg.errors.QueryCanceled:
+                if self.stopping:
+                    break           # our own cancel, at a signal
+                raise
+            finally:
+                self.in_wait = False
+            if jobs:
+                self.work([(j["job_id"], j["lease_token"], j["attempt"], j["payload"])
+                           for j in jobs], leased_at)
+                idle_since = time.monotonic()
+
+    def run_listening(self):
         idle_since = time.monotonic()
         while not self.stopping:
             self.woken = False
@@ -150,9 +210,6 @@ class Worker:
                     break
                 timeout = min(timeout, self.args.exit_when_idle - idle)
             self.wait(timeout)
-        log("done: {acked} acked, {failed} failed, {extended} lease extensions, "
-            "{lost} leases lost".format(**self.counts))
-        self.conn.close()
 
     def wait(self, timeout):
         """Waits for a notification on the socket, a signal, or the timeout.
