@@ -285,21 +285,25 @@ INSERT INTO hv_extra VALUES
     ('jq_create_batch|jq_submit_batch', 'label', 'lbl512', $$repeat('l', 512)$$),
     ('jq_create_batch|jq_submit_batch', 'label', 'lbl513', $$repeat('l', 513)$$),
     ('jq_create_batch|jq_submit_batch', 'label', 'utf8_514', $$repeat(E'\u00e9', 257)$$),
-    ('jq_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10000', '10000'),
-    ('jq_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10001', '10001'),
-    ('jq_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86400', '86400'),
-    ('jq_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86401', '86401'),
+    ('jq_dequeue|jq_wait_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10000', '10000'),
+    ('jq_dequeue|jq_wait_dequeue|jq_ack_dequeue', 'max_jobs', 'mj10001', '10001'),
+    ('jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86400', '86400'),
+    ('jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_extend|jq_create_queue|jq_alter_queue', 'lease_seconds', 'ls86401', '86401'),
+    ('jq_dequeue|jq_wait_dequeue', 'wait', 's300', $$'300 s'$$),
+    ('jq_dequeue|jq_wait_dequeue', 'wait', 's301', $$'301 s'$$),
+    ('jq_await|jq_wait_result', 'timeout', 's300', $$'300 s'$$),
+    ('jq_await|jq_wait_result', 'timeout', 's301', $$'301 s'$$),
     ('jq_create_queue|jq_alter_queue', 'max_attempts', 'ma1000', '1000'),
     ('jq_create_queue|jq_alter_queue', 'max_attempts', 'ma1001', '1001'),
     ('jq_create_queue|jq_alter_queue', 'max_payload_bytes', 'mp15', '15'),
     ('jq_create_queue|jq_alter_queue', 'max_payload_bytes', 'mp16', '16'),
     ('jq_create_queue|jq_alter_queue', 'max_payload_bytes', 'mp64m', '67108864'),
     ('jq_create_queue|jq_alter_queue', 'max_payload_bytes', 'mp64m1', '67108865'),
-    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_cancel', 'job_id', 'ready', '{R}'),
-    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_cancel', 'job_id', 'scheduled', '{S}'),
-    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_cancel', 'job_id', 'done', '{D}'),
-    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_cancel', 'job_id', 'dead', '{X}'),
-    ('jq_result|jq_cancel', 'job_id', 'leased', '{L}'),
+    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_await|jq_wait_result|jq_cancel', 'job_id', 'ready', '{R}'),
+    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_await|jq_wait_result|jq_cancel', 'job_id', 'scheduled', '{S}'),
+    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_await|jq_wait_result|jq_cancel', 'job_id', 'done', '{D}'),
+    ('jq_ack|jq_fail|jq_extend|jq_progress|jq_result|jq_await|jq_wait_result|jq_cancel', 'job_id', 'dead', '{X}'),
+    ('jq_result|jq_await|jq_wait_result|jq_cancel', 'job_id', 'leased', '{L}'),
     ('jq_ack|jq_fail|jq_extend|jq_progress', 'lease_token', 'tok_next', '{T} + 1'),
     ('jq_ack|jq_fail|jq_extend|jq_progress', 'lease_token', 'tok_highbit', '{T} # 4611686018427387904'),
     ('jq_ack|jq_fail|jq_extend|jq_progress', 'lease_token', 'tok_neg', '-{T}'),
@@ -339,6 +343,13 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'cost|costs', '5'),
     ('.*', 'usage|usages', $$'{"cost": 3}'::jsonb$$),
     ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
+
+-- Baselines that differ from a parameter's default: a wait of 0, since the
+-- whole file runs in REPEATABLE READ, where no call may wait (0A000).
+CREATE TEMP TABLE base_override (fn text, param text, expr text);
+INSERT INTO base_override (fn, param, expr) VALUES
+    ('jq_wait_dequeue', 'wait', $$'0'$$),
+    ('jq_await|jq_wait_result', 'timeout', $$'0'$$);
 
 -- Calls of several hostile arguments at once: fn (a pattern, as in table
 -- rule), label, the arguments that
@@ -403,7 +414,7 @@ CREATE TEMP TABLE rule (id serial, prio int, fn text, param text, val text,
                         expect text, note text);
 INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     -- baseline calls
-    (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_ack_dequeue|jq_ack|jq_ack_batch|jq_result|jq_fail|jq_extend|jq_progress|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
+    (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_ack|jq_ack_batch|jq_result|jq_await|jq_wait_result|jq_fail|jq_extend|jq_progress|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
         '-', 'baseline', 'ok', NULL),
     (1, 'jq_set_key_policy', '-', 'baseline', 'ok', NULL),
     (1, 'jq_reset_key_policy', '-', 'baseline', 'noop', 'the key has no policy: 0 removed'),
@@ -511,10 +522,28 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
         'NULL: unchanged, or the queue''s key_ordered for a new policy'),
 
     -- dequeue and extend
-    (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
-    (1, 'jq_dequeue|jq_ack_dequeue', 'max_jobs', 'zero|neg1|int2max|int2min|int4max|int4min|mj10001', '22023', NULL),
-    (1, 'jq_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'null|one|int2max|ls86400', 'ok', NULL),
-    (1, 'jq_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'zero|neg1|int2min|int4max|int4min|ls86401', '22023', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue|jq_ack_dequeue', 'max_jobs', 'null|one|mj10000', 'ok', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue|jq_ack_dequeue', 'max_jobs', 'zero|neg1|int2max|int2min|int4max|int4min|mj10001', '22023', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'null|one|int2max|ls86400', 'ok', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_extend', 'lease_seconds', 'zero|neg1|int2min|int4max|int4min|ls86401', '22023', NULL),
+    -- waits: 0 to 300 s; this file runs in REPEATABLE READ, where a positive
+    -- wait is refused (its snapshot would never see what it waits for)
+    (1, 'jq_dequeue|jq_wait_dequeue', 'wait', 'null|zero', 'ok', NULL),
+    (1, 'jq_await|jq_wait_result', 'timeout', 'null|zero', 'ok', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue', 'wait', 'us|s300', '0A000', NULL),
+    (1, 'jq_await|jq_wait_result', 'timeout', 'us|s300', '0A000', NULL),
+    (1, 'jq_dequeue|jq_wait_dequeue', 'wait',
+        'neg_us|neg_huge|pos_huge|month|mixed|max_days|max_time|s301', '22023', NULL),
+    (1, 'jq_await|jq_wait_result', 'timeout',
+        'neg_us|neg_huge|pos_huge|month|mixed|max_days|max_time|s301', '22023', NULL),
+    -- a procedure's output argument: its value in is ignored
+    (1, 'jq_wait_dequeue', 'jobs', '.*', 'ok', NULL),
+    (1, 'jq_wait_result', 'result', '.*', 'ok', NULL),
+    -- awaiting a job: its jq_result row at once (no wait), nothing for an unknown one
+    (1, 'jq_await|jq_wait_result', 'job_id', 'null', '22004', NULL),
+    (1, 'jq_await|jq_wait_result', 'job_id', 'zero|neg1|unknown|int4max_plus|int8max|int8min',
+        'noop', NULL),
+    (1, 'jq_await|jq_wait_result', 'job_id', 'ready|scheduled|leased|done|dead', 'ok', NULL),
 
     -- a worker's turn (jq_ack_dequeue): the baseline completes nothing, so
     -- one of job_ids and lease_tokens alone, or results or errors without
@@ -844,7 +873,8 @@ SELECT p.oid AS oid,
             ELSE n.nspname || '.' || p.proname END AS name,
        format('%I.%I', n.nspname, p.proname) AS target,
        p.proretset AS retset,
-       p.prorettype::regtype AS rettype
+       p.prorettype::regtype AS rettype,
+       p.prokind AS kind
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
@@ -923,7 +953,9 @@ BEGIN
                     format('parameter %s is unnamed or variadic: the generator calls by name', p.pos + 1));
                 CONTINUE;
             END IF;
-            s := coalesce(p.dflt, pg_temp.seed_of(f.name, p.name));
+            s := coalesce((SELECT o.expr FROM base_override o
+                            WHERE f.name ~ ('^(' || o.fn || ')$') AND p.name ~ ('^(' || o.param || ')$')),
+                          p.dflt, pg_temp.seed_of(f.name, p.name));
             IF p.dflt IS NULL AND s IS NOT NULL AND p.typname LIKE '%[]' THEN
                 s := format('ARRAY[(%s)]', s);
             END IF;
@@ -994,12 +1026,15 @@ BEGIN
             ELSE
                 over := jsonb_build_object(c.param, c.val_expr);
             END IF;
+            -- a procedure is CALLed, through pg_temp.call_procedure
             UPDATE hcase SET call_sql = (
-                SELECT format('%s(%s)', f.target,
+                SELECT format(CASE WHEN f.kind = 'p' THEN 'pg_temp.call_procedure(%L)' ELSE '%s' END,
+                              format(CASE WHEN f.kind = 'p' THEN 'CALL %s(%s)' ELSE '%s(%s)' END,
+                                     f.target,
                               coalesce(string_agg(format('%I => (%s)::%s', p2.name,
                                                          coalesce(over ->> p2.name, base ->> p2.name),
                                                          p2.typname),
-                                                  ', ' ORDER BY p2.pos), ''))
+                                                  ', ' ORDER BY p2.pos), '')))
                   FROM param p2 WHERE p2.oid = f.oid)
              WHERE id = c.id;
         END LOOP;
@@ -1050,12 +1085,25 @@ CREATE FUNCTION pg_temp.noop_sql(f text) RETURNS text
 LANGUAGE sql AS $$
     SELECT CASE
         WHEN fn.name = 'jq_ack_batch' THEN 'NOT coalesce(bool_or(r.acked), false)'
+        WHEN fn.kind = 'p' THEN $n$bool_and(r IS NULL OR r = '[]'::jsonb)$n$
         WHEN fn.retset THEN 'count(*) = 0'
         WHEN fn.rettype = 'boolean'::regtype THEN 'bool_and(r IS FALSE)'
         WHEN fn.rettype = 'integer'::regtype THEN 'bool_and(r = 0)'
         WHEN fn.rettype IN ('text'::regtype, 'timestamptz'::regtype) THEN 'bool_and(r IS NULL)'
         ELSE 'false' END
       FROM fn WHERE fn.name = f
+$$;
+
+-- call_procedure(sql): runs a CALL and returns the procedure's one output
+-- argument as a row (from a function, the CALL is atomic: it cannot commit)
+CREATE FUNCTION pg_temp.call_procedure(sql text) RETURNS SETOF jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    out jsonb;
+BEGIN
+    EXECUTE sql INTO out;
+    RETURN NEXT out;
+END
 $$;
 
 CREATE FUNCTION pg_temp.run_case(c hcase) RETURNS void
