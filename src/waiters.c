@@ -246,13 +246,13 @@ take_slot(uint8 kind, int32 queue_id, int32 max_jobs, int64 job_id)
 	int			procno = pgjq_my_procno();
 
 	Assert(!waiting);
+	if (waiters != NULL && (procno < 0 || procno >= waiters->nslots))
+		elog(ERROR, "pgjq: process number %d has no waiter slot", procno);
 	waiting = true;
 	recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											 waiters ? PGJQ_WAIT_RECHECK_MS : POLL_WITHOUT_SHMEM_MS);
 	if (waiters == NULL)
 		return;
-	if (procno < 0 || procno >= waiters->nslots)
-		elog(ERROR, "pgjq: process number %d has no waiter slot", procno);
 
 	LWLockAcquire(waiters_lock, LW_EXCLUSIVE);
 	my_slot = &waiters->slot[procno];
