@@ -58,6 +58,7 @@ typedef struct
 	int			floor_poll_ms;
 	int			floor_notify;
 	int			listeners;
+	int			idle_waiters;	/* the listeners long-poll an idle queue instead */
 	long		prefill;
 	int			rounds;
 	long		max_jobs;
@@ -411,9 +412,16 @@ listener_main(void *arg)
 {
 	thread_state *ts = arg;
 
+	jqc_job		job;
+
 	pthread_barrier_wait(&barrier);
 	while (!__atomic_load_n(&stop_listeners, __ATOMIC_SEQ_CST))
-		ts->notifies += jqc_wait_notify(&ts->c, 100);
+	{
+		if (opt.idle_waiters)
+			(void) jqc_dequeue_wait(&ts->c, 1, 1000, 0, &job);	/* never gets one */
+		else
+			ts->notifies += jqc_wait_notify(&ts->c, 100);
+	}
 	return NULL;
 }
 
@@ -545,6 +553,8 @@ usage(void)
 			"  --floor-poll-ms T   floor workers without NOTIFY: poll (default 10)\n"
 			"  --floor-notify      floor: NOTIFY in the enqueue; workers LISTEN\n"
 			"  --listeners L       idle LISTEN sessions\n"
+			"  --idle-waiters      the idle sessions long-poll queue <queue>_idle instead\n"
+			"                      (jq_dequeue's wait), where no job ever comes\n"
 			"  --prefill N         jobs enqueued (untimed) before each round\n"
 			"  --rounds R          rounds (default 1)\n"
 			"  --max-jobs N        workers stop after N jobs a round\n"
@@ -582,6 +592,7 @@ main(int argc, char **argv)
 		{"floor-poll-ms", required_argument, NULL, 'F'},
 		{"floor-notify", no_argument, NULL, 'N'},
 		{"listeners", required_argument, NULL, 'l'},
+		{"idle-waiters", no_argument, NULL, 'i'},
 		{"prefill", required_argument, NULL, 'f'},
 		{"rounds", required_argument, NULL, 'R'},
 		{"max-jobs", required_argument, NULL, 'm'},
@@ -605,6 +616,8 @@ main(int argc, char **argv)
 				deqs = 0,
 				listener_notifies = 0;
 	int			n_extra;
+	char		idle_queue[64];
+	char		sql[256];
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
@@ -639,6 +652,7 @@ main(int argc, char **argv)
 			case 'F': opt.floor_poll_ms = atoi(optarg); break;
 			case 'N': opt.floor_notify = 1; break;
 			case 'l': opt.listeners = atoi(optarg); break;
+			case 'i': opt.idle_waiters = 1; break;
 			case 'f': opt.prefill = atol(optarg); break;
 			case 'R': opt.rounds = atoi(optarg); break;
 			case 'm': opt.max_jobs = atol(optarg); break;
@@ -670,20 +684,32 @@ main(int argc, char **argv)
 		return 1;
 	}
 	jqc_connect(&admin, opt.conninfo, opt.backend, opt.queue, 0);
+	if (opt.idle_waiters && opt.listeners > 0)
+	{
+		if (opt.backend != JQC_PGJQ || strlen(opt.queue) > 40)
+			usage();
+		snprintf(idle_queue, sizeof(idle_queue), "%s_idle", opt.queue);
+		snprintf(sql, sizeof(sql),
+				 "SELECT 1 FROM jq.jq_create_queue('%s', if_not_exists => true)", idle_queue);
+		jqc_exec(&admin, sql);
+	}
 	for (int i = 0; i < nthreads; i++)
 	{
 		int			is_producer = i < opt.producers + n_extra;
+		int			is_listener = i >= opt.producers + n_extra + opt.workers;
 
 		ts[i].idx = i;
 		ts[i].urgent = opt.urgent_rate > 0 && opt.workers > 0 && i == opt.producers;
 		ts[i].refill = opt.refill && i == opt.producers + n_extra - 1;
 		ts[i].seed = 12345u + (unsigned) i;
-		jqc_connect(&ts[i].c, opt.conninfo, opt.backend, opt.queue,
+		jqc_connect(&ts[i].c, opt.conninfo, opt.backend,
+					is_listener && opt.idle_waiters ? idle_queue : opt.queue,
 					opt.floor_notify && is_producer);
+		if (is_listener && opt.idle_waiters)
+			continue;			/* they wait in the dequeue */
 		if (i >= opt.producers + n_extra && !(opt.wait_ms > 0 && opt.backend == JQC_PGJQ &&
-											  i < opt.producers + n_extra + opt.workers) &&
-			(opt.backend == JQC_PGJQ || opt.floor_notify ||
-			 i >= opt.producers + n_extra + opt.workers))
+											  !is_listener) &&
+			(opt.backend == JQC_PGJQ || opt.floor_notify || is_listener))
 			jqc_listen(&ts[i].c);
 	}
 
