@@ -41,6 +41,7 @@
 #include "pgjq.h"
 
 #include "access/xact.h"
+#include "libpq/libpq.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
@@ -300,10 +301,27 @@ pgjq_wait_for_job(int64 job_id)
 }
 
 /*
+ * check_client ends a session whose client has gone, before it looks: a
+ * worker killed while it waited would otherwise lease the job it is woken
+ * for, and the job would wait out the lease (the lease commits before the
+ * rows fail to reach the client).  As client_connection_check_interval
+ * does, for every wait, at each wakeup and each look again.
+ */
+static void
+check_client(void)
+{
+	if (MyProcPort != NULL && !pq_check_connection())
+		ereport(FATAL,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("connection to client lost"),
+				 errdetail("The session was waiting in a pgjq call.")));
+}
+
+/*
  * pgjq_wait_sleep sleeps until this session is woken, or it is time to look
  * again anyway (true: look), or until passes (false).  Cancellation and
  * termination interrupt it as any statement; the postmaster's death ends
- * the process.
+ * the process; a session whose client has gone ends (check_client).
  */
 bool
 pgjq_wait_sleep(TimestampTz until)
@@ -324,7 +342,10 @@ pgjq_wait_sleep(TimestampTz until)
 			my_slot->woken = false;
 			LWLockRelease(waiters_lock);
 			if (woken)
+			{
+				check_client();
 				return true;
+			}
 		}
 		now = GetCurrentTimestamp();
 		if (now >= until)
@@ -333,6 +354,7 @@ pgjq_wait_sleep(TimestampTz until)
 		{
 			recheck_at = TimestampTzPlusMilliseconds(now, waiters ? PGJQ_WAIT_RECHECK_MS :
 													 POLL_WITHOUT_SHMEM_MS);
+			check_client();
 			return true;
 		}
 		wake_at = Min(until, recheck_at);

@@ -42,7 +42,7 @@ ensure_packages() {
         "${missing[@]}" >/dev/null
 }
 
-BASE_PACKAGES=(make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
+BASE_PACKAGES=(make gcc libc6-dev libkrb5-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
                postgresql-client-$PG_MAJOR)
 
 # build_install compiles pgjq with warnings as errors and installs it

@@ -90,9 +90,16 @@ ok($pw->{secs} < 10, 'at once');
 my $w3 = start_waiter(sprintf $fn_wait, '2 s');
 my $w4 = start_waiter(sprintf $fn_wait, '2 s');
 waiting(3);
-$node->safe_psql('postgres', q{SELECT jq.jq_enqueue('lp', '{"n": 2}')});
+my $committed = $node->safe_psql('postgres', q{
+	SELECT jq.jq_enqueue('lp', '{"n": 2}') > 0, extract(epoch FROM clock_timestamp())});
+(undef, $committed) = split /\|/, $committed;
 my ($got, $at) = split /\|/, finish($fw);
 is($got, 1, 'the next longest waiting takes the next job');
+# from the enqueue's last statement (just before its commit) to the waiter's
+# return, on the server's clock: the wakeup, not the 5 s look again
+my $ms = ($at - $committed) * 1000;
+note sprintf('a waiting function returned %.2f ms after the enqueue', $ms);
+cmp_ok($ms, '<', 500, 'within milliseconds of the commit');
 for my $w ($w3, $w4)
 {
 	is(finish($w) =~ s/\|.*//r, '0', 'the others are not handed it');
@@ -189,6 +196,22 @@ ok($st->{secs} < 5, 'on time');
 my $sp = start_waiter("SET statement_timeout = '300ms'", sprintf($proc_wait, '30 s'));
 finish($sp);
 like($sp->{err}, qr/canceling statement due to statement timeout/, 'and a waiting procedure');
+
+# --- a worker killed while it waits ----------------------------------------------------
+# its session must not take the job it is woken for: the lease would commit
+# and the job wait it out
+my $dead = start_waiter(sprintf $fn_wait, '30 s');
+waiting(1);
+$dead->{h}->signal('KILL');
+$dead->{h}->finish;
+$node->safe_psql('postgres', q{SELECT jq.jq_enqueue('lp', '{"dead": "client"}')});
+defined poll_fast($node, 'postgres', q{
+	SELECT count(*) = 0 FROM pg_stat_activity
+	 WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'}, 30)
+  or die 'the killed client\'s session never ended';
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM jq.jq_dequeue('lp') WHERE payload ->> 'dead' = 'client'}), '1',
+	'the session of a killed client ends at its wakeup and leaves the job to the others');
 
 # --- shutdown ------------------------------------------------------------------------
 my $pending = $node->safe_psql('postgres', q{
