@@ -690,6 +690,7 @@ main(int argc, char **argv)
 			usage();
 		snprintf(idle_queue, sizeof(idle_queue), "%s_idle", opt.queue);
 		snprintf(sql, sizeof(sql),
+				 "SET client_min_messages = warning; "
 				 "SELECT 1 FROM jq.jq_create_queue('%s', if_not_exists => true)", idle_queue);
 		jqc_exec(&admin, sql);
 	}
