@@ -16,12 +16,13 @@
  * trigger's pgjq_waiters_job_ended) wakes every session awaiting one of
  * them.  Rolled-back transactions wake no one.
  *
- * A committing backend reads a count of waiters without a lock and does
- * nothing more when there are none: enqueues pay one atomic read.  The
- * count is raised before the waiter looks for its work with a new
- * snapshot, and read after the committing transaction became visible
- * (XACT_EVENT_COMMIT comes after ProcArrayEndTransaction), so either the
- * waiter's snapshot sees the commit or the committer sees the waiter.
+ * A committing backend reads a count of waiters without a lock (one per
+ * bucket of queue or job ids) and does nothing more when nobody may wait
+ * for what it committed: enqueues pay one atomic read.  The count is
+ * raised before the waiter looks for its work with a new snapshot, and
+ * read after the committing transaction became visible (XACT_EVENT_COMMIT
+ * comes after ProcArrayEndTransaction), so either the waiter's snapshot
+ * sees the commit or the committer sees the waiter.
  *
  * A waiter also looks again every PGJQ_WAIT_RECHECK_MS unwoken, for what
  * wakes nobody: COMMIT PREPARED fires no callback.  Without shared memory
@@ -75,10 +76,19 @@ typedef struct Waiter
 	uint64		ticket;			/* arrival: the longest waiting go first */
 } Waiter;
 
+/*
+ * Waiters are counted per bucket of queue ids, and of job ids, so that a
+ * commit reads one counter for its queue (or one per bucket of the jobs it
+ * ended) and takes the lock only when somebody may wait for it: sessions
+ * waiting on other queues cost the enqueues of this one nothing.
+ */
+#define WAIT_BUCKETS 64
+#define WAIT_BUCKET(id) ((uint64) (id) % WAIT_BUCKETS)
+
 typedef struct WaitersShared
 {
-	pg_atomic_uint32 nqueue;	/* slots waiting for a queue */
-	pg_atomic_uint32 njob;		/* slots waiting for a job */
+	pg_atomic_uint32 queue_waiters[WAIT_BUCKETS];	/* by WAIT_BUCKET(queue_id) */
+	pg_atomic_uint32 job_waiters[WAIT_BUCKETS]; /* by WAIT_BUCKET(job_id) */
 	uint64		next_ticket;
 	int			nslots;
 	Waiter		slot[FLEXIBLE_ARRAY_MEMBER];
@@ -96,7 +106,7 @@ static TimestampTz recheck_at = 0;
 /* jobs this transaction ended, to wake their awaiters at commit */
 static int64 ended[ENDED_EXACT];
 static int	nended = 0;
-static uint64 ended_mask = 0;	/* bit job_id % 64 of every ended job */
+static uint64 ended_mask = 0;	/* bit WAIT_BUCKET(job_id) of every ended job */
 
 Size
 pgjq_waiters_shmem_size(void)
@@ -116,8 +126,11 @@ pgjq_waiters_shmem_init(LWLock *lock)
 	if (!found)
 	{
 		memset(waiters, 0, pgjq_waiters_shmem_size());
-		pg_atomic_init_u32(&waiters->nqueue, 0);
-		pg_atomic_init_u32(&waiters->njob, 0);
+		for (int i = 0; i < WAIT_BUCKETS; i++)
+		{
+			pg_atomic_init_u32(&waiters->queue_waiters[i], 0);
+			pg_atomic_init_u32(&waiters->job_waiters[i], 0);
+		}
 		waiters->nslots = pgjq_max_backends();
 	}
 }
@@ -142,7 +155,7 @@ pgjq_waiters_wake_queue(int32 queue_id, int64 jobs)
 	if (waiters == NULL || jobs <= 0)
 		return;
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&waiters->nqueue) == 0)
+	if (pg_atomic_read_u32(&waiters->queue_waiters[WAIT_BUCKET(queue_id)]) == 0)
 		return;
 
 	LWLockAcquire(waiters_lock, LW_EXCLUSIVE);
@@ -171,7 +184,7 @@ static bool
 ended_here(int64 job_id)
 {
 	if (nended > ENDED_EXACT)
-		return (ended_mask & (UINT64CONST(1) << (job_id & 63))) != 0;
+		return (ended_mask & (UINT64CONST(1) << WAIT_BUCKET(job_id))) != 0;
 	for (int i = 0; i < nended; i++)
 		if (ended[i] == job_id)
 			return true;
@@ -181,8 +194,13 @@ ended_here(int64 job_id)
 static void
 wake_awaiters(void)
 {
+	bool		any = false;
+
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&waiters->njob) == 0)
+	for (int b = 0; b < WAIT_BUCKETS && !any; b++)
+		any = (ended_mask & (UINT64CONST(1) << b)) != 0 &&
+			pg_atomic_read_u32(&waiters->job_waiters[b]) != 0;
+	if (!any)
 		return;
 	LWLockAcquire(waiters_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < waiters->nslots; i++)
@@ -237,7 +255,7 @@ pgjq_waiters_job_ended(int64 job_id)
 		ended[nended] = job_id;
 	if (nended <= ENDED_EXACT)
 		nended++;
-	ended_mask |= UINT64CONST(1) << (job_id & 63);
+	ended_mask |= UINT64CONST(1) << WAIT_BUCKET(job_id);
 }
 
 /* take_slot fills this backend's slot and counts it; lock not held */
@@ -265,7 +283,9 @@ take_slot(uint8 kind, int32 queue_id, int32 max_jobs, int64 job_id)
 	my_slot->job_id = job_id;
 	my_slot->ticket = waiters->next_ticket++;
 	/* a full barrier, before the caller's first snapshot */
-	pg_atomic_fetch_add_u32(kind == WAIT_QUEUE ? &waiters->nqueue : &waiters->njob, 1);
+	pg_atomic_fetch_add_u32(kind == WAIT_QUEUE ?
+							&waiters->queue_waiters[WAIT_BUCKET(queue_id)] :
+							&waiters->job_waiters[WAIT_BUCKET(job_id)], 1);
 	LWLockRelease(waiters_lock);
 }
 
@@ -389,10 +409,10 @@ pgjq_wait_done(bool pass_on)
 	if (for_queue)
 	{
 		queue_id = my_slot->queue_id;
-		pg_atomic_fetch_sub_u32(&waiters->nqueue, 1);
+		pg_atomic_fetch_sub_u32(&waiters->queue_waiters[WAIT_BUCKET(queue_id)], 1);
 	}
 	else
-		pg_atomic_fetch_sub_u32(&waiters->njob, 1);
+		pg_atomic_fetch_sub_u32(&waiters->job_waiters[WAIT_BUCKET(my_slot->job_id)], 1);
 	my_slot->kind = WAIT_NONE;
 	my_slot->dboid = InvalidOid;
 	my_slot->woken = false;
