@@ -85,6 +85,7 @@
 #include "utils/memutils.h"
 
 #include "bounds.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(pgjq_scan_bounds);
 PG_FUNCTION_INFO_V1(pgjq_scan_bound);
@@ -448,6 +449,7 @@ note_of(int32 entry, int slot)
 			return &notes[i];
 	if (!callbacks_registered)
 	{
+		pgjq_wakeup_register_callbacks();	/* to run after these: see there */
 		RegisterXactCallback(bounds_xact_callback, NULL);
 		RegisterSubXactCallback(bounds_subxact_callback, NULL);
 		callbacks_registered = true;

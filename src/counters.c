@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "wakeup.h"
 #include "bounds.h"
 #include "keys.h"
 #include "queue.h"
@@ -274,6 +275,7 @@ pgjq_counters_register_callbacks(void)
 
 	if (callbacks_registered)
 		return;
+	pgjq_wakeup_register_callbacks();	/* to run after these: see there */
 	RegisterXactCallback(counters_xact_callback, NULL);
 	RegisterSubXactCallback(counters_subxact_callback, NULL);
 	callbacks_registered = true;

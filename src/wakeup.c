@@ -266,10 +266,30 @@ wakeup_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * no lock, no I/O.  A no-op without shared_preload_libraries, as there is
  * no worker to wake.
  */
+/*
+ * pgjq_wakeup_register_callbacks registers the transaction callbacks of the
+ * wakeups, once per backend.  The counters (and keys) and the scan bounds
+ * call it before they register theirs: callbacks run in the reverse order
+ * of registration, so the wakeups come after those have applied the
+ * transaction's changes at commit.  A waiting session woken before the
+ * bounds were lowered or the keys counted would scan from a stale bound,
+ * find nothing, and sleep through the wakeup it was given.
+ */
+void
+pgjq_wakeup_register_callbacks(void)
+{
+	static bool callbacks_registered = false;
+
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(wakeup_xact_callback, NULL);
+	RegisterSubXactCallback(wakeup_subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
 void
 pgjq_wake_at_commit(int32 queue_id, int64 jobs)
 {
-	static bool callbacks_registered = false;
 	SubTransactionId subid = GetCurrentSubTransactionId();
 
 	if (wake_hash == NULL)
@@ -282,12 +302,7 @@ pgjq_wake_at_commit(int32 queue_id, int64 jobs)
 			return;
 		}
 
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(wakeup_xact_callback, NULL);
-		RegisterSubXactCallback(wakeup_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
+	pgjq_wakeup_register_callbacks();
 	if (npending == maxpending)
 	{
 		maxpending = Max(8, maxpending * 2);

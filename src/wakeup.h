@@ -23,6 +23,7 @@ extern Size pgjq_wakeup_shmem_size(void);
 extern void pgjq_wakeup_shmem_init(LWLock *lock);
 
 /* backends */
+extern void pgjq_wakeup_register_callbacks(void);
 extern void pgjq_wake_at_commit(int32 queue_id, int64 jobs);
 extern void pgjq_wake_now(const int32 *queue_ids, int n);
 

@@ -106,6 +106,33 @@ for my $w ($w3, $w4)
 	ok($w->{secs} >= 1.9, 'and wait on until their timeout');
 }
 
+# --- a woken waiter sees what woke it ---------------------------------------------
+# The wakeup must come after the committing transaction applied what a
+# dequeue reads besides the rows (its scan bounds, its keys): a waiter woken
+# before that scans from a stale bound, finds nothing and sleeps through
+# its wakeup.  40 rounds of one job, 150 ms apart, to one waiting worker:
+# each taken at once (a lost wakeup waits for the next round).
+create_queue($node, 'postgres', 'race');
+{
+	my $w = start_waiter(join("\n", map { "SELECT count(*) FROM jq.jq_dequeue('race', 1, NULL, wait => '3 s');" } 1 .. 40));
+	waiting(1);
+	$node->safe_psql('postgres', q{
+		DO $$BEGIN
+		FOR i IN 1..40 LOOP
+		    PERFORM jq.jq_enqueue('race', '{}');
+		    COMMIT;
+		    PERFORM pg_sleep(0.15);
+		END LOOP; END$$});
+	finish($w);
+	is($w->{out}, join("\n", (1) x 40), '40 long polls, each got its job');
+	my ($late, $worst) = split /\|/, $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE started_at - enqueued_at > interval '120 ms'),
+		       round(extract(epoch FROM max(started_at - enqueued_at)) * 1000)
+		  FROM jq.job j JOIN jq.queue q USING (queue_id) WHERE q.name = 'race'});
+	note "slowest pickup of the 40: $worst ms";
+	is($late, 0, 'each taken within 120 ms of its enqueue: no wakeup slept through');
+}
+
 # --- the worker's wakes --------------------------------------------------------
 # each wait is 30 s; each wake should come well before the 5 s recheck
 sub woken_within
