@@ -33,6 +33,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "executor/spi.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -537,8 +538,55 @@ pgjq_rebuild_counters(PG_FUNCTION_ARGS)
 }
 
 /*
+ * counters_on_standby puts into the function's result what a hot standby
+ * can know of the counters: the shared counters are the primary's (a
+ * standby's backends commit nothing, and replay runs no trigger), so the
+ * jobs in each state are counted from the tables, exact for the calling
+ * statement's snapshot, and the totals since the counters began are NULL.
+ * Its cost is a scan of jq.job and jq.dead_letter: analysts' reads on a
+ * replica, never the primary's hot path.
+ */
+static void
+counters_on_standby(ReturnSetInfo *rsinfo)
+{
+	SPI_connect();
+	if (SPI_execute("SELECT queue_id, priority::pg_catalog.int4,"
+					"       pg_catalog.sum(ready)::pg_catalog.int8,"
+					"       pg_catalog.sum(scheduled)::pg_catalog.int8,"
+					"       pg_catalog.sum(leased)::pg_catalog.int8,"
+					"       pg_catalog.sum(dead)::pg_catalog.int8"
+					"  FROM (SELECT queue_id, priority,"
+					"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(READY) ") AS ready,"
+					"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(SCHEDULED) ") AS scheduled,"
+					"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(LEASED) ") AS leased,"
+					"               0 AS dead"
+					"          FROM jq.job GROUP BY queue_id, priority"
+					"        UNION ALL"
+					"        SELECT queue_id, priority, 0, 0, 0, pg_catalog.count(*)"
+					"          FROM jq.dead_letter GROUP BY queue_id, priority) c"
+					" GROUP BY queue_id, priority", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgjq: could not count the jobs on the standby");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[PGJQ_C_NUM + 4];
+		bool		nulls[PGJQ_C_NUM + 4];
+
+		for (int c = 0; c < PGJQ_C_NUM + 4; c++)
+			nulls[c] = true;
+		for (int c = 0; c < 6; c++)
+			values[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1,
+									  &nulls[c]);
+		values[2 + PGJQ_C_NUM] = BoolGetDatum(false);
+		nulls[2 + PGJQ_C_NUM] = false;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+}
+
+/*
  * jq.counters() returns this database's counters, one row per queue and
- * priority.  O(number of queues x priorities): no table is read.
+ * priority.  O(number of queues x priorities): no table is read, except
+ * on a hot standby (counters_on_standby).
  */
 Datum
 pgjq_counters(PG_FUNCTION_ARGS)
@@ -551,6 +599,11 @@ pgjq_counters(PG_FUNCTION_ARGS)
 	TimestampTz since = 0;
 
 	pgjq_init_materialized_srf(fcinfo);
+	if (RecoveryInProgress())
+	{
+		counters_on_standby(rsinfo);
+		return (Datum) 0;
+	}
 	if (counters_shared == NULL)
 		return (Datum) 0;
 

@@ -3,6 +3,10 @@
 #     pgjq worker runs: pg_stat_activity shows none, jq.jq_worker_status() has
 #     no worker pid, and an expired lease replicated from the primary stays
 #     leased.
+#   - On the standby the analysts' views are readable: jq.queue_stats counts
+#     the jobs in each state from the tables (the shared counters are the
+#     primary's), jq_result, key_stats, usage and batch_progress answer, and
+#     every call that changes jobs or queues fails with 25006.
 #   - After promotion the worker starts on the new primary and reclaims
 #     that lease within seconds; enqueue, dequeue and ack work there.
 # To keep the primary's own worker from reclaiming the expired lease before
@@ -70,6 +74,48 @@ is($primary->safe_psql('postgres', "SELECT state FROM jq.job WHERE id = $id"),
 	'l', 'on the primary too the locked job is still leased');
 unlike(slurp_file($standby->logfile), qr/pgjq worker started/,
 	'the standby never started a pgjq worker');
+
+# --- the standby's views and writes --------------------------------------------------
+
+# a queue of its own, so that the failover below sees only its job
+create_queue($primary, 'postgres', 'sv');
+$primary->safe_psql('postgres', q{SELECT count(jq.jq_enqueue('sv', '{}')) FROM generate_series(1, 8)});
+lease_and_disconnect($primary, 'postgres', 'sv', 3600);
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql('postgres', q{
+		SELECT s.ready || ',' || s.in_flight || ',' || s.scheduled || '|' ||
+		       (SELECT count(*) FILTER (WHERE state = 'r') || ',' || count(*) FILTER (WHERE state = 'l')
+		          FROM jq.job j JOIN jq.queue q USING (queue_id) WHERE q.name = 'sv')
+		  FROM jq.queue_stats s WHERE s.queue = 'sv'}),
+	'7,1,0|7,1',
+	'on the standby jq.queue_stats counts the jobs in each state from the tables');
+for my $sql (q{SELECT count(*) FROM jq.key_stats}, q{SELECT count(*) FROM jq.usage},
+	q{SELECT count(*) FROM jq.batch_progress}, qq{SELECT state FROM jq.jq_result($id)},
+	q{SELECT count(*) FROM jq.stats_history})
+{
+	my ($rc, $out, $err) = $standby->psql('postgres', $sql);
+	is($rc, 0, "readable on the standby: $sql");
+}
+for my $sql (q{SELECT jq.jq_enqueue('sq', '{}')},
+	q{SELECT jq.jq_enqueue_batch('sq', ARRAY['{}'::jsonb])},
+	q{SELECT * FROM jq.jq_dequeue('sq')},
+	q{CALL jq.jq_wait_dequeue('sq', 1, NULL, '0', NULL)},
+	qq{SELECT jq.jq_ack($id, 1)},
+	qq{SELECT jq.jq_ack_batch(ARRAY[$id]::bigint[], ARRAY[1]::bigint[])},
+	q{SELECT * FROM jq.jq_ack_dequeue('sq')},
+	qq{SELECT jq.jq_fail($id, 1, 'x')},
+	qq{SELECT jq.jq_extend($id, 1)},
+	qq{SELECT jq.jq_progress($id, 1, '{}')},
+	qq{SELECT jq.jq_cancel($id)},
+	q{SELECT jq.jq_redrive('sq')},
+	q{SELECT jq.jq_create_queue('nq')},
+	q{SELECT jq.jq_alter_queue('sq', max_attempts => 3)},
+	q{SELECT jq.jq_drop_queue('sq', force => true)})
+{
+	my ($rc, $out, $err) = $standby->psql('postgres', $sql,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	like($err, qr/ERROR:  25006/, "read-only on the standby (25006): $sql");
+}
 
 # --- failover --------------------------------------------------------------------
 
