@@ -76,7 +76,9 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "common/hashfn.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/pairingheap.h"
 #include "storage/shmem.h"
@@ -1939,6 +1941,41 @@ pgjq_forget_keys(PG_FUNCTION_ARGS)
  * them: one row per key with jobs, reservations or a policy.  O(keys): no
  * table is read.  jq.key_stats adds names and the policies in force.
  */
+/*
+ * key_counters_on_standby puts into the function's result what a hot
+ * standby can know of the keys: the jobs of each key in each state,
+ * counted from jq.job (exact for the calling statement's snapshot; the
+ * keys in shared memory are the primary's), nothing reserved, and no
+ * totals, weight, budget or schedule (NULL).  As counters.c does for the
+ * queues.
+ */
+static void
+key_counters_on_standby(ReturnSetInfo *rsinfo)
+{
+	SPI_connect();
+	if (SPI_execute("SELECT queue_id, key,"
+					"       pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(READY) "),"
+					"       pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(SCHEDULED) "),"
+					"       pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) " PGJQ_SQL_STATE(LEASED) ")"
+					"  FROM jq.job GROUP BY queue_id, key", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgjq: could not count the jobs of the keys on the standby");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[14];
+		bool		nulls[14];
+
+		for (int c = 0; c < 14; c++)
+			nulls[c] = true;
+		for (int c = 0; c < 5; c++)
+			values[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1,
+									  &nulls[c]);
+		values[5] = values[6] = Int64GetDatum(0);	/* nothing reserved here */
+		nulls[5] = nulls[6] = false;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+}
+
 Datum
 pgjq_key_counters(PG_FUNCTION_ARGS)
 {
@@ -1947,6 +1984,11 @@ pgjq_key_counters(PG_FUNCTION_ARGS)
 	KeyEntry   *e;
 
 	pgjq_init_materialized_srf(fcinfo);
+	if (RecoveryInProgress())
+	{
+		key_counters_on_standby(rsinfo);
+		return (Datum) 0;
+	}
 	if (key_hash == NULL)
 		return (Datum) 0;
 

@@ -81,14 +81,20 @@ unlike(slurp_file($standby->logfile), qr/pgjq worker started/,
 create_queue($primary, 'postgres', 'sv');
 $primary->safe_psql('postgres', q{SELECT count(jq.jq_enqueue('sv', '{}')) FROM generate_series(1, 8)});
 lease_and_disconnect($primary, 'postgres', 'sv', 3600);
+$primary->safe_psql('postgres', q{SELECT count(jq.jq_enqueue('sv', '{}', key => 'team_a')) FROM generate_series(1, 2)});
 $primary->wait_for_catchup($standby);
 is( $standby->safe_psql('postgres', q{
 		SELECT s.ready || ',' || s.in_flight || ',' || s.scheduled || '|' ||
 		       (SELECT count(*) FILTER (WHERE state = 'r') || ',' || count(*) FILTER (WHERE state = 'l')
 		          FROM jq.job j JOIN jq.queue q USING (queue_id) WHERE q.name = 'sv')
 		  FROM jq.queue_stats s WHERE s.queue = 'sv'}),
-	'7,1,0|7,1',
+	'9,1,0|9,1',
 	'on the standby jq.queue_stats counts the jobs in each state from the tables');
+is( $standby->safe_psql('postgres', q{
+		SELECT string_agg(coalesce(key, '-') || ':' || ready || ',' || in_flight, ' '
+		                  ORDER BY key NULLS FIRST)
+		  FROM jq.key_stats WHERE queue = 'sv'}),
+	'-:7,1 team_a:2,0', 'and jq.key_stats those of each key');
 for my $sql (q{SELECT count(*) FROM jq.key_stats}, q{SELECT count(*) FROM jq.usage},
 	q{SELECT count(*) FROM jq.batch_progress}, qq{SELECT state FROM jq.jq_result($id)},
 	q{SELECT count(*) FROM jq.stats_history})
