@@ -221,12 +221,12 @@ due_scheduled_job(Oid job_relid, int32 queue_id, TimestampTz now)
 }
 
 /*
- * dequeue_args reads and checks the queue and max_jobs arguments of
- * jq_dequeue and jq_ack_dequeue (at argument numbers queue_arg and
- * queue_arg + 1).
+ * pgjq_dequeue_args reads and checks the queue and max_jobs arguments of
+ * jq_dequeue, jq_ack_dequeue and the procedure jq_wait_dequeue (at argument
+ * numbers queue_arg and queue_arg + 1).
  */
-static char *
-dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
+char *
+pgjq_dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs)
 {
 	if (PG_ARGISNULL(queue_arg))
 		ereport(ERROR,
@@ -347,7 +347,7 @@ Datum
 pgjq_dequeue(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
-	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
+	char	   *queue_name = pgjq_dequeue_args(fcinfo, 0, &max_jobs);
 	int64		wait = pgjq_wait_usecs(fcinfo, 3, "wait");
 	TimestampTz until;
 	DequeueLook look;
@@ -656,7 +656,7 @@ Datum
 pgjq_ack_dequeue(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
-	char	   *queue_name = dequeue_args(fcinfo, 0, &max_jobs);
+	char	   *queue_name = pgjq_dequeue_args(fcinfo, 0, &max_jobs);
 	ArrayType  *ids_arr = NULL;
 	ArrayType  *tokens_arr = NULL;
 	ArrayType  *results_arr = NULL;

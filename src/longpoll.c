@@ -190,23 +190,32 @@ typedef struct SpiLook
 static SPIPlanPtr dequeue_plan = NULL;
 static SPIPlanPtr dequeue_lease_plan = NULL;
 static SPIPlanPtr result_plan = NULL;
+static SPIPlanPtr await_plan = NULL;
+
+/* kept_plan prepares sql into *plan and keeps it, the first time */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "pgjq: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "pgjq: could not keep the plan of \"%s\"", sql);
+		*plan = p;
+	}
+	return *plan;
+}
 
 /* spi_row runs the look's statement and returns its row */
 static HeapTuple
 spi_row(SpiLook *l)
 {
-	if (*l->plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(l->sql, l->nargs, l->argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "pgjq: could not prepare \"%s\": %s", l->sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "pgjq: could not keep the plan of \"%s\"", l->sql);
-		*l->plan = plan;
-	}
-	if (SPI_execute_plan(*l->plan, l->args, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(kept_plan(l->plan, l->sql, l->nargs, l->argtypes), l->args,
+						 NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "pgjq: a waiting look returned no row");
 	return SPI_tuptable->vals[0];
@@ -293,18 +302,10 @@ pgjq_wait_dequeue(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	SpiLook		look;
 	bool		found;
-	int32		max_jobs = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
+	int32		max_jobs;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	/* what jq_dequeue would say, without its statement as context */
-	if (max_jobs < 1 || max_jobs > PGJQ_LIMIT_MAX_JOBS_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_jobs must be between 1 and %d", PGJQ_LIMIT_MAX_JOBS_MAX),
-				 errdetail("Got %d.", max_jobs)));
+	/* jq_dequeue's checks, here without its statement as the error's context */
+	(void) pgjq_dequeue_args(fcinfo, 0, &max_jobs);
 	if (wait > 0)
 		pgjq_wait_check_isolation("jq_wait_dequeue");
 
@@ -369,8 +370,8 @@ look_for_result(void *arg)
 	bool		ended = true;
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT * FROM jq.jq_result($1)", 1, &argtype, &job_id,
-							  NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&await_plan, "SELECT * FROM jq.jq_result($1)", 1, &argtype),
+						 &job_id, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pgjq: could not read the result of job " INT64_FORMAT, l->job_id);
 	if (l->row != NULL)
 		heap_freetuple(l->row);

@@ -19,6 +19,9 @@
 /* one look for what a session waits for: true when it found it */
 typedef bool (*PgjqLook) (void *arg);
 
+/* lease.c: the checks of jq_dequeue's queue and max_jobs, shared */
+extern char *pgjq_dequeue_args(FunctionCallInfo fcinfo, int queue_arg, int32 *max_jobs);
+
 extern int64 pgjq_wait_usecs(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void pgjq_wait_check_isolation(const char *what);
 extern bool pgjq_look_releasing_locks(PgjqLook look, void *arg);
