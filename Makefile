@@ -73,7 +73,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPGJQ_VERSION='"$(EXTVERSION)"'
 # preloads pgjq (test/pgjq.conf)
 REGRESS = install queue enqueue dequeue ack result fail lease_control idempotency \
 	batch privileges search_path bad_input periodic stats calling_convention rules bounds \
-	compact keys ordered_keys progress deadlines usage rate_limits longpoll
+	compact keys ordered_keys progress deadlines usage rate_limits longpoll shard
 REGRESS_OPTS = --temp-config=$(srcdir)/test/pgjq.conf --temp-instance=./tmp_check_regress
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

@@ -1712,6 +1712,123 @@ AS 'MODULE_PATHNAME', 'pgjq_wait_result';
 COMMENT ON PROCEDURE jq.jq_wait_result IS 'jq_await holding no snapshot, lock or xid while it waits; result is jq_result''s row as JSON, NULL for an unknown job';
 
 /* ------------------------------------------------------------------------
+ * Shards (docs/scale-out.md).  Behind a PL/Proxy router (proxy/) each
+ * shard hands out job and batch ids from a range of its own, from
+ * shard * 2^44 on, so that the router finds a job's shard from its id
+ * alone (job_id >> 44) and a batch has one id on every shard.  That is
+ * 2^44 ids per shard; at most 512 shards keep every id below 2^53, exact
+ * where JSON numbers are doubles (JavaScript).
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION jq.jq_set_shard(shard integer)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lo bigint;
+    hi bigint;
+    held_lo bigint;
+    held_hi bigint;
+    batch_seq regclass := pg_get_serial_sequence('jq.batch', 'batch_id')::regclass;
+    batch_last bigint;
+    next_job bigint;
+    next_batch bigint;
+BEGIN
+    IF shard IS NULL OR shard < 0 OR shard > 511 THEN
+        RAISE EXCEPTION 'shard must be between 0 and 511'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(shard::text, 'NULL'));
+    END IF;
+    lo := greatest(shard::bigint << 44, 1);
+    hi := ((shard::bigint + 1) << 44) - 1;
+
+    -- the jobs this database holds must be in the shard's range, where
+    -- the router looks for them (the primary keys make this six probes)
+    SELECT min(m.id), max(m.id) INTO held_lo, held_hi
+      FROM (SELECT min(j.id) AS id FROM jq.job j UNION ALL
+            SELECT max(j.id) FROM jq.job j UNION ALL
+            SELECT min(r.job_id) FROM jq.job_result r UNION ALL
+            SELECT max(r.job_id) FROM jq.job_result r UNION ALL
+            SELECT min(d.job_id) FROM jq.dead_letter d UNION ALL
+            SELECT max(d.job_id) FROM jq.dead_letter d) m;
+    -- and so must the batches it made itself (other shards' batches,
+    -- adopted by jq_adopt_batch, are outside it)
+    SELECT s.last_value INTO batch_last FROM pg_sequences s
+     WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = batch_seq;
+    IF held_lo < lo OR held_hi > hi
+       OR (batch_last NOT BETWEEN lo AND hi
+           AND EXISTS (SELECT FROM jq.batch b WHERE b.batch_id <= batch_last
+                                                AND b.batch_id NOT BETWEEN lo AND hi)) THEN
+        RAISE EXCEPTION 'this database holds jobs or batches outside the id range of shard %', shard
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Shard %s''s ids are %s to %s; its jobs have ids %s to %s.',
+                                  shard, lo, hi, held_lo, held_hi),
+                  HINT = 'Only shard 0 can hold the jobs of a database that ran before sharding; make new databases the other shards.';
+    END IF;
+
+    next_job := greatest(lo, held_hi + 1,
+                         (SELECT s.last_value + 1 FROM pg_sequences s
+                           WHERE s.schemaname = 'jq' AND s.sequencename = 'job_id_seq'
+                             AND s.last_value BETWEEN lo AND hi - 1));
+    next_batch := greatest(lo, CASE WHEN batch_last BETWEEN lo AND hi - 1 THEN batch_last + 1 END);
+    EXECUTE format('ALTER SEQUENCE jq.job_id_seq MINVALUE %s MAXVALUE %s START %s RESTART %s',
+                   lo, hi, lo, next_job);
+    EXECUTE format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',
+                   batch_seq, lo, hi, lo, next_batch);
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_set_shard IS 'make this database shard N behind a PL/Proxy router: its job and batch ids from N * 2^44 on';
+
+-- A batch made on another shard (the router's jq_create_batch makes it on
+-- one and adopts it on the others), so that the jobs of it that are
+-- enqueued here count toward it.  Idempotent.
+CREATE FUNCTION jq.jq_adopt_batch(batch_id bigint, queue text, label text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid integer := jq.queue_id(jq_adopt_batch.queue);
+    own record;
+    had integer;
+BEGIN
+    IF jq_adopt_batch.batch_id IS NULL THEN
+        RAISE EXCEPTION 'batch_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- ids in this database's own range are its own to give
+    SELECT s.min_value, s.max_value INTO own FROM pg_sequences s
+     WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass
+           = pg_get_serial_sequence('jq.batch', 'batch_id')::regclass;
+    IF jq_adopt_batch.batch_id < 1 THEN
+        RAISE EXCEPTION 'batch id must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', jq_adopt_batch.batch_id);
+    END IF;
+    IF jq_adopt_batch.batch_id BETWEEN own.min_value AND own.max_value THEN
+        RAISE EXCEPTION 'batch id % is in this shard''s own range', jq_adopt_batch.batch_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Adopt only batches made on another shard; run jq.jq_set_shard on every shard first.';
+    END IF;
+    INSERT INTO jq.batch (batch_id, queue_id, label)
+    OVERRIDING SYSTEM VALUE
+    VALUES (jq_adopt_batch.batch_id, qid, jq_adopt_batch.label)
+    ON CONFLICT ON CONSTRAINT batch_pkey DO NOTHING;
+    SELECT b.queue_id INTO had FROM jq.batch b WHERE b.batch_id = jq_adopt_batch.batch_id;
+    IF had <> qid THEN
+        RAISE EXCEPTION 'batch % belongs to another queue', jq_adopt_batch.batch_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION jq.jq_adopt_batch IS 'record a batch made on another shard under the same id, so this shard''s jobs of it count toward it';
+
+/* ------------------------------------------------------------------------
  * Counters, statistics, alerts and retention.  src/counters.c keeps the
  * counters; the worker samples them, checks alerts and purges.
  * ------------------------------------------------------------------------ */
@@ -2646,7 +2763,8 @@ GRANT EXECUTE ON FUNCTION
     jq.jq_submit_batch(text, jsonb[], text, integer, timestamptz, text[], timestamptz[], numeric[]),
     jq.jq_result(bigint),
     jq.jq_await(bigint, interval),
-    jq.jq_cancel(bigint)
+    jq.jq_cancel(bigint),
+    jq.jq_adopt_batch(bigint, text, text)
 TO jq_producer;
 GRANT EXECUTE ON PROCEDURE jq.jq_wait_result(bigint, interval, jsonb) TO jq_producer, jq_worker;
 GRANT EXECUTE ON PROCEDURE jq.jq_wait_dequeue(text, integer, integer, interval, jsonb) TO jq_worker;

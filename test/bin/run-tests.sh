@@ -16,7 +16,7 @@ source "$(dirname "$0")/common.sh"
 
 ensure_packages "${BASE_PACKAGES[@]}" postgresql-$PG_MAJOR-pgtap \
     libtap-parser-sourcehandler-pgtap-perl libipc-run-perl perl \
-    prometheus-postgres-exporter python3-psycopg nodejs pgbouncer
+    prometheus-postgres-exporter python3-psycopg nodejs pgbouncer postgresql-$PG_MAJOR-plproxy
 # the example workers' runtimes (above, and npm: NodeSource's nodejs bundles
 # npm and conflicts with Debian's npm package, so install it only if missing)
 command -v npm >/dev/null 2>&1 || ensure_packages npm

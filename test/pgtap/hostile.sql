@@ -342,7 +342,8 @@ INSERT INTO seed (fn, param, expr) VALUES
     ('.*', 'deadline|deadlines', $$now() + interval '1 hour'$$),
     ('.*', 'cost|costs', '5'),
     ('.*', 'usage|usages', $$'{"cost": 3}'::jsonb$$),
-    ('jq\.free_space', 'rel', $$'jq.job'::regclass$$);
+    ('jq\.free_space', 'rel', $$'jq.job'::regclass$$),
+    ('jq_adopt_batch', 'batch_id', '(1::bigint << 44) + 5');
 
 -- Baselines that differ from a parameter's default: a wait of 0, since the
 -- whole file runs in REPEATABLE READ, where no call may wait (0A000).
@@ -417,6 +418,13 @@ INSERT INTO rule (prio, fn, param, val, expect, note) VALUES
     (1, 'jq_create_queue|jq_alter_queue|jq_drop_queue|jq_list_queues|jq_enqueue|jq_enqueue_batch|jq_dequeue|jq_wait_dequeue|jq_ack_dequeue|jq_ack|jq_ack_batch|jq_result|jq_await|jq_wait_result|jq_fail|jq_extend|jq_progress|jq_cancel|jq_redrive|jq_create_batch|jq_submit_batch|jq_worker_status',
         '-', 'baseline', 'ok', NULL),
     (1, 'jq_set_key_policy', '-', 'baseline', 'ok', NULL),
+    -- jq_adopt_batch(batch_id, queue, label): this database is no shard
+    -- (jq_set_shard was not run), so every positive id is its own to give
+    -- and none can be adopted (sql/shard.sql adopts on a shard)
+    (1, 'jq_adopt_batch', '-', 'baseline', '22023', 'not a shard: every batch id is its own'),
+    (1, 'jq_adopt_batch', 'batch_id', 'null', '22004', NULL),
+    (1, 'jq_adopt_batch', 'batch_id', '.*', '22023', 'not positive, or this database''s own'),
+    (1, 'jq_adopt_batch', 'label', '.*', '22023', 'not a shard: the id is refused whatever the label'),
     (1, 'jq_reset_key_policy', '-', 'baseline', 'noop', 'the key has no policy: 0 removed'),
     (1, 'jq\.counters|jq\.counters_valid|jq\.scan_bounds|jq\.key_counters', '-', 'baseline', 'any',
         'the shared counters and dequeue bounds do not see this test''s uncommitted queues'),
