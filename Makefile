@@ -105,7 +105,7 @@ all install installcheck:
 	@exit 1
 endif
 
-.PHONY: demo test bench bench-quick bench-keys bench-progress soak
+.PHONY: demo test bench bench-quick bench-keys bench-progress bench-proxy soak
 
 demo:
 	bash test/bin/demo.sh
@@ -124,6 +124,9 @@ bench-keys:
 
 bench-progress:
 	bash bench/progress.sh
+
+bench-proxy:
+	bash bench/proxy.sh
 
 soak:
 	bash bench/soak.sh

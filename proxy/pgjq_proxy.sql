@@ -57,16 +57,25 @@ $roles$;
  * Routing
  * ------------------------------------------------------------------------ */
 
--- the number of shards: the partitions of server pgjq_shards
+-- the number of shards: the partitions of server pgjq_shards.  PL/pgSQL,
+-- so that the catalog query's plan is kept for the session (a SQL
+-- function would plan it at every call: 0.14 ms), and without SET (which
+-- costs a GUC save and restore per call), everything schema-qualified.
 CREATE OR REPLACE FUNCTION pgjq_proxy.shard_count()
 RETURNS integer
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT count(*)::integer
-      FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
-     WHERE s.srvname = 'pgjq_shards' AND o ~ '^p[0-9]+='
+BEGIN
+    RETURN (SELECT pg_catalog.count(*)::integer
+              FROM pg_catalog.pg_foreign_server s, pg_catalog.unnest(s.srvoptions) o
+             WHERE s.srvname OPERATOR(pg_catalog.=) 'pgjq_shards'
+               AND o OPERATOR(pg_catalog.~) '^p[0-9]+=');
+END
 $$;
+
+-- The routing functions below are SQL expressions without SET, so that
+-- they are inlined into the calls that use them.  Everything in them is
+-- schema-qualified.
 
 -- the shard of a job or batch id.  Ids no shard of this router gave
 -- (negative, NULL, beyond the last shard) go to shard 0, which answers
@@ -74,10 +83,10 @@ $$;
 CREATE OR REPLACE FUNCTION pgjq_proxy.id_shard(id bigint)
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN id >> 44 BETWEEN 1 AND pgjq_proxy.shard_count() - 1
-                THEN (id >> 44)::integer ELSE 0 END
+    SELECT CASE WHEN id OPERATOR(pg_catalog.>=) (1::bigint OPERATOR(pg_catalog.<<) 44)
+                     AND (id OPERATOR(pg_catalog.>>) 44) OPERATOR(pg_catalog.<) pgjq_proxy.shard_count()
+                THEN (id OPERATOR(pg_catalog.>>) 44)::integer ELSE 0 END
 $$;
 
 -- the shard of a job key (or, for a job without one, of its idempotency
@@ -86,13 +95,14 @@ $$;
 CREATE OR REPLACE FUNCTION pgjq_proxy.key_shard(queue text, key text, idempotency_key text)
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ((hashtextextended(queue || E'\n' ||
-                              CASE WHEN key IS NOT NULL THEN 'k' || key
-                                   ELSE 'i' || idempotency_key END, 0)
-             & 2147483647) % pgjq_proxy.shard_count())::integer
-     WHERE key IS NOT NULL OR idempotency_key IS NOT NULL
+    SELECT CASE WHEN key IS NOT NULL OR idempotency_key IS NOT NULL THEN
+        ((pg_catalog.hashtextextended(queue OPERATOR(pg_catalog.||) E'\n' OPERATOR(pg_catalog.||)
+              CASE WHEN key IS NOT NULL THEN 'k' OPERATOR(pg_catalog.||) key
+                   ELSE 'i' OPERATOR(pg_catalog.||) idempotency_key END, 0)
+          OPERATOR(pg_catalog.&) 2147483647)
+         OPERATOR(pg_catalog.%) pgjq_proxy.shard_count())::integer
+    END
 $$;
 
 -- the shard this session starts its next dequeue at: random, so that
