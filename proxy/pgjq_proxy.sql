@@ -158,6 +158,45 @@ BEGIN
 END
 $$;
 
+-- the shards' limit on waits (jq.limit('wait_seconds_max'), the same on
+-- every shard of one version), asked of shard 0 once per session
+CREATE OR REPLACE FUNCTION pgjq_proxy.wait_limit()
+RETURNS bigint
+LANGUAGE plproxy
+AS $$
+    CLUSTER 'pgjq_shards';
+    RUN ON 0;
+    SELECT jq.limit('wait_seconds_max') AS wait_limit;
+$$;
+
+-- The router waits a second at a time, each a shard's wait, so the
+-- shards never see the whole wait: it checks it as they would, with
+-- their error.  Waits of up to a second are within any limit.
+CREATE OR REPLACE FUNCTION pgjq_proxy.check_wait(argname text, wait interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lim bigint;
+BEGIN
+    IF wait IS NULL OR (wait >= interval '0' AND wait <= interval '1 second') THEN
+        RETURN;
+    END IF;
+    lim := nullif(current_setting('pgjq_proxy.wait_seconds_max', true), '')::bigint;
+    IF lim IS NULL THEN
+        lim := pgjq_proxy.wait_limit();
+        PERFORM set_config('pgjq_proxy.wait_seconds_max', lim::text, false);
+    END IF;
+    IF NOT (extract(epoch FROM wait) BETWEEN 0 AND lim) THEN
+        RAISE EXCEPTION '% must be between 0 and % seconds', argname, lim
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', wait),
+                  HINT = 'A wait returns as soon as there is something to return; call again when it times out.';
+    END IF;
+END
+$$;
+
 /* ------------------------------------------------------------------------
  * One call on one shard.  PL/Proxy functions: RUN ON shard runs the
  * SELECT on partition shard (modular_mapping: shard % N).
@@ -763,9 +802,11 @@ DECLARE
     s integer;
     until timestamptz;
     unreached integer;
+    got bigint;
     err_state text;
     err_message text;
 BEGIN
+    PERFORM pgjq_proxy.check_wait('wait', wait);
     IF wait IS NOT NULL AND wait > interval '0' THEN
         until := clock_timestamp() + wait;
     END IF;
@@ -773,12 +814,16 @@ BEGIN
         unreached := 0;
         FOR i IN 0 .. n - 1 LOOP
             s := (first + i) % n;
+            got := 0;
             BEGIN
                 RETURN QUERY SELECT * FROM pgjq_proxy.dequeue(s, jq_dequeue.queue,
                                    jq_dequeue.max_jobs, jq_dequeue.lease_seconds, NULL);
+                GET DIAGNOSTICS got = ROW_COUNT;
             EXCEPTION WHEN OTHERS THEN
+                -- a shard lost mid-call may have leased jobs that never
+                -- came back: they return when their leases expire
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
-                IF NOT pgjq_proxy.unreachable(err_state, err_message) THEN
+                IF NOT pgjq_proxy.lost(err_state, err_message) THEN
                     RAISE;
                 END IF;
                 unreached := unreached + 1;
@@ -787,22 +832,24 @@ BEGIN
                         USING ERRCODE = 'connection_failure', DETAIL = err_message;
                 END IF;
             END;
-            IF FOUND THEN
+            IF got > 0 THEN
                 RETURN;
             END IF;
         END LOOP;
         EXIT WHEN until IS NULL OR clock_timestamp() >= until;
+        got := 0;
         BEGIN
             RETURN QUERY SELECT * FROM pgjq_proxy.dequeue(first, jq_dequeue.queue,
                                jq_dequeue.max_jobs, jq_dequeue.lease_seconds,
                                least(until - clock_timestamp(), interval '1 second'));
+            GET DIAGNOSTICS got = ROW_COUNT;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
-            IF NOT pgjq_proxy.unreachable(err_state, err_message) THEN
+            IF NOT pgjq_proxy.lost(err_state, err_message) THEN
                 RAISE;
             END IF;
         END;
-        IF FOUND THEN
+        IF got > 0 THEN
             RETURN;
         END IF;
         first := (first + 1) % n;
@@ -916,14 +963,16 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- (report, not progress: PL/Proxy would take the result's name for the
+-- argument)
 CREATE OR REPLACE FUNCTION pgjq_proxy.progress(shard integer, job_id bigint, lease_token bigint,
-                                               progress jsonb)
+                                               report jsonb)
 RETURNS boolean
 LANGUAGE plproxy
 AS $$
     CLUSTER 'pgjq_shards';
     RUN ON shard;
-    SELECT jq.jq_progress(job_id, lease_token, progress) AS progress;
+    SELECT jq.jq_progress(job_id, lease_token, report) AS progress;
 $$;
 
 CREATE OR REPLACE FUNCTION jq.jq_progress(job_id bigint, lease_token bigint, progress jsonb)
@@ -1061,6 +1110,7 @@ DECLARE
     until timestamptz := clock_timestamp() + coalesce(timeout, interval '0');
     ended boolean;
 BEGIN
+    PERFORM pgjq_proxy.check_wait('timeout', timeout);
     LOOP
         SELECT to_jsonb(a), a.state NOT IN ('ready', 'scheduled', 'leased')
           INTO result, ended

@@ -265,6 +265,62 @@ r("SELECT jq.jq_cancel($dead_id)");
 my ($rc, $stdout, $stderr) = $router->psql('postgres', q{SELECT * FROM jq.jq_dequeue('nope')});
 like($stderr, qr/queue "nope" does not exist/, 'a shard\'s error comes back through the router');
 
+# --- bad input: the router answers as a shard does --------------------------
+
+# each call, through the router and on shard 0 directly: the same SQLSTATE
+# (or both succeed)
+sub sqlstate
+{
+	my ($node, $sql) = @_;
+	my ($rc, $o, $e) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return $rc == 0 ? 'ok' : ($e =~ /ERROR:  ([0-9A-Z]{5}):/ ? $1 : "?$e");
+}
+for my $sql (
+	q{SELECT jq.jq_enqueue(NULL, '{}')},
+	q{SELECT jq.jq_enqueue('launch', NULL)},
+	q{SELECT jq.jq_enqueue('launch', '5')},
+	q{SELECT jq.jq_enqueue('Bad Name', '{}')},
+	q{SELECT jq.jq_enqueue('nope', '{}', key => 'k')},
+	q{SELECT jq.jq_enqueue('launch', '{}', priority => 1000)},
+	q{SELECT jq.jq_enqueue('launch', '{}', run_at => 'infinity')},
+	q{SELECT jq.jq_enqueue('launch', '{}', key => repeat('k', 1000))},
+	q{SELECT jq.jq_enqueue('launch', '{}', deadline => now() - interval '1 h')},
+	q{SELECT jq.jq_enqueue('launch', '{}', cost => -1)},
+	q{SELECT jq.jq_enqueue_batch('launch', NULL)},
+	q{SELECT jq.jq_enqueue_batch('launch', '{}'::jsonb[])},
+	q{SELECT jq.jq_enqueue_batch('launch', ARRAY['{}', '{}']::jsonb[], keys => ARRAY['a'])},
+	q{SELECT jq.jq_enqueue_batch('launch', ARRAY['{}', NULL]::jsonb[], keys => ARRAY['a', 'b'])},
+	q{SELECT jq.jq_enqueue_batch('launch', ARRAY['{}', '{}']::jsonb[], idempotency_keys => ARRAY['x', 'x'])},
+	q{SELECT jq.jq_create_batch('nope')},
+	q{SELECT * FROM jq.jq_dequeue(NULL)},
+	q{SELECT * FROM jq.jq_dequeue('launch', 0)},
+	q{SELECT * FROM jq.jq_dequeue('launch', 1, -5)},
+	q{SELECT * FROM jq.jq_dequeue('launch', 1, NULL, '-1 s')},
+	q{SELECT * FROM jq.jq_dequeue('launch', 1, NULL, '301 s')},
+	q{SELECT jq.jq_ack(NULL, 1)},
+	q{SELECT jq.jq_ack(1, 1, '{}', '5')},
+	q{SELECT * FROM jq.jq_ack_batch(ARRAY[1, 2], ARRAY[1])},
+	q{SELECT * FROM jq.jq_ack_batch(NULL, NULL)},
+	q{SELECT * FROM jq.jq_ack_dequeue('launch', 1, NULL, ARRAY[1], NULL)},
+	q{SELECT jq.jq_fail(1, 1, NULL)},
+	q{SELECT jq.jq_fail(1, 1, 'x', retry_in => '-1 s')},
+	q{SELECT jq.jq_extend(1, 1, -1)},
+	q{SELECT jq.jq_progress(1, 1, NULL)},
+	q{SELECT jq.jq_cancel(NULL)},
+	q{SELECT * FROM jq.jq_result(NULL)},
+	q{SELECT * FROM jq.jq_await(1, '301 s')},
+	q{CALL jq.jq_wait_result(1, '-1 s', NULL)},
+	q{CALL jq.jq_wait_dequeue('launch', 1, NULL, '400 s', NULL)},
+	q{SELECT jq.jq_create_queue('launch')},
+	q{SELECT jq.jq_create_queue('x', lease_seconds => 0)},
+	q{SELECT jq.jq_alter_queue('nope', lease_seconds => 5)},
+	q{SELECT jq.jq_drop_queue('nope')},
+	q{SELECT jq.jq_set_key_policy('launch', 'team1', weight => 0)},
+	q{SELECT jq.jq_redrive('nope')})
+{
+	is(sqlstate($router, $sql), sqlstate($shards[0], $sql), "through the router as on a shard: $sql");
+}
+
 # --- a shard down -------------------------------------------------------------
 
 my $down = 2;
@@ -289,14 +345,18 @@ like(r("SELECT jq.jq_enqueue('launch', '{}', key => '$key_up')"), qr/^\d+$/,
 	'a key of another shard: enqueued');
 my $plain = r(q{SELECT count(jq.jq_enqueue('launch', '{}')) FROM generate_series(1, 30)});
 is($plain, '30', 'jobs without a key: all 30 enqueued on the shards that answer');
+my $ready_up = 0;
+$ready_up += $shards[$_]->safe_psql('postgres', q{SELECT count(*) FROM jq.job WHERE state = 'r'})
+  for grep { $_ != $down } 0 .. $n - 1;
+cmp_ok($ready_up, '>=', 31, 'the shards that answer hold the jobs just enqueued');
 my $acked = 0;
 while (my $row = r(q{SELECT job_id || ',' || lease_token FROM jq.jq_dequeue('launch')}))
 {
 	my ($jid, $tok) = split /,/, $row;
 	$acked++ if r("SELECT jq.jq_ack($jid, $tok)") eq 't';
-	last if $acked > 100;
+	last if $acked > $ready_up;
 }
-is($acked, 31, 'dequeue through the router serves the shards that answer: 31 jobs acked');
+is($acked, $ready_up, 'dequeue through the router serves the shards that answer: all their jobs acked');
 ($rc, $stdout, $stderr) = $router->psql('postgres',
 	q{SELECT ready, shards FROM jq.queue_stats WHERE queue = 'launch'});
 is($stdout, '0|2', 'queue_stats: the two shards that answer');
