@@ -63,6 +63,25 @@ expects pgjq preloaded with pgjq.database naming the database and
 pgjq.stats_interval = '1s' (test/bin/demo.sh sets that up).
 
     /usr/bin/python3 docs/demo/launch_day.py --chart bench/results/launch_day.png
+
+With --router the database is a pgjq_proxy router over N pgjq shards
+(proxy/pgjq_proxy, docs/scale-out.md; TAP 030 runs it so): the same day
+through the router's jq functions, without CREATE EXTENSION (each shard has
+pgjq), the shards' background workers checked in jq.worker_status.  The
+router has no tables, so the report reads what it offers: jq_result per id
+(the accounting and its checks as above), jq.queue_stats (summed over the
+shards) and jq.key_stats (a key's row names its shard).  Through the
+router the queues' limits hold per shard (max_in_flight 8 on each shard:
+the check is that no shard had more than 8 in flight), fair share is among
+the teams of each shard, a dequeue takes work from any shard, and every
+call commits on its shard.  Alerts and jq.stats_history are kept by each
+shard's background worker and are not shown.
+
+--scale S replays a smaller (or larger) day: S times the requests, each
+inference 1/S times as long and the alert threshold S times as high, so
+the endpoint is as loaded as on the full day and the backlog has the same
+shape, S times as deep (--scale 0.1 --factor 360: 1,800 requests, the
+4 hours in 40 s).
 """
 
 import argparse
@@ -153,14 +172,16 @@ class Submission:
         self.payload, self.resubmit, self.malformed = payload, resubmit, malformed
 
 
-def plan_day(seed):
-    """The day's submissions, sorted by their time (seconds after 09:00)."""
+def plan_day(seed, scale=1.0):
+    """The day's submissions, sorted by their time (seconds after 09:00);
+    scale times as many as SUBMISSIONS."""
     rng = random.Random(seed)
-    resubmits = round(SUBMISSIONS * RESUBMIT_SHARE)
-    originals = SUBMISSIONS - resubmits
+    submissions = round(SUBMISSIONS * scale)
+    resubmits = round(submissions * RESUBMIT_SHARE)
+    originals = submissions - resubmits
     times = []                                   # (sim_t, client)
     for client, n, start, shape in BURSTS:
-        for _ in range(n):
+        for _ in range(round(n * scale)):
             while True:
                 t = start * 60 + rng.gammavariate(2.0, shape * 60)
                 if t < WINDOW:
@@ -219,6 +240,10 @@ class Replay:
     def __init__(self, args):
         self.args = args
         self.factor = args.factor
+        self.router = args.router     # the database is a pgjq_proxy router
+        self.shards = 1               # the router's shards (jq.worker_status)
+        self.planned = 0              # submissions in the plan
+        self.alert_warning = round(ALERT_WARNING * args.scale)
         self.t0_mono = None
         self.t0_wall = None
         self.stop_workers = threading.Event()
@@ -339,7 +364,8 @@ class Worker(threading.Thread):
         """simulated seconds of one inference"""
         if self.rng.random() < COLD_SHARE:
             return self.rng.uniform(100, 240)
-        return self.rng.lognormvariate(math.log(INFERENCE_MEDIAN), INFERENCE_SIGMA)
+        return self.rng.lognormvariate(math.log(INFERENCE_MEDIAN / self.replay.args.scale),
+                                       INFERENCE_SIGMA)
 
     def dequeue(self, max_jobs, wait=1.0):
         """Leases up to max_jobs, waiting up to wait seconds for the first
@@ -431,13 +457,17 @@ class Worker(threading.Thread):
 
 class Monitor:
     """Samples jq.queue_stats a few times a second, prints the live line and
-    the alerts as they come (LISTEN jq_alerts)."""
+    the alerts as they come (LISTEN jq_alerts).  Through the router, also
+    each shard's jobs in flight (jq.key_stats by shard), and no alerts: they
+    are notified on each shard."""
 
     def __init__(self, replay):
         self.r = replay
         self.conn = replay.connect("monitor")
-        self.conn.add_notify_handler(self._on_alert)
-        self.conn.execute("LISTEN jq_alerts")
+        if not replay.router:
+            self.conn.add_notify_handler(self._on_alert)
+            self.conn.execute("LISTEN jq_alerts")
+        self.shard_in_flight = {QUEUE: 0, COMPARE_QUEUE: 0}   # router: the most on one shard
         self.samples = []    # (sim_t, urgent ready, standard ready, in flight, done, dead, scheduled)
         self.tty = sys.stdout.isatty()
         self.last_line = 0.0
@@ -470,13 +500,28 @@ class Monitor:
             return ids <= self.r.finished and twins <= self.r.compare.finished
 
     def sample(self):
-        row = self.conn.execute(
-            "SELECT ready, scheduled, in_flight, dead, ready_by_priority, succeeded_total, "
-            "       (SELECT count(*) FROM jq.alert a WHERE a.queue = s.queue "
-            "                                      AND a.cleared_at IS NULL), "
-            "       (SELECT f.in_flight FROM jq.queue_stats f WHERE f.queue = %s) "
-            "  FROM jq.queue_stats s WHERE queue = %s", (COMPARE_QUEUE, QUEUE)).fetchone()
-        ready, scheduled, in_flight, dead, lanes, done, alerts, fifo_in_flight = row
+        if self.r.router:
+            # the router's queue_stats sums the shards (one look at all of
+            # them per query); its key_stats names each key's shard
+            stats = {row[0]: row[1:] for row in self.conn.execute(
+                "SELECT queue, ready, scheduled, in_flight, dead, ready_by_priority, "
+                "       succeeded_total "
+                "  FROM jq.queue_stats WHERE queue IN (%s, %s)", (QUEUE, COMPARE_QUEUE))}
+            ready, scheduled, in_flight, dead, lanes, done = stats[QUEUE]
+            fifo_in_flight = stats[COMPARE_QUEUE][2]
+            alerts = 0                   # on the shards, not here
+            for q, _, n in self.conn.execute(
+                    "SELECT queue, shard, sum(in_flight)::bigint FROM jq.key_stats "
+                    " WHERE queue IN (%s, %s) GROUP BY 1, 2", (QUEUE, COMPARE_QUEUE)):
+                self.shard_in_flight[q] = max(self.shard_in_flight[q], n)
+        else:
+            row = self.conn.execute(
+                "SELECT ready, scheduled, in_flight, dead, ready_by_priority, succeeded_total, "
+                "       (SELECT count(*) FROM jq.alert a WHERE a.queue = s.queue "
+                "                                      AND a.cleared_at IS NULL), "
+                "       (SELECT f.in_flight FROM jq.queue_stats f WHERE f.queue = %s) "
+                "  FROM jq.queue_stats s WHERE queue = %s", (COMPARE_QUEUE, QUEUE)).fetchone()
+            ready, scheduled, in_flight, dead, lanes, done, alerts, fifo_in_flight = row
         self.max_in_flight = max(getattr(self, "max_in_flight", 0), in_flight)
         self.max_fifo_in_flight = max(getattr(self, "max_fifo_in_flight", 0), fifo_in_flight)
         urgent = int(lanes.get(str(URGENT), 0))
@@ -487,16 +532,17 @@ class Monitor:
         every = 0.25 if self.tty else 5.0
         if now - self.last_line >= every:
             self.last_line = now
-            line = (f"  {clock(sim_t)}  submitted {self.r.submitted:>6,}/{SUBMISSIONS:,}"
+            line = (f"  {clock(sim_t)}  submitted {self.r.submitted:>6,}/{self.r.planned:,}"
                     f"  ready: urgent {urgent:>3} standard {standard:>5,}"
                     f"  in flight {in_flight:>2}  done {done:>6,}  dead {dead:>3}"
-                    f"  open alerts {alerts}")
+                    + (f"  shards {self.r.shards}" if self.r.router else f"  open alerts {alerts}"))
             if self.tty:
                 width = shutil.get_terminal_size().columns - 1
                 if len(line) > width:       # a wrapped line would defeat the \r
                     line = (f"{clock(sim_t)} sub {self.r.submitted:,} ready urg {urgent} "
                             f"std {standard:,} fly {in_flight} done {done:,} dead {dead} "
-                            f"alerts {alerts}")[:width]
+                            + (f"shards {self.r.shards}" if self.r.router
+                               else f"alerts {alerts}"))[:width]
                 sys.stdout.write("\r" + line.ljust(self.line_len))
                 self.line_len = len(line)
                 sys.stdout.flush()
@@ -555,6 +601,7 @@ def write_chart(path, samples, plan, replay):
             crash_label = (f'set label "{replay.crash["worker"]} dies holding '
                            f'{n} lease{"s" if n != 1 else ""}: in flight until reclaimed" '
                            f'at "{at + 420:.0f}", {max(x[3] for x in samples) + 1} left')
+        per_shard = " per shard" if replay.router else ""
         script = f"""
 set terminal pngcairo size 1200,760 noenhanced font ",10"
 set output '{path}'
@@ -569,7 +616,7 @@ set rmargin 10
 # top: the standard backlog against the arrivals
 set origin 0, 0.32
 set size 1, 0.68
-set title "pgjq launch-day replay: {SUBMISSIONS:,} scoring requests of 14 client teams in 4 hours, endpoint limit {ENDPOINT}, fair share (time compressed x{replay.factor:g})"
+set title "pgjq launch-day replay: {len(plan):,} scoring requests of 14 client teams in 4 hours, endpoint limit {ENDPOINT}{per_shard}, fair share (time compressed x{replay.factor:g})"
 set format x ""
 set ylabel "ready jobs"
 set y2label "requests submitted per minute"
@@ -580,7 +627,7 @@ set y2range [0:*]
 set key top right
 plot '{depth}' using 1:3 with filledcurves x1 lc rgb "#9ecae1" title "standard lane ready (priority 0)", \\
      '{arrivals}' using 1:2 axes x1y2 with steps lc rgb "#555555" title "arrivals per minute (right axis)", \\
-     {ALERT_WARNING} with lines dt 2 lw 2 lc rgb "#ff7f0e" title "alert_depth_warning ({ALERT_WARNING})"
+     {replay.alert_warning} with lines dt 2 lw 2 lc rgb "#ff7f0e" title "alert_depth_warning ({replay.alert_warning}{per_shard})"
 # bottom: the urgent lane, and the pool at work
 set origin 0, 0
 set size 1, 0.34
@@ -595,7 +642,7 @@ set yrange [0:{max(10, ENDPOINT + 3, max(x[3] for x in samples) + 2)}]
 {crash_label}
 set key top right
 plot '{depth}' using 1:4 with lines lw 1 lc rgb "#2ca02c" title "in flight (leased by {replay.args.workers} workers)", \\
-     {ENDPOINT} with lines dt 2 lw 2 lc rgb "#555555" title "the endpoint's limit (max_in_flight {ENDPOINT})", \\
+     {ENDPOINT} with lines dt 2 lw 2 lc rgb "#555555" title "the endpoint's limit (max_in_flight {ENDPOINT}{per_shard})", \\
      '{depth}' using 1:2 with lines lw 2 lc rgb "#d62728" title "urgent lane ready (priority 10)"
 unset multiplot
 """
@@ -719,12 +766,26 @@ def report(replay, plan, monitor, conn, elapsed):
     if small_fair and small_fifo:
         line(f"  the 11 other teams' p95 with fair share is {pct(small_fifo, 95) / max(pct(small_fair, 95), 1e-9):.1f}"
              f" times shorter: their requests no longer wait behind a burst")
-    line(f"  in flight at most {monitor.max_in_flight} in {QUEUE} and {monitor.max_fifo_in_flight} in "
-         f"{COMPARE_QUEUE} (jq.queue_stats, 4 samples a second): the limit of {ENDPOINT} held "
-         f"with {r.args.workers} workers long-polling each")
-    if monitor.max_in_flight > ENDPOINT or monitor.max_fifo_in_flight > ENDPOINT:
-        ok = False
-        line("  ** CHECK FAILED: more jobs in flight than the endpoint's limit")
+    if r.router:
+        # max_in_flight holds on each shard by itself
+        on_shard = monitor.shard_in_flight
+        line(f"  in flight on one shard at most {on_shard[QUEUE]} in {QUEUE} and "
+             f"{on_shard[COMPARE_QUEUE]} in {COMPARE_QUEUE} (jq.key_stats by shard, 4 samples a "
+             f"second): the limit of {ENDPOINT} held on each shard with {r.args.workers} workers "
+             f"long-polling each through the router")
+        line(f"  over the {r.shards} shards at most {monitor.max_in_flight} in {QUEUE} and "
+             f"{monitor.max_fifo_in_flight} in {COMPARE_QUEUE} (jq.queue_stats): through the "
+             f"router max_in_flight is per shard, {ENDPOINT} on each")
+        if max(on_shard.values()) > ENDPOINT:
+            ok = False
+            line("  ** CHECK FAILED: more jobs in flight on a shard than the endpoint's limit")
+    else:
+        line(f"  in flight at most {monitor.max_in_flight} in {QUEUE} and {monitor.max_fifo_in_flight} in "
+             f"{COMPARE_QUEUE} (jq.queue_stats, 4 samples a second): the limit of {ENDPOINT} held "
+             f"with {r.args.workers} workers long-polling each")
+        if monitor.max_in_flight > ENDPOINT or monitor.max_fifo_in_flight > ENDPOINT:
+            ok = False
+            line("  ** CHECK FAILED: more jobs in flight than the endpoint's limit")
     keyed = conn.execute(
         "SELECT coalesce(sum(succeeded_total), 0), count(*) FROM jq.key_stats WHERE queue = %s",
         (QUEUE,)).fetchone()
@@ -744,10 +805,15 @@ def report(replay, plan, monitor, conn, elapsed):
     s = monitor.samples
     ready = [x[1] + x[2] for x in s]
     # the counters against the tables, now that every job is finished
-    truth = conn.execute(
-        "SELECT count(*) FILTER (WHERE j.state = 'r'), count(*) "
-        "  FROM jq.job j JOIN jq.queue q USING (queue_id) WHERE q.name = %s",
-        (QUEUE,)).fetchone()
+    if r.router:
+        # no jq.job here: the jobs' states as jq_result read them on their shards
+        truth = (sum(1 for row in rows if row[1] == "ready"),
+                 sum(1 for row in rows if row[1] in ("ready", "scheduled", "leased")))
+    else:
+        truth = conn.execute(
+            "SELECT count(*) FILTER (WHERE j.state = 'r'), count(*) "
+            "  FROM jq.job j JOIN jq.queue q USING (queue_id) WHERE q.name = %s",
+            (QUEUE,)).fetchone()
     stats = conn.execute("SELECT ready, scheduled, in_flight, ready_by_priority "
                          "  FROM jq.queue_stats WHERE queue = %s", (QUEUE,)).fetchone()
     drift = max(0, stats[0] - truth[0])
@@ -776,34 +842,46 @@ def report(replay, plan, monitor, conn, elapsed):
         line(f"  {client} burst (from {clock(st * 60)}): peak {ready[top]:,} ready at "
              f"{clock(s[top][0])}, {cleared}")
     if (stats[0], stats[1] + stats[2]) != (truth[0], truth[1] - truth[0]):
-        line(f"  ** pgjq's counters disagree with jq.job at the end: jq.queue_stats says ready "
-             f"{stats[0]} {json.dumps(stats[3])}, scheduled {stats[1]}, in flight {stats[2]}; "
-             f"jq.job holds {truth[1]} unfinished jobs")
+        line(f"  ** pgjq's counters disagree with {'jq_result' if r.router else 'jq.job'} at the end: "
+             f"jq.queue_stats says ready {stats[0]} {json.dumps(stats[3])}, scheduled {stats[1]}, "
+             f"in flight {stats[2]}; {'jq_result finds' if r.router else 'jq.job holds'} "
+             f"{truth[1]} unfinished jobs")
         if drift:
             line(f"     (a backlog counts as cleared above when the counters show {drift} or less)")
     urgent_max = max(x[1] for x in s)
     line(f"  urgent lane: at most {urgent_max} ready at any sample")
-    hist = conn.execute(
-        "SELECT max(ready), count(*) FROM jq.stats_history WHERE queue = %s "
-        "AND sampled_at >= to_timestamp(%s)", (QUEUE, r.t0_wall)).fetchone()
-    line(f"  jq.stats_history (the background worker's 1 s samples): {hist[1]} samples, "
-         f"peak ready {hist[0]:,}")
-    alerts = conn.execute(
-        "SELECT kind, level, value, threshold, extract(epoch FROM raised_at)::float8, "
-        "       extract(epoch FROM cleared_at)::float8 "
-        "  FROM jq.alert WHERE queue = %s ORDER BY raised_at", (QUEUE,)).fetchall()
-    for kind, level, value, threshold, raised, cleared in alerts:
-        line(f"  alert {kind} {level} (threshold {threshold}): raised at "
-             f"{clock(r.sim_of_wall(raised))} (ready {value}), cleared at "
-             f"{clock(r.sim_of_wall(cleared)) if cleared else 'NOT CLEARED'}")
-    if not alerts:
-        line("  no alert was raised")
+    if r.router:
+        line("  jq.stats_history and alerts: per shard (each shard's background worker samples "
+             "and alerts on its own jobs), not available through the router")
+    else:
+        hist = conn.execute(
+            "SELECT max(ready), count(*) FROM jq.stats_history WHERE queue = %s "
+            "AND sampled_at >= to_timestamp(%s)", (QUEUE, r.t0_wall)).fetchone()
+        line(f"  jq.stats_history (the background worker's 1 s samples): {hist[1]} samples, "
+             f"peak ready {hist[0]:,}")
+        alerts = conn.execute(
+            "SELECT kind, level, value, threshold, extract(epoch FROM raised_at)::float8, "
+            "       extract(epoch FROM cleared_at)::float8 "
+            "  FROM jq.alert WHERE queue = %s ORDER BY raised_at", (QUEUE,)).fetchall()
+        for kind, level, value, threshold, raised, cleared in alerts:
+            line(f"  alert {kind} {level} (threshold {threshold}): raised at "
+                 f"{clock(r.sim_of_wall(raised))} (ready {value}), cleared at "
+                 f"{clock(r.sim_of_wall(cleared)) if cleared else 'NOT CLEARED'}")
+        if not alerts:
+            line("  no alert was raised")
     line()
 
-    line("Dead letters and why (jq.dead_letter_errors)")
-    dead = conn.execute(
-        "SELECT error, attempt, count(*) FROM jq.dead_letter_errors WHERE queue = %s "
-        "GROUP BY 1, 2 ORDER BY 3 DESC", (QUEUE,)).fetchall()
+    if r.router:
+        # jq.dead_letter_errors is on the shards: each dead job's last
+        # error and attempts, from jq_result
+        line("Dead letters and why (the last error of each dead job, from jq_result)")
+        dead = collections.Counter((row[4], row[2]) for row in rows if row[1] == "dead")
+        dead = [(error, attempt, n) for (error, attempt), n in dead.most_common()]
+    else:
+        line("Dead letters and why (jq.dead_letter_errors)")
+        dead = conn.execute(
+            "SELECT error, attempt, count(*) FROM jq.dead_letter_errors WHERE queue = %s "
+            "GROUP BY 1, 2 ORDER BY 3 DESC", (QUEUE,)).fetchall()
     for error, attempt, n in dead:
         line(f"  {n:>4}  attempt {attempt}: {error}")
     malformed_ids = {job_id for job_id, idx in ids.items() if plan[idx].malformed}
@@ -913,25 +991,43 @@ def main():
     p.add_argument("--producers", type=int, default=8,
                    help="producer threads (default 8; each submits to both queues)")
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="the day's size: SCALE times the requests, each inference 1/SCALE "
+                        "times as long, the alert threshold SCALE times as high (default 1)")
+    p.add_argument("--router", action="store_true",
+                   help="the database is a pgjq_proxy router over pgjq shards (proxy/pgjq_proxy)")
     p.add_argument("--chart", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "..", "..", "bench", "results",
                                                    "launch_day.png"))
     args = p.parse_args()
+    if args.scale <= 0:
+        p.error("--scale must be above 0")
     chart = os.path.normpath(os.path.abspath(args.chart))
 
-    plan = plan_day(args.seed)
+    plan = plan_day(args.seed, args.scale)
     replay = Replay(args)
+    replay.planned = len(plan)
 
     admin = replay.connect("setup")
     admin.execute("SET client_min_messages = warning")
-    admin.execute("CREATE EXTENSION IF NOT EXISTS pgjq")
+    if not args.router:              # a router has no pgjq: its shards do
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pgjq")
+    # through the router: on every shard
     admin.execute("SELECT jq.jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
                   "alert_depth_warning => %s, max_in_flight => %s, fair => true)",
-                  (QUEUE, LEASE_SECONDS, ALERT_WARNING, ENDPOINT))
+                  (QUEUE, LEASE_SECONDS, replay.alert_warning, ENDPOINT))
     admin.execute("SELECT jq.jq_create_queue(%s, lease_seconds => %s, max_attempts => 5, "
                   "max_in_flight => %s)", (COMPARE_QUEUE, LEASE_SECONDS, ENDPOINT))
     for _ in range(100):
-        status = admin.execute("SELECT status FROM jq.jq_worker_status()").fetchone()[0]
+        if args.router:
+            # the router's view: one row per shard, its jq_worker_status()
+            shards = admin.execute("SELECT shard, status FROM jq.worker_status "
+                                   " ORDER BY shard").fetchall()
+            status = "; ".join(f"shard {n}: {st}" for n, st in shards if st != "ok")
+            status = status or ("ok" if shards else "the router has no shard")
+            replay.shards = len(shards)
+        else:
+            status = admin.execute("SELECT status FROM jq.jq_worker_status()").fetchone()[0]
         if status == "ok":
             break
         time.sleep(0.1)
@@ -939,8 +1035,13 @@ def main():
         sys.exit(f"launch_day: the pgjq background worker is not serving this database: {status}")
 
     per_client = collections.Counter(s.client for s in plan if not s.resubmit)
-    print(f"  queue '{QUEUE}': lease {LEASE_SECONDS} s, alert_depth_warning {ALERT_WARNING}, "
-          f"max_in_flight {ENDPOINT}, fair share among the 14 teams (job keys); "
+    if args.router:
+        print(f"  through a pgjq_proxy router over {replay.shards} shards (jq.worker_status: each "
+              f"shard's background worker ok); the queues' limits hold on each shard, alerts "
+              f"and jq.stats_history are the shards' own and not shown")
+    print(f"  queue '{QUEUE}': lease {LEASE_SECONDS} s, alert_depth_warning {replay.alert_warning}"
+          f"{' per shard' if args.router else ''}, max_in_flight {ENDPOINT}"
+          f"{' per shard' if args.router else ''}, fair share among the 14 teams (job keys); "
           f"{args.workers} workers, {args.producers} producers; time x{args.factor:g} "
           f"(09:00-13:00 in {WINDOW / args.factor:.0f} s)")
     print("  bursts: " + ", ".join(f"{c} {per_client[c]:,} from {clock(st * 60)}"
@@ -988,8 +1089,9 @@ def main():
         replay.stop_workers.set()
         for w in workers:
             w.join(timeout=5)
-        # the alert clears at the background worker's next check (1 s)
-        for _ in range(12):
+        # the alert clears at the background worker's next check (1 s);
+        # through the router alerts are on the shards
+        for _ in range(0 if args.router else 12):
             _, alerts = monitor.sample()
             if alerts == 0:
                 break
