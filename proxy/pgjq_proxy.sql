@@ -105,26 +105,17 @@ AS $$
     END
 $$;
 
--- the shard this session starts its next dequeue at: random, so that
--- workers spread over the shards
-CREATE OR REPLACE FUNCTION pgjq_proxy.random_shard()
-RETURNS integer
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT floor(random() * pgjq_proxy.shard_count())::integer
-$$;
-
 -- true when PL/Proxy could not connect to a shard (it reports that as
--- XX000 with libpq's message): the call never reached it, so a job
--- without a key may go to another shard instead
+-- XX000 with libpq's message from the connection's start): the call never
+-- reached it, so a job without a key may go to another shard instead.
+-- Not for a connection lost later, when the call may have committed.
 CREATE OR REPLACE FUNCTION pgjq_proxy.unreachable(state text, message text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT message !~ 'REMOTE ERROR'
-           AND (state LIKE '08%' OR message ~ 'PQconnectStart|PQconnectPoll|could not connect')
+           AND message ~ 'PQconnectStart|PQconnectPoll|could not connect'
 $$;
 
 -- true when PL/Proxy lost a shard or could not reach it (XX000 with
