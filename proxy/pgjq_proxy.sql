@@ -105,11 +105,21 @@ AS $$
     END
 $$;
 
+-- the elements of arr at the positions pos, in that order; NULL for a
+-- NULL arr (a batch call's optional arrays), so each shard's part of a
+-- batch call keeps the call's form
+CREATE OR REPLACE FUNCTION pgjq_proxy.pick(arr anyarray, pos integer[])
+RETURNS anyarray
+LANGUAGE sql IMMUTABLE STRICT
+AS $$
+    SELECT ARRAY(SELECT arr[p.i] FROM pg_catalog.unnest(pos) WITH ORDINALITY p(i, o) ORDER BY p.o)
+$$;
+
 -- true when PL/Proxy could not connect to a shard (it reports that as
 -- XX000 with libpq's message from the connection's start): the call never
 -- reached it, so a job without a key may go to another shard instead.
 -- Not for a connection lost later, when the call may have committed.
-CREATE OR REPLACE FUNCTION pgjq_proxy.unreachable(state text, message text)
+CREATE OR REPLACE FUNCTION pgjq_proxy.unreachable(message text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -634,7 +644,7 @@ BEGIN
                                       batch_id, NULL, deadline, cost);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
-            IF i = n OR NOT pgjq_proxy.unreachable(err_state, err_message) THEN
+            IF i = n OR NOT pgjq_proxy.unreachable(err_message) THEN
                 PERFORM pgjq_proxy.check_reached(shard, err_state, err_message);
                 RAISE;
             END IF;
@@ -695,17 +705,13 @@ BEGIN
           FROM generate_series(1, len) i WHERE shards[i] = s;
         got := pgjq_proxy.enqueue_batch(
             s, queue,
-            ARRAY(SELECT payloads[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o),
+            pgjq_proxy.pick(payloads, pos),
             priority, run_at,
-            CASE WHEN idempotency_keys IS NOT NULL THEN
-                ARRAY(SELECT idempotency_keys[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END,
+            pgjq_proxy.pick(idempotency_keys, pos),
             batch_id,
-            CASE WHEN keys IS NOT NULL THEN
-                ARRAY(SELECT keys[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END,
-            CASE WHEN deadlines IS NOT NULL THEN
-                ARRAY(SELECT deadlines[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END,
-            CASE WHEN costs IS NOT NULL THEN
-                ARRAY(SELECT costs[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END);
+            pgjq_proxy.pick(keys, pos),
+            pgjq_proxy.pick(deadlines, pos),
+            pgjq_proxy.pick(costs, pos));
         FOR k IN 1 .. cardinality(pos) LOOP
             ids[pos[k]] := got[k];
         END LOOP;
@@ -1152,12 +1158,10 @@ BEGIN
         FOR r IN
             SELECT a.acked, o
               FROM pgjq_proxy.ack_batch(s,
-                       ARRAY(SELECT job_ids[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o),
-                       ARRAY(SELECT lease_tokens[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o),
-                       CASE WHEN results IS NOT NULL THEN
-                           ARRAY(SELECT results[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END,
-                       CASE WHEN usages IS NOT NULL THEN
-                           ARRAY(SELECT usages[i] FROM unnest(pos) WITH ORDINALITY p(i, o) ORDER BY o) END)
+                       pgjq_proxy.pick(job_ids, pos),
+                       pgjq_proxy.pick(lease_tokens, pos),
+                       pgjq_proxy.pick(results, pos),
+                       pgjq_proxy.pick(usages, pos))
                    WITH ORDINALITY a(job_id, acked, o)
         LOOP
             done[pos[r.o]] := r.acked;
@@ -1217,14 +1221,10 @@ BEGIN
         END LOOP;
         SELECT array_agg(i ORDER BY i) INTO ok
           FROM generate_series(1, len) i WHERE pgjq_proxy.id_shard(job_ids[i]) = home;
-        job_ids := ARRAY(SELECT job_ids[i] FROM unnest(ok) i);
-        lease_tokens := ARRAY(SELECT lease_tokens[i] FROM unnest(ok) i);
-        IF results IS NOT NULL THEN
-            results := ARRAY(SELECT results[i] FROM unnest(ok) i);
-        END IF;
-        IF errors IS NOT NULL THEN
-            errors := ARRAY(SELECT errors[i] FROM unnest(ok) i);
-        END IF;
+        job_ids := pgjq_proxy.pick(job_ids, ok);
+        lease_tokens := pgjq_proxy.pick(lease_tokens, ok);
+        results := pgjq_proxy.pick(results, ok);
+        errors := pgjq_proxy.pick(errors, ok);
     END IF;
     RETURN QUERY SELECT * FROM pgjq_proxy.ack_dequeue(home, queue, max_jobs, lease_seconds,
                                                       job_ids, lease_tokens, results, errors);

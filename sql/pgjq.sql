@@ -1732,7 +1732,8 @@ DECLARE
     held_lo bigint;
     held_hi bigint;
     batch_seq regclass := pg_get_serial_sequence('jq.batch', 'batch_id')::regclass;
-    batch_last bigint;
+    job_next bigint;
+    batch_next bigint;
     next_job bigint;
     next_batch bigint;
 BEGIN
@@ -1744,6 +1745,14 @@ BEGIN
     lo := greatest(shard::bigint << 44, 1);
     hi := ((shard::bigint + 1) << 44) - 1;
 
+    -- the value each sequence gives next, read from the sequence itself
+    -- (pg_sequences shows no last_value after a RESTART, which would make
+    -- a second call start the range over)
+    SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END INTO job_next
+      FROM jq.job_id_seq;
+    EXECUTE format('SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM %s',
+                   batch_seq) INTO batch_next;
+
     -- the jobs this database holds must be in the shard's range, where
     -- the router looks for them (the primary keys make this six probes)
     SELECT min(m.id), max(m.id) INTO held_lo, held_hi
@@ -1753,26 +1762,27 @@ BEGIN
             SELECT max(r.job_id) FROM jq.job_result r UNION ALL
             SELECT min(d.job_id) FROM jq.dead_letter d UNION ALL
             SELECT max(d.job_id) FROM jq.dead_letter d) m;
-    -- and so must the batches it made itself (other shards' batches,
-    -- adopted by jq_adopt_batch, are outside it)
-    SELECT s.last_value INTO batch_last FROM pg_sequences s
-     WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = batch_seq;
+    -- and so must the batches it made itself, those below where its
+    -- sequence stands when that is not in the range (other shards'
+    -- batches, adopted by jq_adopt_batch, are outside it)
     IF held_lo < lo OR held_hi > hi
-       OR (batch_last NOT BETWEEN lo AND hi
-           AND EXISTS (SELECT FROM jq.batch b WHERE b.batch_id <= batch_last
+       OR (batch_next - 1 NOT BETWEEN lo AND hi
+           AND EXISTS (SELECT FROM jq.batch b WHERE b.batch_id < batch_next
                                                 AND b.batch_id NOT BETWEEN lo AND hi)) THEN
         RAISE EXCEPTION 'this database holds jobs or batches outside the id range of shard %', shard
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Shard %s''s ids are %s to %s; its jobs have ids %s to %s.',
-                                  shard, lo, hi, held_lo, held_hi),
+                  DETAIL = format('Shard %s''s ids are %s to %s; this database''s jobs have ids %s to %s, its batch ids reach %s.',
+                                  shard, lo, hi, coalesce(held_lo::text, '(none)'),
+                                  coalesce(held_hi::text, '(none)'), batch_next - 1),
                   HINT = 'Only shard 0 can hold the jobs of a database that ran before sharding; make new databases the other shards.';
     END IF;
 
+    -- ids go on from where the shard's range was used up to
     next_job := greatest(lo, held_hi + 1,
-                         (SELECT s.last_value + 1 FROM pg_sequences s
-                           WHERE s.schemaname = 'jq' AND s.sequencename = 'job_id_seq'
-                             AND s.last_value BETWEEN lo AND hi - 1));
-    next_batch := greatest(lo, CASE WHEN batch_last BETWEEN lo AND hi - 1 THEN batch_last + 1 END);
+                         CASE WHEN job_next BETWEEN lo AND hi THEN job_next END);
+    next_batch := greatest(lo, CASE WHEN batch_next BETWEEN lo AND hi THEN batch_next END,
+                           (SELECT max(b.batch_id) + 1 FROM jq.batch b
+                             WHERE b.batch_id BETWEEN lo AND hi));
     EXECUTE format('ALTER SEQUENCE jq.job_id_seq MINVALUE %s MAXVALUE %s START %s RESTART %s',
                    lo, hi, lo, next_job);
     EXECUTE format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',

@@ -40,6 +40,11 @@ SELECT jq.jq_enqueue('sh', '{}') = 3 * (1::bigint << 44) AS first_id,
        jq.jq_create_batch('sh') = 3 * (1::bigint << 44) AS first_batch;
 SELECT jq.jq_set_shard(3);
 SELECT jq.jq_enqueue('sh', '{}') = 3 * (1::bigint << 44) + 2 AS goes_on;
+-- and again, with nothing handed out since the last call: ids still go on
+SELECT jq.jq_set_shard(3);
+SELECT jq.jq_set_shard(3);
+SELECT jq.jq_enqueue('sh', '{}') = 3 * (1::bigint << 44) + 3 AS job_goes_on,
+       jq.jq_create_batch('sh') = 3 * (1::bigint << 44) + 1 AS batch_goes_on;
 -- its ids name it: id >> 44
 SELECT DISTINCT id >> 44 AS shard FROM jq.job;
 -- it cannot become another shard while it holds them
