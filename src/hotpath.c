@@ -490,9 +490,20 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		PgjqUpdateIndexes update_indexes;
 		TM_Result	result;
 		int64		token;
+		TimestampTz start_at;
 
+		/*
+		 * The lease starts now, not at the caller's clock: the version of
+		 * the row taken here became ready by a commit before this scan's
+		 * snapshot (or before the lock below), and the reclaim that freed
+		 * it read its clock before that commit, past the last lease's
+		 * expiry.  The caller's clock, read before the snapshot, could be
+		 * earlier still (a process descheduled between the two), and date
+		 * this lease from before the last one ended.
+		 */
+		start_at = Max(now, GetCurrentTimestamp());
 		slot_getallattrs(row);
-		if (past_deadline(t, row, now))
+		if (past_deadline(t, row, start_at))
 			return false;		/* never started: jq.expire_deadlines ends it */
 		ExecClearTuple(next);
 		memcpy(next->tts_values, row->tts_values, sizeof(Datum) * natts);
@@ -505,10 +516,10 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		VALUE(t, next, JOB_LEASE_TOKEN) =
 			Int64GetDatum((((token >> 32) + 1) << 32) | pgjq_random31());
 		ISNULL(t, next, JOB_LEASE_TOKEN) = false;
-		VALUE(t, next, JOB_STARTED_AT) = TimestampTzGetDatum(now);
+		VALUE(t, next, JOB_STARTED_AT) = TimestampTzGetDatum(start_at);
 		ISNULL(t, next, JOB_STARTED_AT) = false;
 		VALUE(t, next, JOB_LEASE_EXPIRES_AT) =
-			TimestampTzGetDatum(now + (int64) lease_seconds * USECS_PER_SEC);
+			TimestampTzGetDatum(start_at + (int64) lease_seconds * USECS_PER_SEC);
 		ISNULL(t, next, JOB_LEASE_EXPIRES_AT) = false;
 		/* a new attempt: the last one's progress is not its own */
 		if (COL(t, JOB_PROGRESS) >= 0)

@@ -275,11 +275,11 @@ lease_jobs(FunctionCallInfo fcinfo, PgjqHot *hot, const char *queue_name,
 						 queue.lease_seconds)));
 
 	/*
-	 * Take the lock on jq.job before reading the clock that starts the
-	 * lease: a dequeue that waits for a lock (behind the counter rebuild's
-	 * SHARE lock after a start, or DDL) must not hand out a lease shortened
-	 * by the wait, or one that expired while it waited.  Row locks need no
-	 * such care: the lease never waits for one.
+	 * Take the lock on jq.job before reading the clock the dequeue's
+	 * limits and deadlines go by: a dequeue that waits for a lock (behind
+	 * the counter rebuild's SHARE lock after a start, or DDL) must not judge
+	 * them by a time before the wait.  Each lease reads the clock again once
+	 * its row is taken (lease_row in src/hotpath.c).
 	 */
 	job_relid = pgjq_lock_job_table();
 	now = GetCurrentTimestamp();

@@ -427,7 +427,10 @@ sub check_invariants
     $none->('every delivery has its own lease token and delivery count', q{
         SELECT id, n, count(*) FROM chaos.delivery GROUP BY id, n HAVING count(*) > 1});
     # (it failed now and then while jq_dequeue dated a lease from before its
-    # lock waits: see the lock-wait test at the end of 020_chaos.pl)
+    # lock waits: see the lock-wait test at the end of 020_chaos.pl; and
+    # while a lease was dated from a clock read before the scan's snapshot,
+    # which a reclaim could commit in between: each lease reads it once its
+    # row is taken, lease_row in src/hotpath.c)
     $none->('no job is delivered again while an earlier lease on it runs (unless failed early)', q{
         SELECT d1.id, d1.n AS n1, d1.actor AS actor1, d1.expires AS expires1, d2.n AS n2,
                d2.actor AS actor2, d2.started AS started2, d2.left_ms AS left2
