@@ -1833,11 +1833,12 @@ BEGIN
             SELECT max(r.job_id) FROM jq.job_result r UNION ALL
             SELECT min(d.job_id) FROM jq.dead_letter d UNION ALL
             SELECT max(d.job_id) FROM jq.dead_letter d) m;
-    -- and so must the batches it made itself, those below where its
-    -- sequence stands when that is not in the range (other shards'
-    -- batches, adopted by jq_adopt_batch, are outside it)
+    -- and so must the batches it made itself: those below where its
+    -- sequence stands, unless that is in the range already (set by an
+    -- earlier call, used or not: the batches below the range are then
+    -- other shards', adopted by jq_adopt_batch)
     IF held_lo < lo OR held_hi > hi
-       OR (batch_next - 1 NOT BETWEEN lo AND hi
+       OR (batch_next NOT BETWEEN lo AND hi + 1
            AND EXISTS (SELECT FROM jq.batch b WHERE b.batch_id < batch_next
                                                 AND b.batch_id NOT BETWEEN lo AND hi)) THEN
         RAISE EXCEPTION 'this database holds jobs or batches outside the id range of shard %', shard

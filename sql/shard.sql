@@ -73,6 +73,28 @@ SELECT jq.jq_adopt_batch(5, 'no_such_queue');
 ROLLBACK TO s;
 ROLLBACK;
 
+-- shard 2 that has made no batch of its own, only adopted those of shards
+-- 0 and 1: set again (pgjq_proxy run again), it keeps its range
+BEGIN;
+SET LOCAL client_min_messages = warning;
+TRUNCATE jq.job, jq.job_result, jq.dead_letter, jq.batch, jq.batch_job,
+         jq.idempotency_key;
+SELECT jq.jq_set_shard(2);
+SELECT jq.jq_adopt_batch(5, 'sh'), jq.jq_adopt_batch((1::bigint << 44) + 5, 'sh');
+SELECT jq.jq_set_shard(2);
+SELECT jq.jq_create_batch('sh') = 2 * (1::bigint << 44) AS first_batch,
+       jq.jq_enqueue('sh', '{}') = 2 * (1::bigint << 44) AS first_id;
+ROLLBACK;
+
+-- but a database that made a batch before sharding cannot become shard 2
+BEGIN;
+SET LOCAL client_min_messages = warning;
+TRUNCATE jq.job, jq.job_result, jq.dead_letter, jq.batch, jq.batch_job,
+         jq.idempotency_key;
+SELECT jq.jq_create_batch('sh') < (1::bigint << 44) AS made_before;
+SELECT jq.jq_set_shard(2);
+ROLLBACK;
+
 -- back to the shard this database was: ids below 2^44
 SELECT jq.jq_enqueue('sh', '{}') < (1::bigint << 44) AS below_shard_1;
 SELECT jq.jq_drop_queue('sh', force => true);

@@ -376,6 +376,24 @@ for (1 .. 50)
 }
 ok($back, 'the shard back up: its keys are enqueued there again');
 
+# --- pgjq_proxy run again over the same shards ---------------------------------
+
+# shard 2 also holds a batch made on shard 0, as the router's jq_create_batch
+# leaves one (made on one shard, adopted on the others): a second setup must
+# not take the adopted batch for one made before sharding
+$shards[2]->safe_psql('postgres', q{SELECT jq.jq_adopt_batch(5, 'launch')});
+my $ids_before = join(' ', map {
+	$_->safe_psql('postgres', q{SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM jq.job_id_seq})
+} @shards);
+($ok, $out, $err) = run_setup(map { shard_conninfo($_) } @shards);
+ok($ok, 'pgjq_proxy run again over the same three shards') or diag($err);
+is(join(' ', map {
+	$_->safe_psql('postgres', q{SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM jq.job_id_seq})
+} @shards), $ids_before, 'and every shard\'s ids go on from where they were');
+is(r(q{SELECT count(DISTINCT jq.jq_enqueue('launch', '{}', key => 'again' || i) >> 44)
+         FROM generate_series(1, 40) i}), '3',
+	'the router enqueues on the three shards again');
+
 # --- what pgjq_proxy refuses ---------------------------------------------------
 
 my $stray = new_node('stray', extension => 1);
