@@ -92,7 +92,10 @@ SET LOCAL client_min_messages = warning;
 TRUNCATE jq.job, jq.job_result, jq.dead_letter, jq.batch, jq.batch_job,
          jq.idempotency_key;
 SELECT jq.jq_create_batch('sh') < (1::bigint << 44) AS made_before;
+\set VERBOSITY terse
+-- (terse: the detail names the batch id, which the tests before set)
 SELECT jq.jq_set_shard(2);
+\set VERBOSITY default
 ROLLBACK;
 
 -- back to the shard this database was: ids below 2^44
