@@ -20,7 +20,7 @@
 #       enq:   jq_enqueue of one job a transaction;
 #  4. prints, per workload, each build's median (min – max) of jobs a
 #     second and the median (min – max) of the pairs' B/A ratios; at the
-#     end installs this tree's library again.
+#     end puts back the library that was installed before the swaps.
 #
 # Environment: PGJQ_BENCH_PORT (default 5495).
 source "$(dirname "$0")/../test/bin/common.sh"
@@ -43,15 +43,17 @@ done
 
 source "$TOP/bench/lib.sh"
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
-# at exit: this tree's library again (as make install leaves it), then
-# bench_cleanup with the script's exit status
+# at exit: the library installed before the swaps (this tree's, or with
+# PGJQ_BENCH_SKIP_INSTALL=1 whatever was there), then bench_cleanup with
+# the script's exit status
 restore_lib() {
     local rc=$?
     as_root rm -f "$LIBDIR/pgjq.so.ab"
-    as_root install -m 755 "$TOP/pgjq.so" "$LIBDIR/pgjq.so"
+    as_root install -m 755 "$WORK/installed.so" "$LIBDIR/pgjq.so"
     return "$rc"
 }
 bench_start ab
+cp "$LIBDIR/pgjq.so" "$WORK/installed.so"
 trap 'restore_lib; bench_cleanup' EXIT
 
 for side in A B; do

@@ -499,7 +499,9 @@ lease_row(PgjqHot *hot, TupleTableSlot *seen, Snapshot snapshot, CommandId cid,
 		 * it read its clock before that commit, past the last lease's
 		 * expiry.  The caller's clock, read before the snapshot, could be
 		 * earlier still (a process descheduled between the two), and date
-		 * this lease from before the last one ended.
+		 * this lease from before the last one ended.  Never before the
+		 * caller's clock, though, should the system clock step back: the
+		 * call judged its limits and deadlines by that one.
 		 */
 		start_at = Max(now, GetCurrentTimestamp());
 		slot_getallattrs(row);
